@@ -1,0 +1,283 @@
+"""The judge stage: UltraFeedback rating of all candidates of a conversation in one call.
+
+The candidates are shown in an order shuffled per conversation (seeded by the judge's
+``shuffle_seed`` and the conversation id, recorded in the store) and the ratings are mapped back
+to the candidates on storage. Structured output (a JSON schema) is asked for where the backend
+supports it; the parser in ``judge_format`` aligns ratings by the ``Text N`` index either way.
+A judgment is re-done when the set of candidates changed (e.g. a generator was added).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pipelines.backends import make_backend
+from pipelines.config import JudgeConfig
+from pipelines.judge_format import (
+    ParsedJudgment,
+    judge_json_schema,
+    parse_judge_output,
+    render_judge_messages,
+)
+from pipelines.store import Candidate, Store
+from pipelines.types import Conversation, GenerationRequest, Progress
+
+MIN_CANDIDATES = 2
+MAX_CANDIDATES = 8
+PARSE_RETRIES = 2  # extra immediate tries when the output cannot be fully read
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def shown_order(conversation_id: str, n: int, seed: int) -> list[int]:
+    """The permutation shown to the judge: position -> index in the stored candidate list."""
+    order = list(range(n))
+    random.Random(f"{seed}:{conversation_id}").shuffle(order)
+    return order
+
+
+@dataclass
+class JudgeTask:
+    conversation: Conversation
+    candidates: list[Candidate]
+
+
+def plan_judging(
+    store: Store,
+    judge: JudgeConfig,
+    generator_ids: Sequence[str],
+    conversations: Sequence[Conversation],
+    max_attempts: int = 3,
+) -> tuple[list[JudgeTask], int, int, int]:
+    """(tasks to do, already done, given up, too few candidates)."""
+    states = store.judgment_states(judge.id)
+    tasks: list[JudgeTask] = []
+    done = given_up = too_few = 0
+    for conv in conversations:
+        cands = store.candidates_for(conv.conversation_id, list(generator_ids))[:MAX_CANDIDATES]
+        if len(cands) < MIN_CANDIDATES:
+            too_few += 1
+            continue
+        keys = [c.key for c in cands]
+        status, attempts, old_keys = states.get(conv.conversation_id, (None, 0, []))
+        if old_keys == keys and status == "done":
+            done += 1
+        elif old_keys == keys and attempts >= max_attempts:
+            given_up += 1
+        else:
+            tasks.append(JudgeTask(conv, cands))
+    return tasks, done, given_up, too_few
+
+
+def _request(judge: JudgeConfig, task: JudgeTask, order: list[int], attempt: int) -> GenerationRequest:
+    texts = [task.candidates[i].text for i in order]
+    params = judge.sampling()
+    if attempt > 0:  # a retry must not repeat the same unreadable output
+        params.temperature = max(params.temperature, 0.3)
+        params.seed = (params.seed or 0) + attempt
+    return GenerationRequest(
+        key=task.conversation.conversation_id,
+        messages=render_judge_messages(
+            judge.aspect,
+            task.conversation.messages,
+            texts,
+            structured=judge.structured,
+            max_rationale_chars=judge.max_rationale_chars,
+        ),
+        params=params,
+        json_schema=(
+            judge_json_schema(len(texts), judge.max_rationale_chars) if judge.structured else None
+        ),
+    )
+
+
+async def run_judging_async(
+    store: Store,
+    judge: JudgeConfig,
+    generator_ids: Sequence[str],
+    conversations: Sequence[Conversation],
+    *,
+    max_attempts: int = 3,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Progress:
+    """Judge every conversation whose candidates have no complete judgment yet."""
+    tasks, done, given_up, too_few = plan_judging(
+        store, judge, generator_ids, conversations, max_attempts
+    )
+    progress = Progress(
+        stage="judge", total=len(tasks) + done + given_up, done=done, skipped=done, failed=given_up
+    )
+    if too_few:
+        progress.message = f"{too_few} conversations have fewer than {MIN_CANDIDATES} candidates"
+    start = time.perf_counter()
+
+    def report(message: str = "") -> None:
+        progress.elapsed_s = time.perf_counter() - start
+        if message:
+            progress.message = message
+        if on_progress is not None:
+            on_progress(progress)
+
+    report()
+    if not tasks:
+        report("nothing to judge")
+        return progress
+    backend = make_backend(judge)
+    passes = [False, True] if judge.reverse_pass else [False]
+    states = {t.conversation.conversation_id: _TaskState(t, len(passes)) for t in tasks}
+
+    def commit(state: _TaskState) -> None:
+        state.committed = True
+        cid, n = state.task.conversation.conversation_id, len(state.task.candidates)
+        keys = [c.key for c in state.task.candidates]
+        raw = "\n\n---\n\n".join(state.raw_outputs) or None
+        results = [b for b in state.best if b is not None]
+        if not results:
+            store.put_judgment(
+                cid, judge.id, model=backend.model_name, candidate_keys=keys,
+                ratings=[None] * n, rationales=[None] * n,
+                order_shown=shown_order(cid, n, judge.shuffle_seed), seed=judge.shuffle_seed,
+                raw_output=raw, error=state.error or "no output", status="failed",
+            )
+            progress.failed += 1
+            progress.message = f"judge failed: {state.error}"
+        else:
+            ratings, rationales, problems = _combine(results)
+            status = "done" if all(r is not None for r in ratings) else "partial"
+            store.put_judgment(
+                cid, judge.id, model=backend.model_name, candidate_keys=keys,
+                ratings=ratings, rationales=rationales, order_shown=results[0][3],
+                seed=judge.shuffle_seed, raw_output=raw,
+                error="; ".join(problems) if status != "done" else None, status=status,
+            )
+            if status == "done":
+                progress.done += 1
+            else:
+                progress.failed += 1
+                progress.message = f"unreadable ratings: {'; '.join(problems)[:200]}"
+        report()
+
+    try:
+        for attempt in range(PARSE_RETRIES + 1):
+            reqs, orders = [], {}
+            for state in states.values():
+                if state.committed or state.backend_failed:
+                    continue
+                cid = state.task.conversation.conversation_id
+                for p, reverse in enumerate(passes):
+                    if state.satisfied(p):
+                        continue
+                    order = shown_order(cid, len(state.task.candidates), judge.shuffle_seed)
+                    order = order[::-1] if reverse else order
+                    req = _request(judge, state.task, order, attempt)
+                    req.key = (cid, p)
+                    orders[req.key] = order
+                    reqs.append(req)
+            if not reqs:
+                break
+            async for res in backend.generate(reqs):
+                cid, p = res.key
+                state = states[cid]
+                if not res.ok:
+                    state.error, state.backend_failed = res.error, True
+                else:
+                    state.raw_outputs.append(res.text or "")
+                    progress.output_tokens += res.completion_tokens or 0
+                    state.offer(p, parse_judge_output(res.text or "", state.n), orders[res.key])
+                    if all(state.satisfied(q) for q in range(len(passes))):
+                        commit(state)
+                if cancel is not None and cancel.is_set():
+                    break
+            if cancel is not None and cancel.is_set():
+                break
+        for state in states.values():
+            if not state.committed and (cancel is None or not cancel.is_set()):
+                commit(state)
+    finally:
+        await backend.aclose()
+    report("cancelled" if cancel is not None and cancel.is_set() else "finished")
+    return progress
+
+
+class _TaskState:
+    """What one conversation's judging has gathered so far, over passes and retries."""
+
+    def __init__(self, task: JudgeTask, passes: int) -> None:
+        self.task = task
+        self.n = len(task.candidates)
+        self.best: list[tuple[list[float | None], list[str | None], list[str], list[int]] | None]
+        self.best = [None] * passes
+        self.raw_outputs: list[str] = []
+        self.error: str | None = None
+        self.backend_failed = False
+        self.committed = False
+
+    def satisfied(self, p: int) -> bool:
+        best = self.best[p]
+        return best is not None and not best[2]
+
+    def offer(self, p: int, parsed: ParsedJudgment, order: list[int]) -> None:
+        """Map a parsed output (by shown position) back to stored candidates; keep the best."""
+        ratings: list[float | None] = [None] * self.n
+        rationales: list[str | None] = [None] * self.n
+        for pos, idx in enumerate(order):
+            ratings[idx] = parsed.ratings[pos]
+            rationales[idx] = parsed.rationales[pos]
+        keys = [c.key for c in self.task.candidates]
+        problems = [_name_candidates(pr, order, keys) for pr in parsed.problems]
+        cand = (ratings, rationales, problems, order)
+        if self.best[p] is None or _nulls(ratings) < _nulls(self.best[p][0]):
+            self.best[p] = cand
+
+
+def _nulls(ratings: list[float | None]) -> int:
+    return sum(r is None for r in ratings)
+
+
+def _name_candidates(problem: str, order: list[int], keys: list[str]) -> str:
+    """Problems name a text by its shown position; add which stored candidate that was."""
+
+    def name(m: re.Match[str]) -> str:
+        pos = int(m.group(1)) - 1
+        if 0 <= pos < len(order):
+            return f"{m.group(0)} ({keys[order[pos]]})"
+        return m.group(0)
+
+    return re.sub(r"Text (\d+)", name, problem)
+
+
+def _combine(
+    results: list[tuple[list[float | None], list[str | None], list[str], list[int]]],
+) -> tuple[list[float | None], list[str | None], list[str]]:
+    """Average the passes' ratings per candidate (ignoring nulls); keep the first rationale."""
+    n = len(results[0][0])
+    ratings: list[float | None] = []
+    rationales: list[str | None] = []
+    for i in range(n):
+        vals = [r[0][i] for r in results if r[0][i] is not None]
+        if len(vals) == 1:
+            ratings.append(vals[0])
+        else:
+            ratings.append(sum(vals) / len(vals) if vals else None)
+        rationales.append(next((r[1][i] for r in results if r[1][i]), None))
+    problems = [p for r in results for p in r[2]]
+    return ratings, rationales, problems
+
+
+def run_judging(
+    store: Store,
+    judge: JudgeConfig,
+    generator_ids: Sequence[str],
+    conversations: Sequence[Conversation],
+    **kwargs: object,
+) -> Progress:
+    return asyncio.run(
+        run_judging_async(store, judge, generator_ids, conversations, **kwargs)  # type: ignore[arg-type]
+    )

@@ -1,0 +1,135 @@
+"""Plain data types shared by every stage of the engine.
+
+A conversation is a list of OpenAI-style messages ``{"role": ..., "content": str}``.
+``Conversation.messages`` always ends with a user turn (the prompt); the dataset's own
+answer to that turn, when there is one, is kept in ``original_response``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+Message = dict[str, str]
+
+
+def conversation_id_for(messages: list[Message]) -> str:
+    """Stable id of a prompt: a hash of its role/content pairs (sources never change it)."""
+    canonical = json.dumps(
+        [[m["role"], m["content"]] for m in messages], ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+
+
+@dataclass
+class Conversation:
+    """One normalised conversation: the prompt messages and the dataset's own answer."""
+
+    messages: list[Message]
+    source: str = ""
+    original_response: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    conversation_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.conversation_id:
+            self.conversation_id = conversation_id_for(self.messages)
+
+    @property
+    def num_turns(self) -> int:
+        return sum(1 for m in self.messages if m["role"] == "user")
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+
+
+@dataclass
+class GenerationRequest:
+    """One completion to make. ``key`` is opaque to backends and returned with the result."""
+
+    key: Any
+    messages: list[Message]
+    params: SamplingParams
+    # JSON schema the answer must follow (structured output), when the caller needs one.
+    json_schema: dict[str, Any] | None = None
+    # The conversation's own answer, used by the ``original`` backend only.
+    original_response: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    key: Any
+    text: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    model: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+@dataclass
+class Progress:
+    """What a running stage reports after every committed row.
+
+    ``total`` counts every row the stage should end with; ``skipped`` of them were already
+    done before this run (and are included in ``done``).
+    """
+
+    stage: str
+    done: int = 0
+    total: int = 0
+    failed: int = 0
+    skipped: int = 0
+    output_tokens: int = 0
+    elapsed_s: float = 0.0
+    message: str = ""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at this run's rate (rows already done before the run don't count)."""
+        finished = self.done + self.failed - self.skipped
+        if finished <= 0 or self.elapsed_s <= 0:
+            return None
+        remaining = max(self.total - self.done - self.failed, 0)
+        return remaining * self.elapsed_s / finished
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "done": self.done,
+            "total": self.total,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "output_tokens": self.output_tokens,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "message": self.message,
+        }
