@@ -8,6 +8,7 @@ re-entrant, so calls are serialised with a lock and run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.metadata
 import os
 import threading
@@ -62,6 +63,15 @@ def load_llama(n_ctx: int = 4096, n_threads: int | None = None) -> Any:
                 model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0
             )
         return _models[key]
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the models while llama.cpp is still loaded (not in __del__ at interpreter exit)."""
+    with _models_lock:
+        for llama in _models.values():
+            llama.close()
+        _models.clear()
 
 
 class EmbeddedBackend(Backend):

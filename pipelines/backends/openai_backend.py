@@ -54,6 +54,7 @@ class OpenAIBackend(Backend):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         key = resolve_api_key(config.api_key_env)
+        self.schema_mode = "json_schema"
         self.replicas = [
             _Replica(
                 url=url,
@@ -86,11 +87,18 @@ class OpenAIBackend(Backend):
         if req.params.stop:
             kwargs["stop"] = req.params.stop
         if req.json_schema is not None:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "judgment", "schema": req.json_schema, "strict": True},
-            }
+            kwargs["response_format"] = self._response_format(req.json_schema)
         return kwargs
+
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self.schema_mode == "json_object":
+            # llama.cpp's server: JSON mode with a schema, compiled to a grammar
+            return {"type": "json_object", "schema": schema}
+        # OpenAI / vLLM: structured outputs
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "judgment", "schema": schema, "strict": False},
+        }
 
     async def complete(self, req: GenerationRequest) -> GenerationResult:
         """One chat completion; errors come back on the result."""
@@ -98,7 +106,7 @@ class OpenAIBackend(Backend):
         tried: set[str] = set()
         start = time.perf_counter()
         last_error = "no replica"
-        for _ in range(len(self.replicas)):
+        for _ in range(len(self.replicas) + 1):
             replica = self._pick(tried)
             tried.add(replica.url)
             replica.in_flight += 1
@@ -113,6 +121,18 @@ class OpenAIBackend(Backend):
                 break
             except openai.APIStatusError as exc:
                 last_error = f"HTTP {exc.status_code}: {short_error(exc)}"
+                if (
+                    exc.status_code in (400, 422)
+                    and "response_format" in kwargs
+                    and self.schema_mode == "json_schema"
+                    and "json_schema" in str(exc)
+                ):
+                    # The server knows no `json_schema` response format (llama.cpp's): use
+                    # JSON mode with a schema instead, from now on.
+                    self.schema_mode = "json_object"
+                    kwargs["response_format"] = self._response_format(req.json_schema or {})
+                    tried.discard(replica.url)
+                    continue
                 break
             except Exception as exc:  # noqa: BLE001 - recorded on the row
                 last_error = short_error(exc)
