@@ -77,8 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             recipe, store, stages=stages, limit=args.limit, on_progress=on_progress, cancel=cancel
         )
     except KeyboardInterrupt:
-        print("interrupted: everything finished so far is saved; run again to resume",
-              file=sys.stderr)
+        print(
+            "interrupted: everything finished so far is saved; run again to resume", file=sys.stderr
+        )
         return 130
     if args.json:
         _print_json({"event": "summary", **summary.as_dict()})
@@ -124,7 +125,10 @@ def cmd_load(args: argparse.Namespace) -> int:
         k, v = spec.split("=", 1)
         columns[k] = v
     result = load_source(
-        args.source, format=args.format, columns=columns or None, split=args.split,
+        args.source,
+        format=args.format,
+        columns=columns or None,
+        split=args.split,
         limit=args.limit,
     )
     store = _store(args)
@@ -171,8 +175,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"workspace: {status['data_dir']}")
     print(f"conversations: {status['conversations']}")
     for gen, c in status["candidates"].items():
-        print(f"candidates {gen}: {c['done']} done, {c['failed']} failed, "
-              f"{c['output_tokens']} output tokens")
+        print(
+            f"candidates {gen}: {c['done']} done, {c['failed']} failed, "
+            f"{c['output_tokens']} output tokens"
+        )
     for key, j in status["judgments"].items():
         print(f"judgments {key}: {j['count']}")
     print(f"reviews: {status['reviews']}")
@@ -195,8 +201,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if summary.status == "failed":
         print(f"error: {summary.error}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{summary.results['export']['pairs']} pairs written to "
-          f"{summary.export_dir or export_dir_for(recipe, store)}")
+    print(
+        f"{summary.results['export']['pairs']} pairs written to "
+        f"{summary.export_dir or export_dir_for(recipe, store)}"
+    )
     return 0
 
 
@@ -214,15 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default=None,
-                       help="workspace folder (default: $CAPYUI_DATA_DIR or ./capyui-data)")
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            help="workspace folder (default: $CAPYUI_DATA_DIR or ./capyui-data)",
+        )
 
     p = sub.add_parser("run", help="run a recipe (headless)")
     p.add_argument("recipe", help="recipe YAML file, or the name of a bundled recipe")
     data_dir(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N conversations")
-    p.add_argument("--stages", default=None,
-                   help="comma-separated: load,generate,judge,binarize,export,publish")
+    p.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated: load,generate,judge,binarize,export,publish",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     p.set_defaults(func=cmd_run)
 
@@ -269,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
         if not _expected(exc):
             raise
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-              file=sys.stderr)
+        print(
+            f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
 
 

@@ -75,7 +75,9 @@ def plan_judging(
     return tasks, done, given_up, too_few
 
 
-def _request(judge: JudgeConfig, task: JudgeTask, order: list[int], attempt: int) -> GenerationRequest:
+def _request(
+    judge: JudgeConfig, task: JudgeTask, order: list[int], attempt: int
+) -> GenerationRequest:
     texts = [task.candidates[i].text for i in order]
     params = judge.sampling()
     if attempt > 0:  # a retry must not repeat the same unreadable output
@@ -141,10 +143,17 @@ async def run_judging_async(
         results = [b for b in state.best if b is not None]
         if not results:
             store.put_judgment(
-                cid, judge.id, model=backend.model_name, candidate_keys=keys,
-                ratings=[None] * n, rationales=[None] * n,
-                order_shown=shown_order(cid, n, judge.shuffle_seed), seed=judge.shuffle_seed,
-                raw_output=raw, error=state.error or "no output", status="failed",
+                cid,
+                judge.id,
+                model=backend.model_name,
+                candidate_keys=keys,
+                ratings=[None] * n,
+                rationales=[None] * n,
+                order_shown=shown_order(cid, n, judge.shuffle_seed),
+                seed=judge.shuffle_seed,
+                raw_output=raw,
+                error=state.error or "no output",
+                status="failed",
             )
             progress.failed += 1
             progress.message = f"judge failed: {state.error}"
@@ -152,10 +161,17 @@ async def run_judging_async(
             ratings, rationales, problems = _combine(results)
             status = "done" if all(r is not None for r in ratings) else "partial"
             store.put_judgment(
-                cid, judge.id, model=backend.model_name, candidate_keys=keys,
-                ratings=ratings, rationales=rationales, order_shown=results[0][3],
-                seed=judge.shuffle_seed, raw_output=raw,
-                error="; ".join(problems) if status != "done" else None, status=status,
+                cid,
+                judge.id,
+                model=backend.model_name,
+                candidate_keys=keys,
+                ratings=ratings,
+                rationales=rationales,
+                order_shown=results[0][3],
+                seed=judge.shuffle_seed,
+                raw_output=raw,
+                error="; ".join(problems) if status != "done" else None,
+                status=status,
             )
             if status == "done":
                 progress.done += 1

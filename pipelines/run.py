@@ -96,23 +96,69 @@ def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[s
     return report
 
 
-def binarize_stage(recipe: Recipe, store: Store) -> tuple[Any, dict[str, Any]]:
+@dataclass
+class Binarized:
+    rows: list[Any]  # binarize.JudgedConversation
+    result: Any  # binarize.BinarizeResult
+
+    @property
+    def pairs(self) -> list[dict[str, Any]]:
+        return self.result.pairs
+
+
+def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, Any]]:
     from pipelines.binarize import BinarizeOptions, binarize, collect
 
-    if recipe.judge is None:
-        raise StageError("binarize needs a judge in the recipe (or human reviews)")
     options = BinarizeOptions.model_validate(recipe.binarize)
-    rows = collect(store, generator_ids=[g.id for g in recipe.generators], judge_id=recipe.judge.id)
+    rows = collect(
+        store,
+        generator_ids=[g.id for g in recipe.generators],
+        judge_id=recipe.judge.id if recipe.judge else None,
+    )
     result = binarize(rows, options)
-    return result, {"pairs": len(result.pairs), "dropped": dict(result.dropped)}
+    return Binarized(rows, result), {"pairs": len(result.pairs), "dropped": dict(result.dropped)}
 
 
-def export_stage(recipe: Recipe, store: Store, result: Any) -> Path:
-    from pipelines.publish import build_card_context, export_local
+def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
+    """Everything the dataset card reports, gathered from the store."""
+    from pipelines.publish import CardContext
+    from pipelines.stats import compute_stats
+
+    counts = store.candidate_counts()
+    judged = store.query(
+        "SELECT COUNT(*) FROM judgments WHERE status = 'done'"
+        + (" AND judge_id = ?" if recipe.judge else ""),
+        (recipe.judge.id,) if recipe.judge else (),
+    )[0][0]
+    reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+    options = recipe.binarize
+    return CardContext(
+        dataset_name=recipe.export.dataset_name or recipe.name,
+        recipe=recipe.to_dict(),
+        load_reports=store.load_reports(),
+        stage_counts={
+            "conversations": store.count_conversations(),
+            "candidates generated": sum(c["done"] for c in counts.values()),
+            "candidates failed": sum(c["failed"] for c in counts.values()),
+            "conversations judged": int(judged),
+            "conversations reviewed": int(reviewed),
+        },
+        stats=compute_stats(binarized.rows, binarized.pairs),
+        generator_models=[g.display_name() for g in recipe.generators],
+        judge_model=recipe.judge.display_name() if recipe.judge else None,
+        dropped=dict(binarized.result.dropped),
+        strategy=str(options.get("strategy", "best-vs-worst")),
+        repo_id=recipe.publish.repo_id,
+        reviewed=int(reviewed),
+    )
+
+
+def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
+    from pipelines.publish import export_local
 
     out = export_dir_for(recipe, store)
-    card = build_card_context(store, recipe, result)
-    return export_local(result.pairs, out, formats=tuple(recipe.export.formats), card=card)
+    card = card_context(store, recipe, binarized)
+    return export_local(binarized.pairs, out, formats=tuple(recipe.export.formats), card=card)
 
 
 def publish_stage(recipe: Recipe, out_dir: Path) -> str:
@@ -161,16 +207,28 @@ def run_recipe(
                 summary.status = "cancelled"
                 break
             if stage == "load":
-                summary.results["load"] = load_stage(recipe, store, limit)
-                progress(Progress(stage="load", done=summary.results["load"]["loaded"],
-                                  total=summary.results["load"]["total_rows"], message="finished"))
+                report = load_stage(recipe, store, limit)
+                summary.results["load"] = report
+                store.update_job(job_id, counters=summary.results)
+                if on_progress is not None:
+                    on_progress(
+                        Progress(
+                            stage="load",
+                            done=report["loaded"],
+                            total=report["total_rows"],
+                            message="finished",
+                        )
+                    )
             elif stage == "generate":
                 from pipelines.generate import run_generation
 
                 convs = selected_conversations(store, limit)
                 p = run_generation(
-                    store, recipe.generators, convs,
-                    max_attempts=recipe.generation.max_attempts, on_progress=progress,
+                    store,
+                    recipe.generators,
+                    convs,
+                    max_attempts=recipe.generation.max_attempts,
+                    on_progress=progress,
                     cancel=cancel,
                 )
                 summary.results["generate"] = p.as_dict()
@@ -181,8 +239,12 @@ def run_recipe(
                     raise StageError("the recipe has no judge")
                 convs = selected_conversations(store, limit)
                 p = run_judging(
-                    store, recipe.judge, [g.id for g in recipe.generators], convs,
-                    max_attempts=recipe.generation.max_attempts, on_progress=progress,
+                    store,
+                    recipe.judge,
+                    [g.id for g in recipe.generators],
+                    convs,
+                    max_attempts=recipe.generation.max_attempts,
+                    on_progress=progress,
                     cancel=cancel,
                 )
                 summary.results["judge"] = p.as_dict()

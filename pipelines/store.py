@@ -169,7 +169,7 @@ class Store:
 
     # -- conversations ----------------------------------------------------------------------
     def add_conversations(self, conversations: Iterable[Conversation]) -> tuple[int, int]:
-        """Insert new conversations; ones already stored are left alone. Returns (added, existing)."""
+        """Insert new conversations, leaving stored ones alone. Returns (added, existing)."""
         added = existing = 0
         now = time.time()
         batch: list[Conversation] = []

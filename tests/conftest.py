@@ -46,14 +46,26 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(embedded_model_path()),
-                "--model_alias", "smollm2",
-                "--host", "127.0.0.1", "--port", str(port),
-                "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 2),
-                "--verbose", "False",
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(embedded_model_path()),
+                "--model_alias",
+                "smollm2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                str(os.cpu_count() or 2),
+                "--verbose",
+                "False",
             ],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", 60, proc)

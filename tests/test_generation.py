@@ -56,8 +56,15 @@ def make_conversations(n: int) -> list[Conversation]:
 
 def openai_gen(url: str, **kw: object) -> GeneratorConfig:
     base = dict(
-        id="llama", backend="openai", base_url=url, model="smollm2", max_tokens=12,
-        temperature=0.0, concurrency=2, timeout_s=30, max_retries=0,
+        id="llama",
+        backend="openai",
+        base_url=url,
+        model="smollm2",
+        max_tokens=12,
+        temperature=0.0,
+        concurrency=2,
+        timeout_s=30,
+        max_retries=0,
     )
     base.update(kw)
     return GeneratorConfig(**base)
@@ -90,13 +97,21 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
 ) -> None:
     # request n -> fault. Each row gets one SDK retry: a lone fault is absorbed (1: the 429 is
     # retried after its Retry-After; 9: a 500), two in a row fail the row (3-4, 5-6, 7-8).
-    faults = {1: "429", 3: "500", 4: "500", 5: "stall", 6: "stall", 7: "reset", 8: "reset",
-              9: "500"}
+    faults = {
+        1: "429",
+        3: "500",
+        4: "500",
+        5: "stall",
+        6: "stall",
+        7: "reset",
+        8: "reset",
+        9: "500",
+    }
     proxy = FaultProxy(
         upstream=llama_server.rsplit("/v1", 1)[0],
         schedule=lambda n, path: faults.get(n),
         retry_after_s=1,
-        stall_s=3.0,
+        stall_s=7.0,
     )
     url = proxy.start() + "/v1"
     try:
@@ -104,7 +119,7 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
         convs = make_conversations(8)
         store.add_conversations(convs)
         # one SDK retry per request: a single fault is absorbed, two in a row fail the row
-        gen = openai_gen(url, timeout_s=1.5, max_retries=1, concurrency=1, max_tokens=8)
+        gen = openai_gen(url, timeout_s=5, max_retries=1, concurrency=1, max_tokens=8)
         started = time.monotonic()
         progress = run_generation(store, [gen], convs, max_attempts=3)
         assert time.monotonic() - started < 90  # nothing hangs
@@ -134,8 +149,11 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
         assert len(proxy.completions()) - before == len(failed)
         rows = store.candidate_rows("llama")
         assert len(rows) == 8 and all(r["status"] == "done" for r in rows)
-        assert all(r["attempts"] == 2 for r in rows if r["conversation_id"] in
-                   {f["conversation_id"] for f in failed})
+        assert all(
+            r["attempts"] == 2
+            for r in rows
+            if r["conversation_id"] in {f["conversation_id"] for f in failed}
+        )
     finally:
         proxy.stop()
 
@@ -164,14 +182,29 @@ def _write_recipe(tmp: Path, url: str, n: int) -> Path:
     data = tmp / "convs.jsonl"
     with open(data, "w") as f:
         for c in make_conversations(n):
-            f.write(json.dumps({"messages": c.messages + [
-                {"role": "assistant", "content": "An original answer."}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": c.messages
+                        + [{"role": "assistant", "content": "An original answer."}]
+                    }
+                )
+                + "\n"
+            )
     recipe = {
         "name": "resume-test",
         "source": {"path": str(data)},
         "generators": [
-            {"id": "llama", "backend": "openai", "base_url": url, "model": "smollm2",
-             "max_tokens": 24, "temperature": 0.0, "concurrency": 2, "max_retries": 0},
+            {
+                "id": "llama",
+                "backend": "openai",
+                "base_url": url,
+                "model": "smollm2",
+                "max_tokens": 24,
+                "temperature": 0.0,
+                "concurrency": 2,
+                "max_retries": 0,
+            },
             {"id": "original", "backend": "original"},
         ],
     }
@@ -206,8 +239,9 @@ def test_sigkill_mid_run_then_resume_does_only_missing(
         recipe = _write_recipe(tmp_path, url, n)
         cmd = [sys.executable, "-m", "capyui.cli", "run", str(recipe), "--data-dir", str(data_dir)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         db = data_dir / "capyui.sqlite"
         deadline = time.monotonic() + 120
         while _done(db) < 3 and time.monotonic() < deadline and proc.poll() is None:

@@ -49,7 +49,7 @@ class Backend(abc.ABC):
             return f"{self.model_name}: ok ({res.latency_s or 0:.2f}s, reply {res.text!r})"
         raise BackendError(f"{self.model_name}: no answer")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (HTTP clients, engines)."""
 
 

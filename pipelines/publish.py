@@ -1,0 +1,370 @@
+"""Export binarized pairs to a Hub-ready folder and push it to the Hugging Face Hub.
+
+Folder layout (what ``export_local`` writes and ``push_to_hub`` uploads)::
+
+    README.md                              dataset card (YAML metadata + body)
+    data/train-00000-of-00001.parquet      the pairs (when "parquet" in formats)
+    data/train-00000-of-00001.jsonl        the pairs (when "jsonl" in formats)
+
+Nothing secret reaches the folder: the recipe and every other user-provided value in the card
+goes through ``pipelines.secrets.redact``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.binarize import COLUMNS, DROP_REASONS
+from pipelines.secrets import mask_tokens, redact
+
+DATA_STEM = "train-00000-of-00001"
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+CARD_TEMPLATE = "dataset_card.md.jinja"
+SMALL_JUDGE_PATTERN = re.compile(r"smollm2?[-_ ]?135m|135m[-_ ]instruct", re.IGNORECASE)
+REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class PublishError(RuntimeError):
+    """A one-line, token-free reason why exporting or publishing failed."""
+
+
+@dataclass
+class CardContext:
+    """What the dataset card says about how the data was built."""
+
+    dataset_name: str = "capyui-dpo"
+    recipe: dict[str, Any] = field(default_factory=dict)
+    load_reports: list[dict[str, Any]] = field(default_factory=list)
+    stage_counts: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    generator_models: list[str] = field(default_factory=list)
+    judge_model: str | None = None
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    strategy: str = "best-vs-worst"
+    license: str = "apache-2.0"
+    language: list[str] = field(default_factory=lambda: ["en"])
+    repo_id: str | None = None
+    reviewed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrow schema of the exported rows
+# ---------------------------------------------------------------------------------------------
+def arrow_schema() -> Any:
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    messages = pa.list_(message)
+    return pa.schema(
+        [
+            ("source", pa.string()),
+            ("conversation_id", pa.string()),
+            ("conversation", messages),
+            ("original_response", pa.string()),
+            ("generation_models", pa.list_(pa.string())),
+            ("generations", pa.list_(pa.string())),
+            ("ratings", pa.list_(pa.float64())),
+            ("rationales", pa.list_(pa.string())),
+            ("rating_source", pa.string()),
+            ("prompt", messages),
+            ("chosen", messages),
+            ("rejected", messages),
+            ("rating_chosen", pa.float64()),
+            ("rating_rejected", pa.float64()),
+            ("chosen_model", pa.string()),
+            ("rejected_model", pa.string()),
+            ("judge_model", pa.string()),
+        ]
+    )
+
+
+def pairs_to_table(pairs: Sequence[Mapping[str, Any]]) -> Any:
+    """A ``pyarrow.Table`` of the pairs with the fixed schema (built column by column)."""
+    import pyarrow as pa
+
+    from pipelines.binarize import gc_paused
+
+    schema = arrow_schema()
+    with gc_paused():
+        arrays = [pa.array([p[f.name] for p in pairs], type=f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_jsonl(pairs: Iterable[Mapping[str, Any]], path: Path) -> None:
+    try:
+        import orjson
+
+        with path.open("wb") as f:
+            for p in pairs:
+                f.write(orjson.dumps({c: p[c] for c in COLUMNS}))
+                f.write(b"\n")
+    except ImportError:
+        with path.open("w", encoding="utf-8") as f:
+            for p in pairs:
+                f.write(json.dumps({c: p[c] for c in COLUMNS}, ensure_ascii=False))
+                f.write("\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset card
+# ---------------------------------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~<>])")
+
+
+def md_escape(value: Any) -> str:
+    """Inline markdown text: HTML-escaped, markdown syntax backslash-escaped, one line."""
+    text = " ".join(str(value).split())
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = html.escape(text, quote=False).replace("\\&lt;", "&lt;").replace("\\&gt;", "&gt;")
+    if text[:1] in "-=":
+        text = "\\" + text
+    return text
+
+
+def md_cell(value: Any) -> str:
+    """A markdown table cell (``md_escape`` covers the pipe and newlines)."""
+    return "" if value is None else md_escape(value)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}%"
+
+
+def size_category(n: int) -> str:
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+        (1_000_000_000, "100M<n<1B"),
+    ]
+    for bound, label in bounds:
+        if n < bound:
+            return label
+    return "n>1T" if n >= 1_000_000_000_000 else "1B<n<10B"
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _load_rows(reports: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    rows: list[tuple[str, str, Any]] = []
+    for rep in reports:
+        source = rep.get("source", "")
+        for key, value in rep.items():
+            if key in ("source", "load_id"):
+                continue
+            if isinstance(value, Mapping):
+                for sub, v in value.items():
+                    if isinstance(v, (int, float, str, bool)) or v is None:
+                        rows.append((source, f"{key}.{sub}", v))
+            elif isinstance(value, (int, float, str, bool)) or value is None:
+                rows.append((source, key, value))
+    return rows
+
+
+def is_small_judge(judge_model: str | None, recipe: Mapping[str, Any] | None = None) -> bool:
+    """True when the judge is the embedded SmolLM2-135M model."""
+    if judge_model and SMALL_JUDGE_PATTERN.search(judge_model):
+        return True
+    judge = (recipe or {}).get("judge")
+    return isinstance(judge, Mapping) and judge.get("backend") == "embedded"
+
+
+def render_card(card: CardContext, n_rows: int, data_files: Sequence[str]) -> str:
+    import jinja2
+    import yaml
+
+    safe: CardContext = CardContext(**redact(card.__dict__))  # every user value, redacted
+    safe.dropped = {k: int(v) for k, v in (redact(dict(card.dropped)) or {}).items()}
+    recipe_yaml = yaml.safe_dump(
+        redact(card.recipe), sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    parquet = [f for f in data_files if f.endswith(".parquet")]
+    main_files = parquet or list(data_files)
+    pattern = "data/train-*" + (Path(main_files[0]).suffix if main_files else ".parquet")
+    metadata = {
+        "license": safe.license,
+        "language": list(safe.language),
+        "task_categories": ["text-generation"],
+        "tags": ["dpo", "preference", "synthetic", "capyui", "ultrafeedback", "multi-turn"],
+        "size_categories": [size_category(n_rows)],
+        "pretty_name": safe.dataset_name,
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": pattern}],
+            }
+        ],
+    }
+    metadata_yaml = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    dropped = [(k, safe.dropped.get(k, 0)) for k in DROP_REASONS]
+    dropped += [(k, v) for k, v in safe.dropped.items() if k not in DROP_REASONS]
+    repo_literal = (
+        safe.repo_id
+        if safe.repo_id and REPO_ID_PATTERN.match(safe.repo_id)
+        else "your-name/your-dataset"
+    )
+    stats = safe.stats or {}
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=False,  # markdown: every user value goes through the md / cell filters
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(md=md_escape, cell=md_cell, num=_num, pct=_pct)
+    return env.get_template(CARD_TEMPLATE).render(
+        metadata_yaml=metadata_yaml,
+        name=safe.dataset_name,
+        n_generators=len(safe.generator_models),
+        generator_models=safe.generator_models,
+        judge_model=safe.judge_model,
+        small_judge=is_small_judge(card.judge_model, card.recipe),
+        reviewed=int(safe.reviewed or 0),
+        strategy=safe.strategy,
+        stage_counts=[*safe.stage_counts.items(), ("pairs kept", n_rows)],
+        load_rows=_load_rows(safe.load_reports),
+        dropped=dropped,
+        models=stats.get("models", []),
+        agreement=stats.get("agreement"),
+        repo_id_literal=repo_literal,
+        recipe_yaml=recipe_yaml,
+        recipe_fence=_fence(recipe_yaml),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+def export_local(
+    result_pairs: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = ("parquet", "jsonl"),
+    card: CardContext,
+) -> Path:
+    """Write the pairs and the dataset card into ``out_dir`` (see the module docstring).
+    Earlier ``data/train-*`` files there are replaced. Returns ``out_dir``."""
+    unknown = set(formats) - {"parquet", "jsonl"}
+    if unknown or not formats:
+        raise PublishError(f"unknown export format(s): {sorted(unknown) or 'none given'}")
+    out = Path(out_dir)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("train-*"):
+        old.unlink()
+    written: list[str] = []
+    if "parquet" in formats:
+        import pyarrow.parquet as pq
+
+        path = data / f"{DATA_STEM}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(pairs_to_table(result_pairs), tmp)
+        tmp.replace(path)
+        written.append(f"data/{path.name}")
+    if "jsonl" in formats:
+        path = data / f"{DATA_STEM}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        _write_jsonl(result_pairs, tmp)
+        tmp.replace(path)
+        written.append(f"data/{path.name}")
+    (out / "README.md").write_text(render_card(card, len(result_pairs), written), encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# push
+# ---------------------------------------------------------------------------------------------
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for mod, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                      ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            errors.append(getattr(__import__(mod), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _one_line(text: str, token: str) -> str:
+    text = " ".join(str(text).split())
+    if token:
+        text = text.replace(token, "***")
+    return mask_tokens(text)[:200]
+
+
+def push_to_hub(
+    out_dir: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = True,
+    endpoint: str | None = None,
+    commit_message: str = "Upload preference dataset (CapyUI)",
+) -> str:
+    """Create the dataset repo (private by default, ``exist_ok``) and upload ``out_dir`` to it.
+    Returns the repo URL. Raises ``PublishError`` with a one-line, token-free message."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    token = token or os.environ.get("HF_TOKEN") or None
+    if not token:
+        raise PublishError(
+            "no Hugging Face token: pass one or set HF_TOKEN (a token with write access)"
+        )
+    folder = Path(out_dir)
+    if not (folder / "README.md").is_file():
+        raise PublishError(f"nothing to publish in {folder}: export the dataset first")
+    if not REPO_ID_PATTERN.match(repo_id):
+        raise PublishError(f"invalid repo id {repo_id!r}: expected 'namespace/name'")
+    where = endpoint or "the Hugging Face Hub"
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=commit_message,
+            allow_patterns=["README.md", "data/*"],
+        )
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 401:
+            raise PublishError(
+                f"{where} rejected the token (HTTP 401): check HF_TOKEN is a valid token"
+            ) from None
+        if status == 403:
+            raise PublishError(
+                f"no write access to dataset {repo_id} on {where} (HTTP 403): use a token with"
+                " write permission for that namespace"
+            ) from None
+        raise PublishError(
+            f"{where} refused the upload (HTTP {status}): {_one_line(str(err), token)}"
+        ) from None
+    except HFValidationError as err:
+        raise PublishError(f"invalid repo id {repo_id!r}: {_one_line(str(err), token)}") from None
+    except _transport_errors() as err:
+        raise PublishError(
+            f"cannot reach {where} ({type(err).__name__}): check the network connection"
+        ) from None
+    return str(url)

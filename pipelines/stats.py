@@ -1,0 +1,158 @@
+"""Statistics of a judged / binarized dataset, as pandas DataFrames and plain dicts.
+
+* ``model_stats``: per generator model, the AI rating histogram (1..5 and null), mean rating,
+  candidate count, and how often the model's answer was chosen / rejected in the pairs
+  (``win_rate`` = chosen / (chosen + rejected)).
+* ``agreement``: judge vs human, over every (candidate, reviewer) the judge and a reviewer both
+  rated: exact agreement, within-1 agreement, Spearman rank correlation (pandas).
+* ``compute_stats``: both, as one JSON-able dict (what the dataset card and the UI use).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from pipelines.binarize import JudgedConversation
+
+HIST_COLUMNS = ["1", "2", "3", "4", "5", "null"]
+MODEL_COLUMNS = [
+    "model",
+    "count",
+    *HIST_COLUMNS,
+    "mean_rating",
+    "chosen",
+    "rejected",
+    "win_rate",
+]
+
+
+def _bucket(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    b = int(math.floor(float(value) + 0.5))  # round half up (a human mean of 3.5 -> 4)
+    return str(min(5, max(1, b)))
+
+
+def model_stats(
+    rows: Iterable[JudgedConversation], pairs: Sequence[dict[str, Any]] = ()
+) -> pd.DataFrame:
+    """One row per generator model (sorted by model): ``MODEL_COLUMNS``."""
+    hist: dict[str, dict[str, int]] = {}
+    total: dict[str, float] = {}
+    rated: dict[str, int] = {}
+    for row in rows:
+        for cand, rating in zip(row.candidates, row.ai_ratings, strict=False):
+            model = cand[2]
+            h = hist.get(model)
+            if h is None:
+                h = hist[model] = dict.fromkeys(HIST_COLUMNS, 0)
+                total[model] = 0.0
+                rated[model] = 0
+            h[_bucket(rating)] += 1
+            if rating is not None:
+                total[model] += float(rating)
+                rated[model] += 1
+    chosen: dict[str, int] = {}
+    rejected: dict[str, int] = {}
+    for p in pairs:
+        chosen[p["chosen_model"]] = chosen.get(p["chosen_model"], 0) + 1
+        rejected[p["rejected_model"]] = rejected.get(p["rejected_model"], 0) + 1
+    records = []
+    for model in sorted(set(hist) | set(chosen) | set(rejected)):
+        h = hist.get(model, dict.fromkeys(HIST_COLUMNS, 0))
+        c, r = chosen.get(model, 0), rejected.get(model, 0)
+        records.append(
+            {
+                "model": model,
+                "count": sum(h.values()),
+                **h,
+                "mean_rating": total[model] / rated[model] if rated.get(model) else None,
+                "chosen": c,
+                "rejected": r,
+                "win_rate": c / (c + r) if c + r else None,
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=MODEL_COLUMNS)
+
+
+def rating_pairs(rows: Iterable[JudgedConversation]) -> pd.DataFrame:
+    """Every (candidate, reviewer) rated by both the judge and a human:
+    columns conversation_id, candidate_key, model, reviewer, ai, human."""
+    records = []
+    for row in rows:
+        if not row.reviews:
+            continue
+        by_key = {c[0]: (c[2], a) for c, a in zip(row.candidates, row.ai_ratings, strict=False)}
+        for review in row.reviews:
+            for key, human in (review.get("ratings") or {}).items():
+                model, ai = by_key.get(key, (None, None))
+                if ai is None or human is None:
+                    continue
+                records.append(
+                    {
+                        "conversation_id": row.conversation.conversation_id,
+                        "candidate_key": key,
+                        "model": model,
+                        "reviewer": review.get("reviewer"),
+                        "ai": float(ai),
+                        "human": float(human),
+                    }
+                )
+    return pd.DataFrame.from_records(
+        records, columns=["conversation_id", "candidate_key", "model", "reviewer", "ai", "human"]
+    )
+
+
+def agreement(rows: Iterable[JudgedConversation]) -> dict[str, Any]:
+    """Judge/human agreement: ``n``, ``exact``, ``within_1`` (fractions), ``spearman``
+    (None when fewer than 2 pairs or either side is constant)."""
+    df = rating_pairs(rows)
+    n = len(df)
+    if n == 0:
+        return {"n": 0, "exact": None, "within_1": None, "spearman": None}
+    diff = (df["ai"] - df["human"]).abs()
+    # DataFrame.corr ranks in pandas itself (Series.corr would need scipy for spearman)
+    rho = (
+        float(df[["ai", "human"]].corr(method="spearman").iloc[0, 1]) if n >= 2 else float("nan")
+    )
+    return {
+        "n": int(n),
+        "exact": float((diff == 0).mean()),
+        "within_1": float((diff <= 1).mean()),
+        "spearman": None if rho is None or math.isnan(rho) else float(rho),
+    }
+
+
+def compute_stats(
+    rows: Sequence[JudgedConversation], pairs: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """``{"models": [per-model dicts], "agreement": {...}, "pairs": n, "rating_source": {...}}``,
+    JSON-able (NaN -> None)."""
+    models = model_stats(rows, pairs)
+    records = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in models.to_dict(orient="records")
+    ]
+    sources: dict[str, int] = {}
+    for p in pairs:
+        sources[p["rating_source"]] = sources.get(p["rating_source"], 0) + 1
+    return {
+        "models": records,
+        "agreement": agreement(rows),
+        "pairs": len(pairs),
+        "rating_source": sources,
+    }
+
+
+def histogram_frame(stats: dict[str, Any]) -> pd.DataFrame:
+    """Long-form (model, rating, count) frame of ``compute_stats(...)["models"]``, for plots."""
+    records = [
+        {"model": m["model"], "rating": col, "count": int(m[col])}
+        for m in stats["models"]
+        for col in HIST_COLUMNS
+    ]
+    return pd.DataFrame.from_records(records, columns=["model", "rating", "count"])

