@@ -48,6 +48,15 @@ class _Replica:
     requests: int = 0
 
 
+def _rejects_json_schema(exc: openai.APIStatusError) -> bool:
+    """The server refused the request because it knows no `json_schema` response format
+    (llama.cpp's server answers 500 with a validation error naming the field)."""
+    text = str(exc)
+    return exc.status_code in (400, 422, 500) and (
+        "json_schema" in text or "response_format" in text
+    )
+
+
 class OpenAIBackend(Backend):
     name = "openai"
 
@@ -122,10 +131,8 @@ class OpenAIBackend(Backend):
             except openai.APIStatusError as exc:
                 last_error = f"HTTP {exc.status_code}: {short_error(exc)}"
                 if (
-                    exc.status_code in (400, 422)
-                    and "response_format" in kwargs
-                    and self.schema_mode == "json_schema"
-                    and "json_schema" in str(exc)
+                    kwargs.get("response_format", {}).get("type") == "json_schema"
+                    and _rejects_json_schema(exc)
                 ):
                     # The server knows no `json_schema` response format (llama.cpp's): use
                     # JSON mode with a schema instead, from now on.
