@@ -1,0 +1,157 @@
+"""Safe rendering of untrusted text (conversations, model answers, judge rationales).
+
+Every string that comes from a dataset or a model is untrusted. It is rendered here to HTML
+that can never run script or load anything remote:
+
+* markdown is parsed with raw HTML *disabled* (``<script>`` etc. come out as literal text);
+* the result goes through ``nh3`` (ammonia) with a small allow-list: no ``img``, no ``style``,
+  no event-handler attributes, links only to http(s)/mailto and opened with
+  ``rel="noopener noreferrer nofollow"``; ``javascript:`` links lose their ``href``;
+* ``$``, ``{`` and ``}`` are emitted as character references so that no client-side template
+  (Gradio's ``gr.HTML`` template) can ever see an expression in untrusted text.
+
+Everything the UI shows as HTML is built from these helpers; labels and numbers that the app
+itself computes still go through ``esc``.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import nh3
+from markdown_it import MarkdownIt
+
+ALLOWED_TAGS = {
+    "p", "br", "hr", "pre", "code", "em", "strong", "del", "s", "blockquote",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a",
+    "table", "thead", "tbody", "tr", "th", "td", "span", "div",
+}
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"align"}, "td": {"align"}}
+URL_SCHEMES = {"http", "https", "mailto"}
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+@functools.cache
+def _md() -> MarkdownIt:
+    # "js-default" = CommonMark with raw HTML off and unsafe link protocols refused.
+    return MarkdownIt("js-default", {"linkify": False, "typographer": False}).enable("table")
+
+
+def _template_safe(text: str) -> str:
+    return text.replace("$", "&#36;").replace("{", "&#123;").replace("}", "&#125;")
+
+
+def esc(value: Any) -> str:
+    """Plain text to HTML (also safe inside attribute values)."""
+    return _template_safe(html.escape("" if value is None else str(value), quote=True))
+
+
+def sanitize_html(fragment: str) -> str:
+    """Clean an HTML fragment with the allow-list above."""
+    cleaned = nh3.clean(
+        fragment,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+    return _template_safe(cleaned)
+
+
+def markdown_html(text: str | None) -> str:
+    """Untrusted markdown to safe HTML."""
+    if not text:
+        return ""
+    return sanitize_html(_md().render(text))
+
+
+def message_html(message: dict[str, Any]) -> str:
+    role = str(message.get("role", ""))
+    label = ROLE_LABELS.get(role, role or "?")
+    css_role = role if role in ROLE_LABELS else "other"
+    return (
+        f'<div class="cu-msg cu-{css_role}"><div class="cu-role">{esc(label)}</div>'
+        f'<div class="cu-body">{markdown_html(str(message.get("content", "")))}</div></div>'
+    )
+
+
+def chat_html(messages: Sequence[dict[str, Any]], title: str | None = None) -> str:
+    """A conversation as chat bubbles."""
+    head = f'<div class="cu-chat-title">{esc(title)}</div>' if title else ""
+    body = "".join(message_html(m) for m in messages)
+    return f'<div class="cu-chat">{head}{body}</div>'
+
+
+def chats_html(items: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> str:
+    parts = [chat_html(msgs, title) for title, msgs in items]
+    if not parts:
+        return '<div class="cu-empty">Nothing to show.</div>'
+    return '<div class="cu-chats">' + "".join(parts) + "</div>"
+
+
+def candidate_html(
+    label: str,
+    text: str | None,
+    *,
+    model: str | None = None,
+    ai_rating: float | None = None,
+    rationale: str | None = None,
+    show_ai: bool = True,
+) -> str:
+    """One candidate answer card. ``model`` is shown only when given (blind review hides it)."""
+    who = f' <span class="cu-model">{esc(model)}</span>' if model else ""
+    ai = ""
+    if show_ai:
+        rating = "—" if ai_rating is None else f"{ai_rating:g}"
+        why = markdown_html(rationale) if rationale else '<p class="cu-muted">no rationale</p>'
+        ai = (
+            f'<div class="cu-ai"><div class="cu-ai-rating">AI rating: <b>{esc(rating)}</b></div>'
+            f'<div class="cu-ai-why">{why}</div></div>'
+        )
+    return (
+        f'<div class="cu-cand"><div class="cu-cand-head">Candidate {esc(label)}{who}</div>'
+        f'<div class="cu-body">{markdown_html(text or "")}</div>{ai}</div>'
+    )
+
+
+def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="cu-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def notice_html(text: str, kind: str = "info") -> str:
+    kind = kind if kind in ("info", "warn", "error", "ok") else "info"
+    return f'<div class="cu-notice cu-{kind}">{esc(text)}</div>'
+
+
+CSS = """
+.cu-chat{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px;margin:6px 0;}
+.cu-chat-title{font-size:12px;color:var(--body-text-color-subdued);margin-bottom:4px;}
+.cu-msg{margin:6px 0;padding:6px 10px;border-radius:8px;max-width:92%;overflow-wrap:anywhere;}
+.cu-user{background:var(--color-accent-soft);margin-right:auto;}
+.cu-assistant{background:var(--background-fill-secondary);margin-left:auto;}
+.cu-system{background:var(--background-fill-secondary);font-style:italic;}
+.cu-role{font-size:11px;font-weight:600;text-transform:uppercase;opacity:.7;}
+.cu-body p{margin:4px 0;} .cu-body pre{white-space:pre-wrap;overflow-wrap:anywhere;}
+.cu-cand{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px;
+  overflow-wrap:anywhere;min-height:60px;}
+.cu-cand-head{font-weight:600;margin-bottom:4px;}
+.cu-model{font-weight:400;font-size:12px;padding:1px 6px;border-radius:6px;
+  background:var(--color-accent-soft);}
+.cu-ai{border-top:1px dashed var(--border-color-primary);margin-top:6px;padding-top:4px;
+  font-size:13px;}
+.cu-muted{opacity:.6;}
+.cu-table{border-collapse:collapse;font-size:13px;margin:4px 0;}
+.cu-table th,.cu-table td{border:1px solid var(--border-color-primary);padding:3px 8px;
+  text-align:left;vertical-align:top;}
+.cu-notice{padding:8px 12px;border-radius:8px;margin:4px 0;}
+.cu-info{background:var(--background-fill-secondary);}
+.cu-warn{background:#fff3cd;color:#664d03;} .cu-error{background:#f8d7da;color:#842029;}
+.cu-ok{background:#d1e7dd;color:#0f5132;}
+.cu-cand-slot.cu-focus{outline:3px solid var(--color-accent);border-radius:10px;}
+"""

@@ -1,0 +1,1 @@
+"""One module per tab of the CapyUI app; each has ``build(ws, tab, ...)``."""

@@ -1,0 +1,181 @@
+"""Data tab: load conversations (bundled sample, an uploaded file, or a Hub dataset), show the
+detected format, the validation report and a chat preview of what was loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from capyui import render
+from pipelines.recipe import RECIPES_DIR, RecipeError
+
+SAMPLE = "Bundled sample"
+UPLOAD = "Upload a file"
+HUB = "Hub dataset"
+SAMPLE_PATH = "data/quickstart.jsonl"
+FORMATS = ["auto", "capybara", "messages", "sharegpt"]
+PREVIEW = 8
+
+
+def _safe_name(name: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "upload"
+    return base[-80:]
+
+
+def store_upload(ws: Any, upload: str) -> Path:
+    """Copy an upload (a file Gradio received into its own cache) into the workspace, as data.
+
+    The copy is named by a hash of its bytes, so the same file uploaded twice is one source."""
+    src = Path(upload)
+    dest_dir = ws.data_dir / "uploads"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with src.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    dest = dest_dir / f"{digest.hexdigest()[:12]}-{_safe_name(src.name)}"
+    if not dest.exists():
+        with src.open("rb") as fin, dest.open("wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    return dest
+
+
+def report_html(report: dict[str, Any]) -> str:
+    rows = [
+        ("Detected format", report.get("format") or "?"),
+        ("Rows read", report.get("total_rows", 0)),
+        ("Conversations loaded", report.get("loaded", 0)),
+        ("New in the workspace", report.get("added", 0)),
+        ("Already in the workspace", report.get("already_in_store", 0)),
+        ("Duplicates in the source", report.get("duplicates", 0)),
+        ("Rejected", sum((report.get("rejected") or {}).values())),
+    ]
+    out = [render.table_html(["", ""], rows)]
+    rejected = report.get("rejected") or {}
+    if rejected:
+        examples = report.get("examples") or {}
+        out.append("<h4>Rejected rows by reason</h4>")
+        out.append(
+            render.table_html(
+                ["reason", "rows", "examples"],
+                [(r, n, " | ".join(examples.get(r, []))) for r, n in rejected.items()],
+            )
+        )
+    if report.get("truncated"):
+        out.append(render.notice_html(f"Truncated: {report['truncated']}", "warn"))
+    return "".join(out)
+
+
+def preview_html(ws: Any, source_name: str) -> str:
+    from pipelines.review import conversations_by_source
+
+    convs = conversations_by_source(ws.store, source_name, PREVIEW)
+    items = []
+    for c in convs:
+        msgs = list(c.messages)
+        if c.original_response:
+            msgs.append({"role": "assistant", "content": c.original_response})
+        items.append((f"{c.conversation_id} · {c.num_turns} user turn(s)", msgs))
+    return render.chats_html(items)
+
+
+def workspace_summary(ws: Any) -> str:
+    n = ws.store.count_conversations()
+    src = ws.recipe.source
+    return render.notice_html(
+        f"The workspace holds {n} conversation(s). Recipe source: {src.location} "
+        f"(format {src.format}{', limit ' + str(src.limit) if src.limit else ''}).",
+        "info",
+    )
+
+
+def load_data(
+    ws: Any, kind: str, hub_id: str, split: str, upload: str | None, fmt: str, limit: float | None
+) -> tuple[str, str, dict[str, Any], str]:
+    from pipelines.run import load_stage
+
+    fmt = fmt if fmt in FORMATS else "auto"
+    n = int(limit) if limit else None
+    if n is not None and n < 1:
+        n = None
+    if kind == UPLOAD:
+        if not upload:
+            return render.notice_html("Choose a file to upload first.", "error"), "", {}, ""
+        source: dict[str, Any] = {"path": str(store_upload(ws, upload))}
+        base_dir = ws.base_dir
+    elif kind == HUB:
+        hub_id = (hub_id or "").strip()
+        if not hub_id:
+            return render.notice_html("Enter a Hub dataset id (owner/name).", "error"), "", {}, ""
+        source = {"dataset": hub_id, "split": (split or "train").strip() or "train"}
+        base_dir = ws.base_dir
+    else:
+        source = {"path": SAMPLE_PATH}
+        base_dir = str(RECIPES_DIR)
+    source["format"] = fmt
+    if n is not None:
+        source["limit"] = n
+
+    def change(data: dict[str, Any]) -> None:
+        data["source"] = source
+
+    try:
+        recipe = ws.update_recipe(change)
+        if kind == SAMPLE:
+            recipe.base_dir = base_dir
+        report = load_stage(recipe, ws.store, n)
+    except RecipeError as exc:
+        return render.notice_html(str(exc), "error"), "", {}, workspace_summary(ws)
+    except Exception as exc:  # noqa: BLE001 - SourceError and friends: one line to the user
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return render.notice_html(msg, "error"), "", {}, workspace_summary(ws)
+    name = recipe.source.dataset or Path(recipe.source.path or "").name
+    return report_html(report), preview_html(ws, name), report, workspace_summary(ws)
+
+
+def build(ws: Any, tab: gr.Tab) -> None:
+    gr.Markdown(
+        "Load multi-turn conversations. Formats: Capybara (`conversation: [{input, output}]`), "
+        "OpenAI/TRL `messages`, ShareGPT `conversations`. The last user turn is the prompt; "
+        "the dataset's own last answer is kept as the `original` candidate."
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            kind = gr.Radio([SAMPLE, UPLOAD, HUB], value=SAMPLE, label="Source")
+            upload = gr.File(
+                label="File (.jsonl, .json, .parquet, .csv)",
+                file_types=[".jsonl", ".json", ".parquet", ".csv"],
+                type="filepath",
+                visible=False,
+            )
+            with gr.Row(visible=False) as hub_row:
+                hub_id = gr.Textbox(label="Hub dataset id",
+                                    placeholder="argilla/Capybara-Preferences")
+                split = gr.Textbox(label="Split", value="train")
+        with gr.Column(scale=1):
+            fmt = gr.Dropdown(FORMATS, value="auto", label="Format (auto-detected unless set)")
+            limit = gr.Number(label="Limit (rows; 0 = all)", precision=0, value=0)
+            load_btn = gr.Button("Load", variant="primary", elem_id="cu-load")
+    summary = gr.HTML(workspace_summary(ws), js_on_load=None)
+    report = gr.HTML(js_on_load=None, elem_id="cu-load-report")
+    report_json = gr.JSON(visible=False)
+    gr.Markdown("### Preview")
+    preview = gr.HTML(js_on_load=None, elem_id="cu-data-preview")
+
+    def on_kind(k: str) -> tuple[Any, Any]:
+        return gr.update(visible=k == UPLOAD), gr.update(visible=k == HUB)
+
+    kind.change(on_kind, kind, [upload, hub_row], show_progress="hidden", queue=False)
+    load_btn.click(
+        lambda *a: load_data(ws, *a),
+        [kind, hub_id, split, upload, fmt, limit],
+        [report, preview, report_json, summary],
+        api_name="load_data",
+        concurrency_limit=1,
+    )
+    tab.select(lambda: workspace_summary(ws), None, summary, show_progress="hidden", queue=False)

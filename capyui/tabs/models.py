@@ -1,0 +1,236 @@
+"""Models tab: the generators and the judge of the recipe. Add, edit, remove, test.
+
+Keys are never typed here: a model references the *name* of an environment variable (or
+Space secret) that holds its key (``api_key_env``); the tab only says whether it is set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import gradio as gr
+
+from capyui import render
+from pipelines.recipe import RecipeError
+
+PRESETS = {
+    "embedded": "Embedded SmolLM2-135M (CPU, no key)",
+    "openai": "OpenAI-compatible server (vLLM serve, TGI, llama.cpp, Ollama, OpenAI)",
+    "vllm": "vLLM in-process (GPU machine)",
+    "original": "Original answer from the dataset",
+}
+PRESET_DEFAULTS = {
+    "embedded": {"model": "", "base_url": ""},
+    "openai": {"model": "", "base_url": "http://127.0.0.1:8000/v1"},
+    "vllm": {"model": "", "base_url": ""},
+    "original": {"model": "", "base_url": ""},
+}
+JUDGE_NOTE = (
+    "Note: the embedded SmolLM2-135M judge only demonstrates the flow. Its ratings carry little "
+    "signal; for a real dataset point the judge at a strong model (OpenAI-compatible or vLLM)."
+)
+
+
+def _choices(ws: Any) -> list[str]:
+    r = ws.recipe
+    out = [f"generator:{g.id}" for g in r.generators]
+    if r.judge is not None:
+        out.append(f"judge:{r.judge.id}")
+    return out
+
+
+def _config(ws: Any, choice: str | None) -> Any:
+    if not choice or ":" not in choice:
+        return None
+    role, mid = choice.split(":", 1)
+    r = ws.recipe
+    if role == "judge":
+        return r.judge if r.judge is not None and r.judge.id == mid else None
+    return next((g for g in r.generators if g.id == mid), None)
+
+
+def models_html(ws: Any) -> str:
+    r = ws.recipe
+    rows = []
+    items = [("generator", g) for g in r.generators]
+    if r.judge is not None:
+        items.append(("judge", r.judge))
+    for role, m in items:
+        key = "—"
+        if m.api_key_env:
+            key = f"{m.api_key_env} ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
+        rows.append((
+            role, m.id, m.backend, m.display_name() or "—", ", ".join(m.urls) or "—", key,
+            m.temperature, m.max_tokens, getattr(m, "samples", "") if role == "generator" else "",
+        ))
+    table = render.table_html(
+        ["role", "id", "backend", "model", "base URL", "key (env var)", "temperature",
+         "max tokens", "samples"],
+        rows,
+    )
+    notes = []
+    if r.judge is None:
+        notes.append(render.notice_html("No judge: add one to rate the candidates.", "warn"))
+    elif r.judge.backend == "embedded":
+        notes.append(render.notice_html(JUDGE_NOTE, "warn"))
+    return table + "".join(notes)
+
+
+def save_model(
+    ws: Any, role: str, backend: str, mid: str, model: str, base_url: str, key_env: str,
+    temperature: float | None, max_tokens: float | None, samples: float | None,
+) -> tuple[str, str, Any]:
+    mid = (mid or "").strip()
+    if not mid:
+        return models_html(ws), render.notice_html("Give the model an id.", "error"), gr.update()
+    key_env = (key_env or "").strip()
+    fields: dict[str, Any] = {
+        "id": mid,
+        "backend": backend,
+        "model": (model or "").strip(),
+    }
+    if (base_url or "").strip():
+        fields["base_url"] = base_url.strip()
+    if key_env:
+        fields["api_key_env"] = key_env
+    if temperature is not None:
+        fields["temperature"] = float(temperature)
+    if max_tokens:
+        fields["max_tokens"] = int(max_tokens)
+    if role == "generator" and samples:
+        fields["samples"] = int(samples)
+
+    def merge(old: dict[str, Any] | None) -> dict[str, Any]:
+        base = dict(old or {})
+        if old and old.get("backend") != backend:
+            base = {k: v for k, v in base.items() if k not in ("base_url", "base_urls", "engine")}
+        base.update(fields)
+        if "base_url" not in fields:
+            base.pop("base_url", None)
+        if not key_env:
+            base.pop("api_key_env", None)
+        return base
+
+    def change(data: dict[str, Any]) -> None:
+        if role == "judge":
+            data["judge"] = merge(data.get("judge"))
+            return
+        gens = data["generators"]
+        for i, g in enumerate(gens):
+            if g["id"] == mid:
+                gens[i] = merge(g)
+                return
+        gens.append(merge(None))
+
+    try:
+        ws.update_recipe(change)
+    except RecipeError as exc:
+        return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
+    return (
+        models_html(ws),
+        render.notice_html(f"Saved {role} '{mid}'.", "ok"),
+        gr.update(choices=_choices(ws), value=f"{role}:{mid}"),
+    )
+
+
+def remove_model(ws: Any, choice: str | None) -> tuple[str, str, Any]:
+    cfg = _config(ws, choice)
+    if cfg is None:
+        return models_html(ws), render.notice_html("Pick a model to remove.", "error"), gr.update()
+    role = choice.split(":", 1)[0]  # type: ignore[union-attr]
+
+    def change(data: dict[str, Any]) -> None:
+        if role == "judge":
+            data.pop("judge", None)
+        else:
+            data["generators"] = [g for g in data["generators"] if g["id"] != cfg.id]
+
+    try:
+        ws.update_recipe(change)
+    except RecipeError as exc:
+        return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
+    return (
+        models_html(ws),
+        render.notice_html(f"Removed {role} '{cfg.id}'.", "ok"),
+        gr.update(choices=_choices(ws), value=None),
+    )
+
+
+def test_connection(ws: Any, choice: str | None) -> str:
+    from pipelines.backends import make_backend, short_error
+
+    cfg = _config(ws, choice)
+    if cfg is None:
+        return render.notice_html("Pick a model to test.", "error")
+
+    async def check() -> str:
+        backend = make_backend(cfg)
+        try:
+            return await backend.check()
+        finally:
+            await backend.aclose()
+
+    try:
+        return render.notice_html(asyncio.run(check()), "ok")
+    except Exception as exc:  # noqa: BLE001 - BackendError and transport errors, one line
+        return render.notice_html(f"{cfg.id}: {short_error(exc)}", "error")
+
+
+def load_form(ws: Any, choice: str | None) -> list[Any]:
+    cfg = _config(ws, choice)
+    if cfg is None:
+        return [gr.update()] * 9
+    role = choice.split(":", 1)[0]  # type: ignore[union-attr]
+    return [
+        role, cfg.backend, cfg.id, cfg.model, cfg.base_url or "", cfg.api_key_env or "",
+        cfg.temperature, cfg.max_tokens, getattr(cfg, "samples", 1),
+    ]
+
+
+def build(ws: Any, tab: gr.Tab) -> None:
+    table = gr.HTML(models_html(ws), js_on_load=None, elem_id="cu-models")
+    with gr.Row():
+        pick = gr.Dropdown(_choices(ws), label="Model", value=None, scale=2)
+        test_btn = gr.Button("Test connection", scale=1)
+        remove_btn = gr.Button("Remove", variant="stop", scale=1)
+    status = gr.HTML(js_on_load=None)
+    gr.Markdown("#### Add or edit a model (saving an existing id updates it)")
+    with gr.Row():
+        role = gr.Radio(["generator", "judge"], value="generator", label="Role")
+        backend = gr.Dropdown(
+            [(v, k) for k, v in PRESETS.items()], value="openai", label="Backend preset"
+        )
+        mid = gr.Textbox(label="Id", placeholder="e.g. llama-70b")
+    with gr.Row():
+        model = gr.Textbox(label="Model name (served name, Hub id or path)")
+        base_url = gr.Textbox(label="Base URL (OpenAI-compatible)",
+                              value=PRESET_DEFAULTS["openai"]["base_url"])
+        key_env = gr.Textbox(
+            label="API key: NAME of the env var / Space secret (never the key)",
+            placeholder="OPENAI_API_KEY",
+        )
+    with gr.Row():
+        temperature = gr.Number(label="Temperature", value=0.7)
+        max_tokens = gr.Number(label="Max tokens", value=512, precision=0)
+        samples = gr.Number(label="Samples per conversation (generators)", value=1, precision=0)
+        save_btn = gr.Button("Save model", variant="primary")
+
+    def on_preset(b: str) -> tuple[Any, Any]:
+        return gr.update(value=PRESET_DEFAULTS.get(b, {}).get("base_url", "")), gr.update(
+            interactive=b in ("openai", "vllm")
+        )
+
+    backend.input(on_preset, backend, [base_url, model], queue=False, show_progress="hidden")
+    form = [role, backend, mid, model, base_url, key_env, temperature, max_tokens, samples]
+    pick.input(lambda c: load_form(ws, c), pick, form, queue=False, show_progress="hidden")
+    save_btn.click(lambda *a: save_model(ws, *a), form, [table, status, pick],
+                   api_name="save_model")
+    remove_btn.click(lambda c: remove_model(ws, c), pick, [table, status, pick],
+                     api_name="remove_model")
+    test_btn.click(lambda c: test_connection(ws, c), pick, status, api_name="test_model",
+                   concurrency_limit=2)
+    tab.select(
+        lambda: (models_html(ws), gr.update(choices=_choices(ws))), None, [table, pick],
+        queue=False, show_progress="hidden",
+    )

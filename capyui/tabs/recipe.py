@@ -1,0 +1,76 @@
+"""Recipe tab: the whole configuration as the YAML file ``capyui run`` takes.
+
+Export shows (and offers as a download) the current recipe; import validates an edited or
+uploaded YAML and makes it the workspace's recipe. Errors are one line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from capyui import render
+from pipelines.recipe import RecipeError, parse_recipe_yaml
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def export_recipe(ws: Any) -> tuple[str, str, str]:
+    recipe = ws.recipe
+    text = recipe.to_yaml()
+    out_dir = ws.data_dir / "recipes"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", recipe.name).strip("._") or "recipe"
+    path = out_dir / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return text, str(path), render.notice_html(f"Recipe '{recipe.name}' exported.", "ok")
+
+
+def import_recipe(ws: Any, text: str) -> tuple[str, str]:
+    """Validate ``text`` and make it the workspace recipe; (status html, one-line error)."""
+    if len((text or "").encode("utf-8")) > MAX_RECIPE_BYTES:
+        err = "recipe: larger than 1 MiB"
+        return render.notice_html(err, "error"), err
+    try:
+        recipe = parse_recipe_yaml(text or "", name="recipe", base_dir=ws.base_dir)
+    except RecipeError as exc:
+        return render.notice_html(str(exc), "error"), str(exc)
+    ws.set_recipe(recipe)
+    return render.notice_html(
+        f"Recipe '{recipe.name}' imported: {len(recipe.generators)} generator(s), judge "
+        f"{recipe.judge.id if recipe.judge else 'none'}.", "ok"
+    ), ""
+
+
+def read_upload(upload: str | None) -> Any:
+    if not upload:
+        return gr.update()
+    data = Path(upload).read_bytes()[: MAX_RECIPE_BYTES + 1]
+    return data.decode("utf-8", errors="replace")
+
+
+def build(ws: Any, tab: gr.Tab) -> None:
+    gr.Markdown(
+        "The same YAML runs headless: `capyui run recipe.yaml`. Keys are never part of a recipe:"
+        " models name the environment variable that holds theirs (`api_key_env`)."
+    )
+    code = gr.Code(ws.recipe.to_yaml(), language="yaml", label="recipe.yaml", interactive=True,
+                   elem_id="cu-recipe-code", max_lines=40)
+    with gr.Row():
+        export_btn = gr.Button("Export current recipe", elem_id="cu-recipe-export")
+        import_btn = gr.Button("Import (apply this YAML)", variant="primary",
+                               elem_id="cu-recipe-import")
+    status = gr.HTML(js_on_load=None, elem_id="cu-recipe-status")
+    error = gr.Textbox(visible=False)
+    with gr.Row():
+        download = gr.File(label="Download recipe", interactive=False)
+        upload = gr.File(label="Upload a recipe (.yaml)", file_types=[".yaml", ".yml"],
+                         type="filepath")
+    export_btn.click(lambda: export_recipe(ws), None, [code, download, status],
+                     api_name="recipe_export")
+    import_btn.click(lambda t: import_recipe(ws, t), code, [status, error],
+                     api_name="recipe_import")
+    upload.upload(read_upload, upload, code, api_visibility="private")
+    tab.select(lambda: ws.recipe.to_yaml(), None, code, show_progress="hidden")
