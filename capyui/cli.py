@@ -297,7 +297,7 @@ def _expected(exc: Exception) -> bool:
 
     return isinstance(exc, (CliError, RecipeError, StageError, BackendError)) or type(
         exc
-    ).__name__ in {"SourceError", "PublishError"}
+    ).__name__ in {"SourceError", "PublishError", "ArgillaQueueError"}
 
 
 if __name__ == "__main__":

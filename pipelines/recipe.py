@@ -12,11 +12,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from pipelines.argilla_queue import ArgillaConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
 from pipelines.secrets import redact
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-STAGES = ("load", "generate", "judge", "binarize", "export", "publish")
+STAGES = (
+    "load",
+    "generate",
+    "judge",
+    "push-argilla",
+    "pull-argilla",
+    "binarize",
+    "export",
+    "publish",
+)
 
 
 class RecipeError(Exception):
@@ -68,6 +78,8 @@ class Recipe(StrictModel):
     binarize: dict[str, Any] = Field(default_factory=dict)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    # human review in Argilla: the push-argilla / pull-argilla stages
+    argilla: ArgillaConfig | None = None
     # Where the recipe file lives: relative source paths resolve against it. Not serialised.
     base_dir: str | None = Field(default=None, exclude=True)
 

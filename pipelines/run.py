@@ -170,6 +170,35 @@ def publish_stage(recipe: Recipe, out_dir: Path) -> str:
     return push_to_hub(out_dir, recipe.publish.repo_id, token=token, private=recipe.publish.private)
 
 
+def argilla_stage(
+    stage: str,
+    recipe: Recipe,
+    store: Store,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Push records to the Argilla review queue, or pull the humans' responses back."""
+    from pipelines.argilla_queue import ArgillaQueue
+
+    if recipe.argilla is None:
+        raise StageError(f"{stage} needs an 'argilla:' section in the recipe")
+    queue = ArgillaQueue.from_config(recipe.argilla)
+    try:
+        if stage == "push-argilla":
+            result = queue.push(
+                store,
+                recipe.judge.id if recipe.judge else None,
+                [g.id for g in recipe.generators],
+                on_progress=on_progress,
+                cancel=cancel,
+            )
+        else:
+            result = queue.pull(store)
+    finally:
+        queue.close()
+    return result.as_dict()
+
+
 def run_recipe(
     recipe: Recipe,
     store: Store,
@@ -248,6 +277,8 @@ def run_recipe(
                     cancel=cancel,
                 )
                 summary.results["judge"] = p.as_dict()
+            elif stage in ("push-argilla", "pull-argilla"):
+                summary.results[stage] = argilla_stage(stage, recipe, store, progress, cancel)
             elif stage == "binarize":
                 binarized, summary.results["binarize"] = binarize_stage(recipe, store)
             elif stage == "export":
@@ -286,5 +317,5 @@ def _is_expected(exc: Exception) -> bool:
     from pipelines.backends import BackendError
     from pipelines.recipe import RecipeError
 
-    names = {"SourceError", "PublishError"}
+    names = {"SourceError", "PublishError", "ArgillaQueueError"}
     return isinstance(exc, (StageError, BackendError, RecipeError)) or type(exc).__name__ in names
