@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,11 +30,17 @@ from pipelines.argilla_queue import (
 from pipelines.binarize import binarize, collect
 from pipelines.store import Store
 from pipelines.types import Conversation, GenerationResult
+from tests.support.argilla_server import (
+    SCRIPT,
+    Server,
+    free_port,
+    local_argilla,
+    missing_requirement,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "argilla-local"
 GENS = ["gen-a", "gen-b", "gen-c"]
 MODELS = {"gen-a": "model-A", "gen-b": "model-B", "gen-c": "model-C", "gen-d": "model-D"}
 JUDGE = "judge"
@@ -44,63 +48,13 @@ JUDGE_MODEL = "judge-model-X"
 N_CONV = 50
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    api_key: str
-    env: dict[str, str]
-    data_dir: Path
-
-    def http(self, key: str | None = None, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {
-            "X-Argilla-Api-Key": key or self.api_key}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def argilla(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    data_dir = tmp_path_factory.mktemp("argilla-local")
-    env = {
-        **os.environ,
-        "ARGILLA_LOCAL_DIR": str(data_dir),
-        "ARGILLA_LOCAL_PORT": str(_free_port()),
-        "ARGILLA_LOCAL_REDIS_PORT": str(_free_port()),
-        "ARGILLA_LOCAL_SEARCH_PORT": str(_free_port()),
-        "ARGILLA_LOCAL_PASSWORD": "owner-" + secrets.token_hex(6),
-    }
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-        timeout=900,
-    )
-    if r.returncode != 0:
-        logs = "\n".join(
-            f"== {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-            for p in sorted((data_dir / "logs").glob("*.log"))
-        ) if (data_dir / "logs").exists() else ""
-        pytest.fail(f"argilla-local start failed: {r.stderr.strip()}\n{logs}")
-    exports = dict(
-        line.removeprefix("export ").split("=", 1) for line in r.stdout.splitlines()
-        if line.startswith("export ")
-    )
-    saved = {k: os.environ.get(k) for k in ("ARGILLA_API_URL", "ARGILLA_API_KEY")}
-    os.environ.update(exports)
-    try:
-        yield Server(exports["ARGILLA_API_URL"], exports["ARGILLA_API_KEY"], env, data_dir)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        subprocess.run([sys.executable, str(SCRIPT), "stop"], env=env, timeout=120)
+    reason = missing_requirement()
+    if reason:
+        pytest.skip(reason)
+    with local_argilla(tmp_path_factory.mktemp("argilla-local")) as server:
+        yield server
 
 
 def _ratings_for(i: int) -> dict[str, int | None]:
@@ -516,7 +470,7 @@ def test_clear_errors(argilla: Server, store: Store, monkeypatch: pytest.MonkeyP
     assert "not-a-real-key" not in msg
     assert bad.status()["ok"] is False and "rejected" in bad.status()["error"]
 
-    down = ArgillaQueue(f"http://127.0.0.1:{_free_port()}", dataset_name="capyui-test",
+    down = ArgillaQueue(f"http://127.0.0.1:{free_port()}", dataset_name="capyui-test",
                         max_retries=0)
     _one_line_error(lambda: down.pull(store), "cannot reach Argilla")
     _one_line_error(lambda: down.push(store, JUDGE, GENS), "cannot reach Argilla")

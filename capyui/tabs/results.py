@@ -212,6 +212,9 @@ def publish(
 
 
 def build(ws: Any, tab: gr.Tab) -> None:
+    from capyui.tabs import argilla  # reviews pulled from Argilla, live-pull state
+
+    argilla.build_results_line(ws, tab)
     b = ws.recipe.binarize
     with gr.Row():
         strategy = gr.Dropdown(STRATEGIES, value=b.get("strategy", "best-vs-worst"),

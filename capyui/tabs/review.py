@@ -221,3 +221,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
 
     tab.select(on_select, [queue, pos, *queue_inputs], [queue, progress, *view],
                show_progress="hidden")
+
+    from capyui.tabs import argilla  # the Argilla review queue panel, below the built-in one
+
+    argilla.build(ws, tab, demo)
