@@ -4,7 +4,7 @@ How to run (from the repository root)::
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install distilabel==1.5.3   # once
     .venv/bin/python bench/bench_binarize.py                  # 100k rows, 4 candidates each
-    .venv/bin/python bench/bench_binarize.py --rows 20000 --repeats 1
+    .venv/bin/python bench/bench_binarize.py --rows 20000 --rounds 3
 
 What it does, honestly:
 
@@ -16,12 +16,19 @@ What it does, honestly:
    venv). Both are CPython from the same install; ``--distilabel-python`` / ``--ours-python``
    override them (pass the same interpreter for both to rule out interpreter differences);
 3. each half loads the file into its own input objects (not timed), then times
-   - *format*: CapyUI ``binarize`` (best-vs-worst, all rules applied) vs distilabel
-     ``FormatChatGenerationDPO.process`` over the whole list in one call (its fastest use);
-   - *format + export*: plus writing Parquet: CapyUI ``export_local(formats=("parquet",))``
-     (Parquet + dataset card) vs the way distilabel writes its batches
+   - *format*: CapyUI ``binarize`` (best-vs-worst, all rules applied; its output is a
+     ``pyarrow.Table``, so this includes turning every kept string into Arrow) vs distilabel
+     ``FormatChatGenerationDPO.process`` over the whole list in one call (its fastest use; its
+     output is Python dicts);
+   - *format + export*: plus writing Parquet: CapyUI ``export_local(result,
+     formats=("parquet",))`` (Parquet + dataset card) vs the way distilabel writes its batches
      (``pa.Table.from_pylist`` + ``pq.write_table``);
-   best of ``--repeats`` runs, fresh inputs each run, and peak RSS of the process.
+   and the process's peak RSS (and the RSS after loading, before the timed work);
+4. rounds alternate (CapyUI first, then distilabel first, ...) because the machine is shared;
+   the table reports the median over rounds (min-max in the JSON).
+
+JSONL is not in the comparison (distilabel writes Parquet); ``--jsonl`` additionally times
+CapyUI's JSONL export alone.
 
 It prints a table with rows/s of each half and the ratio (CapyUI / distilabel).
 """
@@ -33,6 +40,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -81,7 +89,8 @@ def _rss_mib() -> float:
 
 
 # -- halves (run in subprocesses) ----------------------------------------------------------------
-def half_capyui(path: Path, repeats: int, out_dir: Path) -> dict[str, Any]:
+def half_capyui(path: Path, repeats: int, out_dir: Path, with_jsonl: bool = False
+                ) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from pipelines.binarize import BinarizeOptions, JudgedConversation, binarize
     from pipelines.publish import CardContext, export_local
@@ -112,24 +121,30 @@ def half_capyui(path: Path, repeats: int, out_dir: Path) -> dict[str, Any]:
         ]
 
     baseline = _rss_mib()
-    fmt, total, pairs = [], [], 0
+    fmt, total, jsonl, pairs = [], [], [], 0
     for _ in range(repeats):
         rows = build()
         t0 = time.perf_counter()
         res = binarize(rows, BinarizeOptions(strategy="best-vs-worst"))
         t1 = time.perf_counter()
         card = CardContext(dataset_name="bench", dropped=res.dropped)
-        export_local(res.pairs, out_dir, formats=("parquet",), card=card)
+        export_local(res, out_dir, formats=("parquet",), card=card)
         t2 = time.perf_counter()
         fmt.append(t1 - t0)
         total.append(t2 - t0)
-        pairs = len(res.pairs)
+        pairs = res.num_pairs
+        if with_jsonl:
+            t3 = time.perf_counter()
+            export_local(res, out_dir, formats=("jsonl",), card=card)
+            jsonl.append(time.perf_counter() - t3)
         del rows, res
-    return {"rows": len(raw), "pairs": pairs, "format_s": min(fmt), "total_s": min(total),
-            "baseline_mib": baseline, "peak_mib": _rss_mib(), "python": sys.version.split()[0]}
+    return {"rows": len(raw), "pairs": pairs, "format_s": fmt, "total_s": total,
+            "jsonl_s": jsonl, "baseline_mib": baseline, "peak_mib": _rss_mib(),
+            "python": sys.version.split()[0]}
 
 
-def half_distilabel(path: Path, repeats: int, out_dir: Path) -> dict[str, Any]:
+def half_distilabel(path: Path, repeats: int, out_dir: Path, with_jsonl: bool = False
+                    ) -> dict[str, Any]:
     import distilabel
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -164,25 +179,40 @@ def half_distilabel(path: Path, repeats: int, out_dir: Path) -> dict[str, Any]:
         total.append(t2 - t0)
         pairs = len(out)
         del rows, out
-    return {"rows": len(raw), "pairs": pairs, "format_s": min(fmt), "total_s": min(total),
+    return {"rows": len(raw), "pairs": pairs, "format_s": fmt, "total_s": total,
             "baseline_mib": baseline, "peak_mib": _rss_mib(), "python": sys.version.split()[0],
             "distilabel": distilabel.__version__}
 
 
 # -- orchestration -------------------------------------------------------------------------------
-def _run_half(python: str, half: str, path: Path, repeats: int) -> dict[str, Any]:
+def _run_half(python: str, half: str, path: Path, repeats: int, jsonl: bool) -> dict[str, Any]:
     cmd = [python, str(Path(__file__).resolve()), "--half", half, "--input", str(path),
-           "--repeats", str(repeats)]
+           "--repeats", str(repeats)] + (["--jsonl"] if jsonl else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         sys.exit(f"{half} half failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One half's rounds: every timing, the median, min and max."""
+    out = dict(runs[-1])
+    for key in ("format_s", "total_s", "jsonl_s", "peak_mib", "baseline_mib"):
+        if key not in runs[0]:
+            continue
+        values = [v for r in runs for v in (r[key] if isinstance(r[key], list) else [r[key]])]
+        if values:
+            out[key] = statistics.median(values)
+            out[key + "_all"] = values
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (median reported)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per half per round")
+    ap.add_argument("--jsonl", action="store_true", help="also time CapyUI's JSONL export")
     ap.add_argument("--ours-python", default=str(ROOT / ".venv" / "bin" / "python"))
     ap.add_argument("--distilabel-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--half", choices=["capyui", "distilabel"], help=argparse.SUPPRESS)
@@ -192,7 +222,7 @@ def main() -> None:
     if args.half:
         out = RESULTS / f"out-{args.half}"
         fn = half_capyui if args.half == "capyui" else half_distilabel
-        print(json.dumps(fn(args.input, args.repeats, out)))
+        print(json.dumps(fn(args.input, args.repeats, out, args.jsonl)))
         return
 
     path = RESULTS / f"input-{args.rows}.jsonl"
@@ -201,13 +231,21 @@ def main() -> None:
         generate(path, args.rows)
         print(f"generated {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in "
               f"{time.perf_counter() - t:.1f}s")
-    ours = _run_half(args.ours_python, "capyui", path, args.repeats)
-    theirs = _run_half(args.distilabel_python, "distilabel", path, args.repeats)
+    ours_runs: list[dict[str, Any]] = []
+    theirs_runs: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        order = [("capyui", args.ours_python, ours_runs),
+                 ("distilabel", args.distilabel_python, theirs_runs)]
+        for half, python, runs in order if i % 2 == 0 else order[::-1]:
+            runs.append(_run_half(python, half, path, args.repeats, args.jsonl))
+        print(f"round {i + 1}/{args.rounds}: CapyUI {ours_runs[-1]['total_s']}, distilabel "
+              f"{theirs_runs[-1]['total_s']}", file=sys.stderr)
+    ours, theirs = _merge(ours_runs), _merge(theirs_runs)
 
     n = ours["rows"]
-    print(f"\n{n} judged conversations, 4 candidates each; best of {args.repeats}; "
-          f"python {ours['python']} (ours) / {theirs['python']} (distilabel "
-          f"{theirs['distilabel']})\n")
+    print(f"\n{n} judged conversations, 4 candidates each; median of {args.rounds} alternating "
+          f"rounds x {args.repeats}; python {ours['python']} (ours) / {theirs['python']} "
+          f"(distilabel {theirs['distilabel']})\n")
     header = f"| {'stage':<28} | {'CapyUI rows/s':>14} | {'distilabel rows/s':>18} | {'ratio':>6} |"
     print(header)
     print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
@@ -218,6 +256,8 @@ def main() -> None:
     mem_ours = f"{ours['peak_mib']:,.0f} ({ours['baseline_mib']:,.0f})"
     mem_theirs = f"{theirs['peak_mib']:,.0f} ({theirs['baseline_mib']:,.0f})"
     print(f"| {'peak RSS MiB (after load)':<28} | {mem_ours:>14} | {mem_theirs:>18} | {'':>6} |")
+    if args.jsonl and "jsonl_s" in ours:
+        print(f"\nCapyUI JSONL export alone (not compared): {n / ours['jsonl_s']:,.0f} rows/s")
     print(f"\npairs: CapyUI {ours['pairs']} (ties dropped), distilabel {theirs['pairs']} "
           "(keeps ties)")
     RESULTS.mkdir(parents=True, exist_ok=True)

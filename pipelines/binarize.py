@@ -14,6 +14,11 @@ queries (one per table, never one per conversation); ``binarize`` applies the ru
 
 Output rows follow TRL's conversational preference format with an explicit prompt; see
 ``to_trl_example`` for the exact shape TRL >= 1.x trains on.
+
+``binarize`` is columnar: the rules run as numpy masks over a (rows x candidates) ratings
+matrix and the pairs come out as a ``pyarrow.Table`` (``BinarizeResult.table``; ``.pairs``
+materialises dicts on demand). Conversations with reviews take the row-by-row rules
+(``_decide``), which ``binarize_reference`` applies to every row: both give identical results.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ import json
 import sys
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.store import Store
@@ -106,17 +115,34 @@ class BinarizeOptions(BaseModel):
 
 @dataclass
 class BinarizeResult:
-    pairs: list[dict[str, Any]]
+    """The pairs as a ``pyarrow.Table`` (``arrow_schema()``, rows in pair order) plus counters.
+
+    ``pairs`` materialises the table as one dict per pair (``COLUMNS`` keys) on first access and
+    keeps it; exporters should use ``table`` directly."""
+
+    table: Any
     dropped: Counter[str]
     rows_in: int = 0
     rows_kept: int = 0
     human_rows: int = 0
+    _pairs: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def pairs(self) -> list[dict[str, Any]]:
+        if self._pairs is None:
+            with gc_paused():
+                self._pairs = self.table.to_pylist()
+        return self._pairs
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.table.num_rows)
 
     def summary(self) -> dict[str, Any]:
         return {
             "rows_in": self.rows_in,
             "rows_kept": self.rows_kept,
-            "pairs": len(self.pairs),
+            "pairs": self.num_pairs,
             "human_rows": self.human_rows,
             "dropped": {k: self.dropped.get(k, 0) for k in DROP_REASONS},
         }
@@ -131,6 +157,20 @@ def _in_clause(column: str, values: Sequence[str] | None) -> tuple[str, list[Any
     return f" AND {column} IN ({','.join('?' * len(values))})", list(values)
 
 
+def model_labels(generators: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The label of each ``(generator_id, model)``: the model name where no other generator
+    present uses it, else ``"{model} ({generator_id})"`` (e.g. two SmolLM2 generators that differ
+    only by temperature or system prompt)."""
+    pairs = set(generators)
+    users: defaultdict[str, set[str]] = defaultdict(set)
+    for gen, model in pairs:
+        users[model].add(gen)
+    return {
+        (gen, model): model if len(users[model]) == 1 or not model else f"{model} ({gen})"
+        for gen, model in pairs
+    }
+
+
 def collect(
     store: Store, *, generator_ids: list[str] | None = None, judge_id: str | None = None
 ) -> list[JudgedConversation]:
@@ -138,18 +178,22 @@ def collect(
     ``judge_id`` (or, without one, the most recent done judgment) and its reviews.
 
     Four bulk queries whatever the number of conversations. Candidates are restricted to
-    ``generator_ids`` when given, in (generator_id, sample_index) order.
+    ``generator_ids`` when given, in (generator_id, sample_index) order. A candidate's model is
+    labelled by ``model_labels``: the model name, or ``"{model} ({generator_id})"`` when
+    several generators present share that model name.
     """
     q = store.query
     cand_sql, cand_params = _in_clause("generator_id", generator_ids)
     candidates: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
-    for cid, gen, idx, model, text in q(
+    cand_rows = q(
         "SELECT conversation_id, generator_id, sample_index, model, text FROM candidates"
         " WHERE status = 'done' AND text IS NOT NULL" + cand_sql + " ORDER BY conversation_id,"
         " generator_id, sample_index",
         cand_params,
-    ):
-        candidates[cid].append((f"{gen}/{idx}", gen, model, text))
+    )
+    label = model_labels({(gen, model) for _, gen, _, model, _ in cand_rows})
+    for cid, gen, idx, model, text in cand_rows:
+        candidates[cid].append((f"{gen}/{idx}", gen, label[gen, model], text))
 
     judge_sql, judge_params = ("", [])
     if judge_id is not None:
@@ -367,6 +411,16 @@ def _stable_hash(seed: int, conversation_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def _stable_hashes(seed: int, conversation_ids: list[str]) -> Any:
+    """``_stable_hash`` of many ids, as a numpy uint64 array."""
+    prefix = f"{seed}:"
+    digests = b"".join(
+        hashlib.blake2b((prefix + cid).encode(), digest_size=8).digest()
+        for cid in conversation_ids
+    )
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+
+
 def _prompt_of(messages: list[Message]) -> list[Message]:
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     return messages[: last_user + 1]
@@ -375,140 +429,197 @@ def _prompt_of(messages: list[Message]) -> list[Message]:
 def binarize(
     rows: Iterable[JudgedConversation], options: BinarizeOptions | None = None
 ) -> BinarizeResult:
-    """Turn judged conversations into preference pairs (see the module docstring)."""
+    """Turn judged conversations into preference pairs (see the module docstring).
+
+    Columnar: conversations without reviews (the bulk) are decided with numpy over a ratings
+    matrix and emitted straight into a ``pyarrow.Table``; conversations with reviews go through
+    the row-by-row rules of ``binarize_reference`` (``_decide``). The result is identical to
+    ``binarize_reference`` (same pairs, same order, same counters)."""
+    opts = options or BinarizeOptions()
+    rows = rows if isinstance(rows, list) else list(rows)
+    rules = _Rules.of(opts)
+    dropped: Counter[str] = Counter({k: 0 for k in DROP_REASONS})
+    tables = []
+    kept = human = 0
+    try:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            table, k, h = _binarize_chunk(rows[start : start + CHUNK_ROWS], rules, dropped)
+            tables.append(table)
+            kept += k
+            human += h
+    except _Irregular:
+        return binarize_reference(rows, opts)
+    table = pa_concat(tables)
+    return BinarizeResult(
+        table=table, dropped=dropped, rows_in=len(rows), rows_kept=kept, human_rows=human
+    )
+
+
+def binarize_reference(
+    rows: Iterable[JudgedConversation], options: BinarizeOptions | None = None
+) -> BinarizeResult:
+    """The row-by-row implementation of the rules, emitting one dict per pair. ``binarize``
+    gives the same result faster; this one is the specification (and the fallback for rows
+    whose AI ratings outnumber their candidates, which ``collect`` never produces)."""
     with gc_paused():
-        return _binarize(rows, options or BinarizeOptions())
+        return _binarize_reference(rows, options or BinarizeOptions())
 
 
-def _binarize(rows: Iterable[JudgedConversation], opts: BinarizeOptions) -> BinarizeResult:
-    strategy = opts.strategy
-    min_margin = opts.min_margin
-    min_chosen = opts.min_chosen_rating
-    drop_null = opts.drop_null_ratings
-    max_turns = opts.max_turns
-    banned = prompt_set(opts.decontaminate) if opts.decontaminate else frozenset()
-    seed = opts.seed
+@dataclass(frozen=True)
+class _Rules:
+    strategy: str
+    seed: int
+    min_margin: float
+    min_chosen: float | None
+    drop_null: bool
+    max_turns: int | None
+    banned: frozenset[str]
 
+    @classmethod
+    def of(cls, opts: BinarizeOptions) -> _Rules:
+        return cls(
+            strategy=opts.strategy,
+            seed=opts.seed,
+            min_margin=opts.min_margin,
+            min_chosen=opts.min_chosen_rating,
+            drop_null=opts.drop_null_ratings,
+            max_turns=opts.max_turns,
+            banned=prompt_set(opts.decontaminate) if opts.decontaminate else frozenset(),
+        )
+
+
+def _decide(
+    row: JudgedConversation, rules: _Rules
+) -> str | tuple[list[float | None], bool, list[tuple[int, int]]]:
+    """The rules for one conversation: a drop reason, or ``(effective ratings, human,
+    [(chosen index, rejected index), ...])``."""
+    strategy = rules.strategy
+    min_margin = rules.min_margin
+    min_chosen = rules.min_chosen
+    seed = rules.seed
+    conv = row.conversation
+    messages = conv.messages
+    reviews = row.reviews
+
+    # -- conversation-level filters -------------------------------------------------------
+    if reviews:
+        n_discard = sum(1 for r in reviews if r.get("discard"))
+        if n_discard * 2 > len(reviews):
+            return "discarded"
+    if rules.max_turns is not None and (
+        sum(1 for m in messages if m["role"] == "user") > rules.max_turns
+    ):
+        return "too_many_turns"
+    banned = rules.banned
+    if banned and any(
+        m["role"] == "user" and normalize_prompt(m["content"]) in banned for m in messages
+    ):
+        return "contaminated"
+    cands = row.candidates
+    n = len(cands)
+    if n < 2:
+        return "too_few_candidates"
+
+    # -- effective ratings ----------------------------------------------------------------
+    ratings: list[float | None] = [None if r is None else float(r) for r in row.ai_ratings]
+    if len(ratings) < n:
+        ratings.extend([None] * (n - len(ratings)))
+    human = False
+    pick_chosen = pick_rejected = None
+    if reviews:
+        keep = [r for r in reviews if not r.get("discard")]
+        index = {c[0]: i for i, c in enumerate(cands)}
+        sums: dict[int, list[float]] = {}
+        for r in keep:
+            for key, value in (r.get("ratings") or {}).items():
+                i = index.get(key)
+                if i is not None and value is not None:
+                    sums.setdefault(i, []).append(float(value))
+        for i, vals in sums.items():
+            ratings[i] = sum(vals) / len(vals)
+        human = bool(sums)
+        ch = _majority([r["chosen"] for r in keep if r.get("chosen") in index])
+        rj = _majority([r["rejected"] for r in keep if r.get("rejected") in index])
+        if ch is not None and ch == rj:
+            ch = rj = None
+        pick_chosen = index[ch] if ch is not None else None
+        pick_rejected = index[rj] if rj is not None else None
+    picked = pick_chosen is not None or pick_rejected is not None
+
+    if not row.judged and not human and not picked:
+        return "no_judgment"
+    has_null = None in ratings
+    if has_null and rules.drop_null:
+        return "null_rating"
+
+    # -- choose pairs ---------------------------------------------------------------------
+    chosen_list: list[tuple[int, int]]
+    if picked:
+        chosen_list = _picked_pairs(
+            ratings, pick_chosen, pick_rejected, strategy, seed, conv.conversation_id
+        )
+        if not chosen_list:
+            return "too_few_candidates"
+        return ratings, True, chosen_list
+    eligible = [i for i in range(n) if ratings[i] is not None]
+    if len(eligible) < 2:
+        return "null_rating" if has_null else "too_few_candidates"
+    hi = max(ratings[i] for i in eligible)  # type: ignore[type-var]
+    lo = min(ratings[i] for i in eligible)  # type: ignore[type-var]
+    if hi == lo:
+        return "tie"
+    if min_chosen is not None and hi < min_chosen:  # type: ignore[operator]
+        return "below_min_chosen"
+    if hi - lo < min_margin:  # type: ignore[operator]
+        return "below_margin"
+    if strategy == "best-vs-worst":
+        best = [i for i in eligible if ratings[i] == hi]
+        worst = [i for i in eligible if ratings[i] == lo]
+        if len(best) > 1 or len(worst) > 1:
+            h = _stable_hash(seed, conv.conversation_id)
+            chosen_list = [(best[h % len(best)], worst[(h >> 20) % len(worst)])]
+        else:
+            chosen_list = [(best[0], worst[0])]
+    elif strategy == "best-vs-random-lower":
+        h = _stable_hash(seed, conv.conversation_id)
+        best = [i for i in eligible if ratings[i] == hi]
+        c = best[h % len(best)]
+        lower = [
+            i
+            for i in eligible
+            if ratings[i] < hi and hi - ratings[i] >= min_margin  # type: ignore[operator]
+        ]
+        chosen_list = [(c, lower[(h >> 20) % len(lower)])]
+    else:  # all-pairs
+        chosen_list = [
+            (i, j)
+            for i in eligible
+            for j in eligible
+            if ratings[i] > ratings[j]  # type: ignore[operator]
+            and ratings[i] - ratings[j] >= min_margin  # type: ignore[operator]
+            and (min_chosen is None or ratings[i] >= min_chosen)  # type: ignore[operator]
+        ]
+    return ratings, human, chosen_list
+
+
+def _binarize_reference(
+    rows: Iterable[JudgedConversation], opts: BinarizeOptions
+) -> BinarizeResult:
+    rules = _Rules.of(opts)
     pairs: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter({k: 0 for k in DROP_REASONS})
     rows_in = rows_kept = human_rows = 0
     append = pairs.append
-
     for row in rows:
         rows_in += 1
+        decided = _decide(row, rules)
+        if isinstance(decided, str):
+            dropped[decided] += 1
+            continue
+        ratings, human, chosen_list = decided
         conv = row.conversation
         messages = conv.messages
-        reviews = row.reviews
-
-        # -- conversation-level filters ---------------------------------------------------
-        if reviews:
-            n_discard = sum(1 for r in reviews if r.get("discard"))
-            if n_discard * 2 > len(reviews):
-                dropped["discarded"] += 1
-                continue
-        if max_turns is not None and sum(1 for m in messages if m["role"] == "user") > max_turns:
-            dropped["too_many_turns"] += 1
-            continue
-        if banned and any(
-            m["role"] == "user" and normalize_prompt(m["content"]) in banned for m in messages
-        ):
-            dropped["contaminated"] += 1
-            continue
         cands = row.candidates
-        n = len(cands)
-        if n < 2:
-            dropped["too_few_candidates"] += 1
-            continue
-
-        # -- effective ratings ------------------------------------------------------------
-        ratings: list[float | None] = [None if r is None else float(r) for r in row.ai_ratings]
-        if len(ratings) < n:
-            ratings.extend([None] * (n - len(ratings)))
-        human = False
-        pick_chosen = pick_rejected = None
-        if reviews:
-            keep = [r for r in reviews if not r.get("discard")]
-            index = {c[0]: i for i, c in enumerate(cands)}
-            sums: dict[int, list[float]] = {}
-            for r in keep:
-                for key, value in (r.get("ratings") or {}).items():
-                    i = index.get(key)
-                    if i is not None and value is not None:
-                        sums.setdefault(i, []).append(float(value))
-            for i, vals in sums.items():
-                ratings[i] = sum(vals) / len(vals)
-            human = bool(sums)
-            ch = _majority([r["chosen"] for r in keep if r.get("chosen") in index])
-            rj = _majority([r["rejected"] for r in keep if r.get("rejected") in index])
-            if ch is not None and ch == rj:
-                ch = rj = None
-            pick_chosen = index[ch] if ch is not None else None
-            pick_rejected = index[rj] if rj is not None else None
-        picked = pick_chosen is not None or pick_rejected is not None
-
-        if not row.judged and not human and not picked:
-            dropped["no_judgment"] += 1
-            continue
-        has_null = None in ratings
-        if has_null and drop_null:
-            dropped["null_rating"] += 1
-            continue
-
-        # -- choose pairs -----------------------------------------------------------------
-        chosen_list: list[tuple[int, int]]
-        if picked:
-            chosen_list = _picked_pairs(
-                ratings, pick_chosen, pick_rejected, strategy, seed, conv.conversation_id
-            )
-            if not chosen_list:
-                dropped["too_few_candidates"] += 1
-                continue
-            human = True
-        else:
-            eligible = [i for i in range(n) if ratings[i] is not None]
-            if len(eligible) < 2:
-                dropped["null_rating" if has_null else "too_few_candidates"] += 1
-                continue
-            hi = max(ratings[i] for i in eligible)  # type: ignore[type-var]
-            lo = min(ratings[i] for i in eligible)  # type: ignore[type-var]
-            if hi == lo:
-                dropped["tie"] += 1
-                continue
-            if min_chosen is not None and hi < min_chosen:  # type: ignore[operator]
-                dropped["below_min_chosen"] += 1
-                continue
-            if hi - lo < min_margin:  # type: ignore[operator]
-                dropped["below_margin"] += 1
-                continue
-            if strategy == "best-vs-worst":
-                best = [i for i in eligible if ratings[i] == hi]
-                worst = [i for i in eligible if ratings[i] == lo]
-                if len(best) > 1 or len(worst) > 1:
-                    h = _stable_hash(seed, conv.conversation_id)
-                    chosen_list = [(best[h % len(best)], worst[(h >> 20) % len(worst)])]
-                else:
-                    chosen_list = [(best[0], worst[0])]
-            elif strategy == "best-vs-random-lower":
-                h = _stable_hash(seed, conv.conversation_id)
-                best = [i for i in eligible if ratings[i] == hi]
-                c = best[h % len(best)]
-                lower = [
-                    i
-                    for i in eligible
-                    if ratings[i] < hi and hi - ratings[i] >= min_margin  # type: ignore[operator]
-                ]
-                chosen_list = [(c, lower[(h >> 20) % len(lower)])]
-            else:  # all-pairs
-                chosen_list = [
-                    (i, j)
-                    for i in eligible
-                    for j in eligible
-                    if ratings[i] > ratings[j]  # type: ignore[operator]
-                    and ratings[i] - ratings[j] >= min_margin  # type: ignore[operator]
-                    and (min_chosen is None or ratings[i] >= min_chosen)  # type: ignore[operator]
-                ]
-
-        # -- emit -------------------------------------------------------------------------
         rows_kept += 1
         if human:
             human_rows += 1
@@ -538,13 +649,400 @@ def _binarize(rows: Iterable[JudgedConversation], opts: BinarizeOptions) -> Bina
                     "judge_model": row.judge_model,
                 }
             )
-    return BinarizeResult(
-        pairs=pairs,
+    result = BinarizeResult(
+        table=pairs_to_table(pairs),
         dropped=dropped,
         rows_in=rows_in,
         rows_kept=rows_kept,
         human_rows=human_rows,
     )
+    result._pairs = pairs
+    return result
+
+
+# -- columnar path -----------------------------------------------------------------------------
+CHUNK_ROWS = 32_768  # rows per Arrow chunk: bounds memory and keeps int32 offsets far from 2 GiB
+
+
+class _Irregular(Exception):
+    """A row with more AI ratings than candidates: only the reference path reproduces it."""
+
+
+_CONVERSATION = attrgetter("conversation")
+_MESSAGES = attrgetter("messages")
+_CANDIDATES = attrgetter("candidates")
+_AI_RATINGS = attrgetter("ai_ratings")
+_RATIONALES = attrgetter("rationales")
+_REVIEWS = attrgetter("reviews")
+_JUDGED = attrgetter("judged")
+_JUDGE_MODEL = attrgetter("judge_model")
+_SOURCE = attrgetter("source")
+_CONVERSATION_ID = attrgetter("conversation_id")
+_ORIGINAL = attrgetter("original_response")
+_ROLE = itemgetter("role")
+_MODEL = itemgetter(2)
+_TEXT = itemgetter(3)
+
+
+def _offsets(lengths: Any) -> Any:
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _segments(starts: Any, lengths: Any) -> Any:
+    """``concat(arange(s, s + n) for s, n in zip(starts, lengths))``, vectorised."""
+    return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+        _offsets(lengths)[:-1] - starts, lengths
+    )
+
+
+def _kth_true(mask: Any, k: Any) -> Any:
+    """Per row, the column of the ``k``-th (0-based) True of ``mask``."""
+    hit = mask & (np.cumsum(mask, axis=1) == (k.astype(np.int64) + 1)[:, None])
+    return np.argmax(hit, axis=1)
+
+
+def _list_array(offsets: Any, values: Any) -> Any:
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
+_ROLE_CODES = {"system": 0, "user": 1, "assistant": 2}
+_ROLE_NAMES = ("system", "user", "assistant")
+_USER = 1
+
+
+def _strings(values: Iterable[Any], n: int) -> Any:
+    """A ``pa.string()`` array of ``n`` str / None values, without an intermediate list."""
+    return pa.array(values, type=pa.string(), size=n)
+
+
+def _binarize_chunk(
+    rows: list[JudgedConversation], rules: _Rules, dropped: Counter[str]
+) -> tuple[Any, int, int]:
+    """One chunk: (table of its pairs, rows kept, human rows); ``dropped`` is updated.
+
+    Decides on small per-row / per-candidate numpy arrays first, then converts the text of the
+    kept rows only (each string crosses from Python to Arrow once)."""
+    n_rows = len(rows)
+    convs = list(map(_CONVERSATION, rows))
+    msgs_l = list(map(_MESSAGES, convs))
+    cands_l = list(map(_CANDIDATES, rows))
+    ai_l = list(map(_AI_RATINGS, rows))
+    n_msg = np.fromiter(map(len, msgs_l), np.int64, n_rows)
+    n_c = np.fromiter(map(len, cands_l), np.int64, n_rows)
+    n_ai = np.fromiter(map(len, ai_l), np.int64, n_rows)
+    if (n_ai > n_c).any():
+        raise _Irregular
+    for i in np.flatnonzero(n_ai < n_c).tolist():
+        ai_l[i] = [*ai_l[i], *([None] * int(n_c[i] - n_ai[i]))]
+    slow = np.fromiter(map(bool, map(_REVIEWS, rows)), bool, n_rows)  # reviewed: row by row
+    judged = np.fromiter(map(_JUDGED, rows), bool, n_rows)
+
+    # -- roles, flattened (codes; other roles than system/user/assistant: -1) -------------
+    msg_off = _offsets(n_msg)
+    n_m = int(msg_off[-1])
+    role_codes = np.fromiter(
+        map(_ROLE_CODES.get, map(_ROLE, chain.from_iterable(msgs_l)), repeat(-1)),
+        np.int8,
+        n_m,
+    )
+    row_of_msg = np.repeat(np.arange(n_rows), n_msg)
+    user_pos = np.flatnonzero(role_codes == _USER)
+    user_row = row_of_msg[user_pos]
+    n_user = np.bincount(user_row, minlength=n_rows)
+    plen = np.zeros(n_rows, dtype=np.int64)  # prompt = messages up to the last user turn
+    if len(user_pos):
+        last = np.append(user_row[1:] != user_row[:-1], True)
+        plen[user_row[last]] = user_pos[last] - msg_off[user_row[last]] + 1
+
+    # -- AI ratings, flattened: a (rows x candidates) matrix, NaN where unrated -------------
+    c_off = _offsets(n_c)
+    row_of_c = np.repeat(np.arange(n_rows), n_c)
+    ai = pa.array(list(chain.from_iterable(ai_l)), type=pa.float64())
+    vals = np.array(ai.to_numpy(zero_copy_only=False), dtype=np.float64)
+    valid = np.asarray(ai.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    nan_rated = valid & np.isnan(vals)
+    if nan_rated.any():  # NaN ratings compare like Python floats only row by row
+        slow |= np.bincount(row_of_c[nan_rated], minlength=n_rows) > 0
+    has_null = np.bincount(row_of_c[~valid], minlength=n_rows) > 0
+    n_elig = np.bincount(row_of_c[valid], minlength=n_rows)
+    width = max(int(n_c.max(initial=0)), 1)
+    col = np.arange(len(vals)) - c_off[row_of_c]
+    rated = np.zeros((n_rows, width), dtype=bool)
+    rated[row_of_c, col] = valid
+    mat = np.full((n_rows, width), np.nan)
+    mat[row_of_c, col] = np.where(valid, vals, np.nan)
+
+    # -- rules, as masks (same order as ``_decide``) --------------------------------------
+    alive = ~slow
+
+    def drop(reason: str, cond: Any) -> None:
+        nonlocal alive
+        hit = alive & cond
+        dropped[reason] += int(hit.sum())
+        alive = alive & ~hit
+
+    if rules.max_turns is not None:
+        drop("too_many_turns", n_user > rules.max_turns)
+    if rules.banned:
+        banned = rules.banned
+        flat_msgs = list(chain.from_iterable(msgs_l))
+        hits = [p for p in user_pos[alive[user_row]].tolist()
+                if normalize_prompt(flat_msgs[p]["content"]) in banned]
+        del flat_msgs
+        contaminated = np.zeros(n_rows, dtype=bool)
+        contaminated[row_of_msg[np.array(hits, dtype=np.int64)]] = True
+        drop("contaminated", contaminated)
+    drop("too_few_candidates", n_c < 2)
+    drop("no_judgment", ~judged)
+    if rules.drop_null:
+        drop("null_rating", has_null)
+    few = alive & (n_elig < 2)
+    dropped["null_rating"] += int((few & has_null).sum())
+    dropped["too_few_candidates"] += int((few & ~has_null).sum())
+    alive &= ~few
+    hi = np.where(rated, mat, -np.inf).max(axis=1)
+    lo = np.where(rated, mat, np.inf).min(axis=1)
+    drop("tie", hi == lo)
+    if rules.min_chosen is not None:
+        drop("below_min_chosen", hi < rules.min_chosen)
+    drop("below_margin", hi - lo < rules.min_margin)
+
+    # -- pairs of the AI-only rows ---------------------------------------------------------
+    keep = np.flatnonzero(alive)
+    r_k, m_k, hi_k = mat[keep], rated[keep], hi[keep][:, None]
+    if rules.strategy == "all-pairs":
+        ok = (
+            m_k[:, :, None]
+            & m_k[:, None, :]
+            & (r_k[:, :, None] > r_k[:, None, :])
+            & (r_k[:, :, None] - r_k[:, None, :] >= rules.min_margin)
+        )
+        if rules.min_chosen is not None:
+            ok &= (r_k >= rules.min_chosen)[:, :, None]
+        p_k, p_c, p_r = np.nonzero(ok)
+        p_row = keep[p_k]
+    else:
+        best = m_k & (r_k == hi_k)
+        n_best = best.sum(axis=1)
+        if rules.strategy == "best-vs-worst":
+            low = m_k & (r_k == lo[keep][:, None])
+            n_low = low.sum(axis=1)
+            need = np.flatnonzero((n_best > 1) | (n_low > 1))
+        else:  # best-vs-random-lower
+            low = m_k & (r_k < hi_k) & (hi_k - r_k >= rules.min_margin)
+            n_low = low.sum(axis=1)
+            need = np.arange(len(keep))
+        k_best = np.zeros(len(keep), dtype=np.uint64)
+        k_low = np.zeros(len(keep), dtype=np.uint64)
+        if len(need):
+            h = _stable_hashes(rules.seed, [convs[i].conversation_id for i in keep[need].tolist()])
+            k_best[need] = h % n_best[need].astype(np.uint64)
+            k_low[need] = (h >> np.uint64(20)) % n_low[need].astype(np.uint64)
+        p_row, p_c, p_r = keep, _kth_true(best, k_best), _kth_true(low, k_low)
+
+    # -- reviewed rows, row by row ---------------------------------------------------------
+    human = np.zeros(n_rows, dtype=bool)
+    slow_idx = np.flatnonzero(slow).tolist()
+    if slow_idx:
+        s_row: list[int] = []
+        s_c: list[int] = []
+        s_r: list[int] = []
+        for i in slow_idx:
+            decided = _decide(rows[i], rules)
+            if isinstance(decided, str):
+                dropped[decided] += 1
+                continue
+            ratings, is_human, chosen_list = decided
+            human[i] = is_human
+            lo_i, hi_i = int(c_off[i]), int(c_off[i + 1])
+            vals[lo_i:hi_i] = [np.nan if r is None else r for r in ratings]
+            valid[lo_i:hi_i] = [r is not None for r in ratings]
+            for ci, ri in chosen_list:
+                s_row.append(i)
+                s_c.append(ci)
+                s_r.append(ri)
+        if s_row:
+            p_row = np.concatenate([p_row, np.array(s_row, dtype=np.int64)])
+            p_c = np.concatenate([p_c, np.array(s_c, dtype=np.int64)])
+            p_r = np.concatenate([p_r, np.array(s_r, dtype=np.int64)])
+            order = np.argsort(p_row, kind="stable")
+            p_row, p_c, p_r = p_row[order], p_c[order], p_r[order]
+
+    # -- emit the kept rows ----------------------------------------------------------------
+    kept = np.unique(p_row)
+    kept_l = kept.tolist()
+    table = _emit(
+        [rows[i] for i in kept_l],
+        [convs[i] for i in kept_l],
+        np.searchsorted(kept, p_row),
+        p_c,
+        p_r,
+        human=human[kept],
+        role_codes=role_codes[_segments(msg_off[kept], n_msg[kept])],
+        n_msg=n_msg[kept],
+        plen=plen[kept],
+        n_c=n_c[kept],
+        cand_idx=_segments(c_off[kept], n_c[kept]),
+        vals=vals,
+        valid=valid,
+    )
+    return table, len(kept), int(human[kept].sum())
+
+
+def _emit(
+    rows: list[JudgedConversation],
+    convs: list[Conversation],
+    pair_pos: Any,
+    p_c: Any,
+    p_r: Any,
+    *,
+    human: Any,
+    role_codes: Any,
+    n_msg: Any,
+    plen: Any,
+    n_c: Any,
+    cand_idx: Any,
+    vals: Any,
+    valid: Any,
+) -> Any:
+    """The pairs as a table of ``arrow_schema()``. ``rows`` are the kept rows (in order),
+    ``pair_pos`` each pair's position in them, ``p_c`` / ``p_r`` its candidate indices."""
+    schema = arrow_schema()
+    message_fields = list(schema.field("conversation").type.value_type)
+    n_kept = len(rows)
+    n_pairs = len(pair_pos)
+    one_per_row = n_pairs == n_kept  # then pair i is kept row i
+
+    def per_pair(arr: Any) -> Any:
+        return arr if one_per_row else arr.take(pa.array(pair_pos))
+
+    # candidates of the kept rows
+    c_off = _offsets(n_c)
+    n_cand = int(c_off[-1])
+    cands_flat = list(chain.from_iterable(map(_CANDIDATES, rows)))
+    models = _strings(map(_MODEL, cands_flat), n_cand)
+    texts = _strings(map(_TEXT, cands_flat), n_cand)
+    c_idx = c_off[pair_pos] + p_c
+    r_idx = c_off[pair_pos] + p_r
+
+    # messages of the kept rows, then the chosen and the rejected answers as assistant
+    # messages: one struct array that conversation / prompt / chosen / rejected take from
+    msg_off = _offsets(n_msg)
+    n_m = int(msg_off[-1])
+    msgs_l = list(map(_MESSAGES, convs))
+    answer = cands_flat.__getitem__
+    contents = _strings(
+        chain(
+            map(dict.get, chain.from_iterable(msgs_l), repeat("content")),
+            map(_TEXT, map(answer, c_idx.tolist())),
+            map(_TEXT, map(answer, r_idx.tolist())),
+        ),
+        n_m + 2 * n_pairs,
+    )
+    del cands_flat
+    if (role_codes >= 0).all():
+        codes = np.concatenate([role_codes, np.full(2 * n_pairs, 2, dtype=np.int8)])
+        roles = pa.array(_ROLE_NAMES, type=pa.string()).take(pa.array(codes))
+    else:
+        roles = _strings(
+            chain(map(_ROLE, chain.from_iterable(msgs_l)), repeat("assistant", 2 * n_pairs)),
+            n_m + 2 * n_pairs,
+        )
+    msgs = pa.StructArray.from_arrays([roles, contents], fields=message_fields)
+    conversation = per_pair(_list_array(msg_off, msgs.slice(0, n_m)))
+
+    pl = plen[pair_pos]
+    starts = msg_off[pair_pos]
+    if np.array_equal(plen, n_msg):
+        prompt = conversation
+    else:
+        prompt = _list_array(_offsets(pl), msgs.take(pa.array(_segments(starts, pl))))
+
+    # chosen / rejected: the prompt's messages, then the answer
+    with_answer = _offsets(pl + 1)
+    base = _segments(starts, pl + 1)
+    ends = with_answer[1:] - 1
+
+    def with_last(first_answer: int) -> Any:
+        base[ends] = first_answer + np.arange(n_pairs)
+        return _list_array(with_answer, msgs.take(pa.array(base)))
+
+    ratings = pa.array(vals[cand_idx], type=pa.float64(), mask=~valid[cand_idx])
+    rationales_l = list(map(_RATIONALES, rows))
+    rat_off = _offsets(np.fromiter(map(len, rationales_l), np.int64, n_kept))
+    rationales = _strings(chain.from_iterable(rationales_l), int(rat_off[-1]))
+
+    columns = {
+        "source": per_pair(_strings(map(_SOURCE, convs), n_kept)),
+        "conversation_id": per_pair(_strings(map(_CONVERSATION_ID, convs), n_kept)),
+        "conversation": conversation,
+        "original_response": per_pair(_strings(map(_ORIGINAL, convs), n_kept)),
+        "generation_models": per_pair(_list_array(c_off, models)),
+        "generations": per_pair(_list_array(c_off, texts)),
+        "ratings": per_pair(_list_array(c_off, ratings)),
+        "rationales": per_pair(_list_array(rat_off, rationales)),
+        "rating_source": pa.array(["ai", "human"], type=pa.string()).take(
+            pa.array(human[pair_pos].astype(np.int8))
+        ),
+        "prompt": prompt,
+        "chosen": with_last(n_m),
+        "rejected": with_last(n_m + n_pairs),
+        "rating_chosen": ratings.take(pa.array(c_idx)),
+        "rating_rejected": ratings.take(pa.array(r_idx)),
+        "chosen_model": models.take(pa.array(c_idx)),
+        "rejected_model": models.take(pa.array(r_idx)),
+        "judge_model": per_pair(_strings(map(_JUDGE_MODEL, rows), n_kept)),
+    }
+    return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def pa_concat(tables: list[Any]) -> Any:
+    """The chunks' tables as one (an empty table of the schema when there are none)."""
+    if not tables:
+        return arrow_schema().empty_table()
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrow schema of the exported rows
+# ---------------------------------------------------------------------------------------------
+@functools.cache
+def arrow_schema() -> Any:
+    """The exported rows' Arrow schema: ``COLUMNS`` in order, messages as
+    ``list<struct<role, content>>``."""
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    messages = pa.list_(message)
+    return pa.schema(
+        [
+            ("source", pa.string()),
+            ("conversation_id", pa.string()),
+            ("conversation", messages),
+            ("original_response", pa.string()),
+            ("generation_models", pa.list_(pa.string())),
+            ("generations", pa.list_(pa.string())),
+            ("ratings", pa.list_(pa.float64())),
+            ("rationales", pa.list_(pa.string())),
+            ("rating_source", pa.string()),
+            ("prompt", messages),
+            ("chosen", messages),
+            ("rejected", messages),
+            ("rating_chosen", pa.float64()),
+            ("rating_rejected", pa.float64()),
+            ("chosen_model", pa.string()),
+            ("rejected_model", pa.string()),
+            ("judge_model", pa.string()),
+        ]
+    )
+
+
+def pairs_to_table(pairs: Sequence[Mapping[str, Any]]) -> Any:
+    """A ``pyarrow.Table`` of pair dicts with the fixed schema (built column by column)."""
+    schema = arrow_schema()
+    with gc_paused():
+        arrays = [pa.array([p[f.name] for p in pairs], type=f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _picked_pairs(

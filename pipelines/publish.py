@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.binarize import COLUMNS, DROP_REASONS
+from pipelines.binarize import (
+    COLUMNS,
+    DROP_REASONS,
+    BinarizeResult,
+    arrow_schema,
+    pairs_to_table,
+)
 from pipelines.secrets import mask_tokens, redact
 
 DATA_STEM = "train-00000-of-00001"
@@ -55,59 +61,66 @@ class CardContext:
 
 
 # ---------------------------------------------------------------------------------------------
-# Arrow schema of the exported rows
+# data files
 # ---------------------------------------------------------------------------------------------
-def arrow_schema() -> Any:
+# Columns worth a Parquet dictionary / min-max statistics: the short, repetitive ones. The free
+# text columns (messages, generations, rationales) are unique per row: a dictionary there is
+# built and then abandoned, and min/max of long texts prunes nothing, yet both cost CPU on every
+# value. The values written are the same either way.
+DICTIONARY_COLUMNS = (
+    "source", "generation_models", "rating_source", "chosen_model", "rejected_model",
+    "judge_model",
+)
+STATISTICS_COLUMNS = (
+    *DICTIONARY_COLUMNS, "conversation_id", "ratings", "rating_chosen", "rating_rejected",
+)
+JSONL_BATCH_ROWS = 4096
+
+PairsLike = Any  # a BinarizeResult, a pyarrow.Table or a sequence of pair dicts
+
+
+def as_table(pairs: PairsLike) -> Any:
+    """A ``pyarrow.Table`` (``arrow_schema()``) of a ``BinarizeResult``, a table or pair dicts."""
     import pyarrow as pa
 
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    messages = pa.list_(message)
-    return pa.schema(
-        [
-            ("source", pa.string()),
-            ("conversation_id", pa.string()),
-            ("conversation", messages),
-            ("original_response", pa.string()),
-            ("generation_models", pa.list_(pa.string())),
-            ("generations", pa.list_(pa.string())),
-            ("ratings", pa.list_(pa.float64())),
-            ("rationales", pa.list_(pa.string())),
-            ("rating_source", pa.string()),
-            ("prompt", messages),
-            ("chosen", messages),
-            ("rejected", messages),
-            ("rating_chosen", pa.float64()),
-            ("rating_rejected", pa.float64()),
-            ("chosen_model", pa.string()),
-            ("rejected_model", pa.string()),
-            ("judge_model", pa.string()),
-        ]
+    if isinstance(pairs, BinarizeResult):
+        return pairs.table
+    if isinstance(pairs, pa.Table):
+        if pairs.schema != arrow_schema():
+            pairs = pairs.select(list(COLUMNS)).cast(arrow_schema())
+        return pairs
+    return pairs_to_table(pairs)
+
+
+def write_parquet(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        table,
+        path,
+        use_dictionary=list(DICTIONARY_COLUMNS),
+        write_statistics=list(STATISTICS_COLUMNS),
     )
 
 
-def pairs_to_table(pairs: Sequence[Mapping[str, Any]]) -> Any:
-    """A ``pyarrow.Table`` of the pairs with the fixed schema (built column by column)."""
-    import pyarrow as pa
-
-    from pipelines.binarize import gc_paused
-
-    schema = arrow_schema()
-    with gc_paused():
-        arrays = [pa.array([p[f.name] for p in pairs], type=f.type) for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _write_jsonl(pairs: Iterable[Mapping[str, Any]], path: Path) -> None:
+def _write_jsonl(pairs: PairsLike, path: Path) -> None:
+    """One JSON object per pair, keys in ``COLUMNS`` order (from Arrow batches for a table)."""
+    rows: Iterable[Mapping[str, Any]]
+    if isinstance(pairs, Sequence) and not isinstance(pairs, str):
+        rows = pairs
+    else:
+        table = as_table(pairs)
+        rows = (r for batch in table.to_batches(JSONL_BATCH_ROWS) for r in batch.to_pylist())
     try:
         import orjson
 
         with path.open("wb") as f:
-            for p in pairs:
+            for p in rows:
                 f.write(orjson.dumps({c: p[c] for c in COLUMNS}))
                 f.write(b"\n")
     except ImportError:
         with path.open("w", encoding="utf-8") as f:
-            for p in pairs:
+            for p in rows:
                 f.write(json.dumps({c: p[c] for c in COLUMNS}, ensure_ascii=False))
                 f.write("\n")
 
@@ -256,13 +269,16 @@ def render_card(card: CardContext, n_rows: int, data_files: Sequence[str]) -> st
 # export
 # ---------------------------------------------------------------------------------------------
 def export_local(
-    result_pairs: Sequence[Mapping[str, Any]],
+    result_pairs: PairsLike,
     out_dir: str | os.PathLike[str],
     *,
     formats: Sequence[str] = ("parquet", "jsonl"),
     card: CardContext,
 ) -> Path:
     """Write the pairs and the dataset card into ``out_dir`` (see the module docstring).
+
+    ``result_pairs`` is a ``BinarizeResult`` (its Arrow table is written as it is: the fast
+    path), a ``pyarrow.Table`` of ``arrow_schema()``, or a sequence of pair dicts.
     Earlier ``data/train-*`` files there are replaced. Returns ``out_dir``."""
     unknown = set(formats) - {"parquet", "jsonl"}
     if unknown or not formats:
@@ -273,12 +289,15 @@ def export_local(
     for old in data.glob("train-*"):
         old.unlink()
     written: list[str] = []
+    n_rows = (
+        result_pairs.num_pairs
+        if isinstance(result_pairs, BinarizeResult)
+        else len(result_pairs)  # a pyarrow.Table or a sequence
+    )
     if "parquet" in formats:
-        import pyarrow.parquet as pq
-
         path = data / f"{DATA_STEM}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(pairs_to_table(result_pairs), tmp)
+        write_parquet(as_table(result_pairs), tmp)
         tmp.replace(path)
         written.append(f"data/{path.name}")
     if "jsonl" in formats:
@@ -287,7 +306,7 @@ def export_local(
         _write_jsonl(result_pairs, tmp)
         tmp.replace(path)
         written.append(f"data/{path.name}")
-    (out / "README.md").write_text(render_card(card, len(result_pairs), written), encoding="utf-8")
+    (out / "README.md").write_text(render_card(card, n_rows, written), encoding="utf-8")
     return out
 
 

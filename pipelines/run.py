@@ -105,6 +105,15 @@ class Binarized:
     def pairs(self) -> list[dict[str, Any]]:
         return self.result.pairs
 
+    @property
+    def num_pairs(self) -> int:
+        return self.result.num_pairs
+
+    def pair_labels(self) -> list[dict[str, Any]]:
+        """Just the columns the stats need, without materialising every pair."""
+        cols = ["chosen_model", "rejected_model", "rating_source"]
+        return self.result.table.select(cols).to_pylist()
+
 
 def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, Any]]:
     from pipelines.binarize import BinarizeOptions, binarize, collect
@@ -116,7 +125,7 @@ def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, A
         judge_id=recipe.judge.id if recipe.judge else None,
     )
     result = binarize(rows, options)
-    return Binarized(rows, result), {"pairs": len(result.pairs), "dropped": dict(result.dropped)}
+    return Binarized(rows, result), {"pairs": result.num_pairs, "dropped": dict(result.dropped)}
 
 
 def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
@@ -143,7 +152,7 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
             "conversations judged": int(judged),
             "conversations reviewed": int(reviewed),
         },
-        stats=compute_stats(binarized.rows, binarized.pairs),
+        stats=compute_stats(binarized.rows, binarized.pair_labels()),
         generator_models=[g.display_name() for g in recipe.generators],
         judge_model=recipe.judge.display_name() if recipe.judge else None,
         dropped=dict(binarized.result.dropped),
@@ -158,7 +167,7 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
 
     out = export_dir_for(recipe, store)
     card = card_context(store, recipe, binarized)
-    return export_local(binarized.pairs, out, formats=tuple(recipe.export.formats), card=card)
+    return export_local(binarized.result, out, formats=tuple(recipe.export.formats), card=card)
 
 
 def publish_stage(recipe: Recipe, out_dir: Path) -> str:
@@ -286,7 +295,7 @@ def run_recipe(
                     binarized, summary.results["binarize"] = binarize_stage(recipe, store)
                 out = export_stage(recipe, store, binarized)
                 summary.export_dir = str(out)
-                summary.results["export"] = {"out": str(out), "pairs": len(binarized.pairs)}
+                summary.results["export"] = {"out": str(out), "pairs": binarized.num_pairs}
             elif stage == "publish":
                 out = Path(summary.export_dir) if summary.export_dir else None
                 if out is None:

@@ -132,6 +132,35 @@ def test_collect_uses_a_constant_number_of_queries(store: Store) -> None:
     assert count_selects(3) == count_selects(60) == 4
 
 
+def test_generators_sharing_a_model_name_get_distinct_labels(store: Store) -> None:
+    """Like the quickstart: two generators of the same model (different temperature / system
+    prompt) must stay distinguishable in generation_models / chosen_model / rejected_model."""
+    conv = Conversation(messages=[{"role": "user", "content": "q"}], source="test")
+    store.add_conversations([conv])
+    cid = conv.conversation_id
+    for gen, model in (("smol-precise", "SmolLM2-135M-Instruct"),
+                       ("smol-creative", "SmolLM2-135M-Instruct"), ("original", "original")):
+        store.put_candidate(cid, gen, 0, GenerationResult(key=None, text=f"{gen}!", model=model))
+    store.put_judgment(
+        cid, "judge", model="j", candidate_keys=["smol-precise/0", "smol-creative/0",
+                                                 "original/0"],
+        ratings=[5, 1, 3], rationales=[None] * 3, order_shown=[0, 1, 2], seed=1,
+        raw_output=None, error=None,
+    )
+    rows = collect(store)
+    # candidates come in generator_id order
+    assert [c[2] for c in rows[0].candidates] == [
+        "original", "SmolLM2-135M-Instruct (smol-creative)", "SmolLM2-135M-Instruct (smol-precise)"
+    ]
+    pair = binarize(rows).pairs[0]
+    assert pair["chosen_model"] == "SmolLM2-135M-Instruct (smol-precise)"
+    assert pair["rejected_model"] == "SmolLM2-135M-Instruct (smol-creative)"
+    assert pair["generation_models"] == [c[2] for c in rows[0].candidates]
+    # restricted to one of the two generators, the plain model name is unique again
+    rows = collect(store, generator_ids=["smol-precise", "original"])
+    assert [c[2] for c in rows[0].candidates] == ["original", "SmolLM2-135M-Instruct"]
+
+
 # -- strategies ----------------------------------------------------------------------------------
 def test_best_vs_worst_and_output_columns(store: Store) -> None:
     cid = add_row(store, "capital of France?", {"gen-a": 3, "gen-b": 5, "gen-c": 1}, turns=2)
@@ -393,3 +422,133 @@ def test_store_is_still_usable_after_collect(store: Store) -> None:
     add_row(store, "q", {"gen-a": 5, "gen-b": 1})
     collect(store)
     assert isinstance(store.query("SELECT * FROM conversations")[0], sqlite3.Row)
+
+
+# -- columnar path == reference path -------------------------------------------------------------
+def _random_rows(n: int, seed: int, prompts: list[str]) -> list[JudgedConversation]:
+    """Rows that exercise every rule: 0-6 candidates, null / missing / fractional ratings,
+    unjudged rows, reviews with ratings, picks and discards, multi-turn and system messages,
+    prompts that do not end on a user turn, contaminated turns, shared model names."""
+    import random
+
+    rng = random.Random(seed)
+    models = ["m-a", "m-b", "m-c", "m-a", "m-d", "m-e"]
+    rows = []
+    for i in range(n):
+        messages: list[dict[str, str]] = []
+        if rng.random() < 0.2:
+            messages.append({"role": "system", "content": "sys"})
+        for t in range(rng.randint(0, 3)):
+            text = rng.choice(prompts) if rng.random() < 0.05 else f"q{i}.{t} {rng.random()}"
+            messages.append({"role": "user", "content": text})
+            messages.append({"role": "assistant", "content": f"a{i}.{t}"})
+        if rng.random() < 0.9:
+            messages.append({"role": "user", "content": f"last {i}"})
+        k = rng.choice([0, 1, 2, 2, 3, 4, 4, 4, 5, 6])
+        cands = [(f"g{j}/0", f"g{j}", models[j], f"text {i}.{j}") for j in range(k)]
+        scale = rng.choice([[1, 2, 3, 4, 5], [3, 4], [1, 5], [2.5, 4.0, 4.5]])
+        ai: list[int | float | None] = [
+            None if rng.random() < 0.1 else rng.choice(scale) for _ in range(k)
+        ]
+        if k and rng.random() < 0.05:
+            ai = ai[: rng.randint(0, k - 1)]  # fewer ratings than candidates
+        rationales: list[str | None] = [rng.choice([None, f"why {j}"]) for j in range(len(ai))]
+        reviews: list[dict[str, Any]] = []
+        if k and rng.random() < 0.15:
+            for r in range(rng.randint(1, 3)):
+                keys = [c[0] for c in cands] + ["gone/0"]
+                reviews.append({
+                    "reviewer": f"r{r}",
+                    "ratings": {key: rng.choice([1, 2, 3, 4, 5, None])
+                                for key in rng.sample(keys, rng.randint(0, len(keys)))},
+                    "chosen": rng.choice([None, None, *keys]),
+                    "rejected": rng.choice([None, None, *keys]),
+                    "discard": rng.random() < 0.2,
+                })
+        judged = rng.random() > 0.05
+        rows.append(JudgedConversation(
+            conversation=Conversation(messages=messages, source=rng.choice(["s1", "s2"]),
+                                      original_response=rng.choice([None, f"orig {i}"]),
+                                      conversation_id=f"c{seed}-{i}"),
+            candidates=cands,
+            ai_ratings=ai if judged else [None] * k,
+            rationales=rationales if judged else [None] * k,
+            judge_model="judge" if judged else None,
+            reviews=reviews,
+            judged=judged,
+        ))
+    return rows
+
+
+OPTION_GRID = [
+    {},
+    {"strategy": "best-vs-random-lower", "seed": 3},
+    {"strategy": "all-pairs"},
+    {"min_margin": 1.5, "min_chosen_rating": 4},
+    {"strategy": "best-vs-random-lower", "min_margin": 2, "drop_null_ratings": True},
+    {"strategy": "all-pairs", "min_margin": 1, "min_chosen_rating": 3.5, "max_turns": 2},
+    {"drop_null_ratings": True, "max_turns": 1, "decontaminate": ["P"]},
+    {"strategy": "best-vs-random-lower", "decontaminate": ["P"], "seed": 11},
+]
+
+
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=lambda o: ",".join(map(str, o.values())))
+def test_columnar_path_matches_the_reference(tmp_path: Path, opts: dict[str, Any]) -> None:
+    from pipelines.binarize import CHUNK_ROWS, binarize_reference
+
+    prompts = ["Tell me about capybaras.", "What is 2+2?", "Write a haiku!"]
+    (tmp_path / "p.txt").write_text("\n".join(p.upper() + " " for p in prompts))
+    options = BinarizeOptions(**{**opts, "decontaminate": [
+        str(tmp_path / "p.txt") for _ in opts.get("decontaminate", [])]})
+    rows = _random_rows(3000, seed=len(str(opts)), prompts=prompts)
+    got = binarize(rows, options)
+    want = binarize_reference(rows, options)
+    assert got.dropped == want.dropped
+    assert (got.rows_in, got.rows_kept, got.human_rows) == (
+        want.rows_in, want.rows_kept, want.human_rows)
+    assert got.num_pairs == len(want.pairs) > 0
+    assert got.table.equals(want.table)
+    assert got.pairs == want.pairs
+    assert sum(got.dropped.values()) + got.rows_kept == len(rows)
+    # the interesting paths were all taken
+    assert got.human_rows > 0 and any(r.reviews for r in rows)
+    if opts.get("decontaminate"):
+        assert got.dropped["contaminated"] > 0
+    # chunking does not change anything
+    import pipelines.binarize as b
+
+    old = b.CHUNK_ROWS
+    b.CHUNK_ROWS = 97
+    try:
+        assert binarize(rows, options).table.equals(want.table)
+    finally:
+        b.CHUNK_ROWS = old
+    assert CHUNK_ROWS == old
+
+
+def test_columnar_path_counts_every_drop_reason() -> None:
+    rows = _random_rows(3000, seed=5, prompts=["x"])
+    res = binarize(rows, BinarizeOptions(min_margin=1, min_chosen_rating=4, max_turns=2))
+    for reason in ("discarded", "no_judgment", "too_few_candidates", "null_rating", "tie",
+                   "below_margin", "below_min_chosen", "too_many_turns"):
+        assert res.dropped[reason] > 0, reason
+
+
+def test_more_ratings_than_candidates_falls_back_to_the_reference() -> None:
+    from pipelines.binarize import binarize_reference
+
+    row = JudgedConversation(
+        conversation=Conversation(messages=[{"role": "user", "content": "hi"}]),
+        candidates=[("a/0", "a", "A", "hello"), ("b/0", "b", "B", "hey")],
+        ai_ratings=[2, 4, None],
+        rationales=[None, None, None],
+    )
+    res = binarize([row])
+    assert res.pairs == binarize_reference([row]).pairs
+    assert res.pairs[0]["ratings"] == [2.0, 4.0, None]
+
+
+def test_empty_input_gives_an_empty_table() -> None:
+    res = binarize([])
+    assert res.pairs == [] and res.table.num_rows == 0
+    assert res.table.column_names == list(COLUMNS)

@@ -402,3 +402,25 @@ def test_push_requires_an_export(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("x")
     with pytest.raises(PublishError, match="invalid repo id"):
         push_to_hub(tmp_path, "not a repo", token=HF_TOKEN)
+
+
+def test_export_from_result_table_or_dicts_is_identical(tmp_path: Path) -> None:
+    """The columnar result, its table and the materialised dicts export the same data."""
+    import pyarrow.parquet as pq
+
+    rows = make_rows(6)
+    res = binarize(rows, BinarizeOptions(strategy="all-pairs"))
+    outs = {}
+    for name, given in (("result", res), ("table", res.table), ("dicts", list(res.pairs))):
+        out = export_local(given, tmp_path / name, card=make_card(rows, res))
+        outs[name] = out
+    data = "data/train-00000-of-00001"
+    for name in ("table", "dicts"):
+        assert (outs[name] / f"{data}.jsonl").read_bytes() == (
+            outs["result"] / f"{data}.jsonl").read_bytes()
+        assert (outs[name] / "README.md").read_text() == (outs["result"] / "README.md").read_text()
+        assert pq.read_table(outs[name] / f"{data}.parquet").equals(
+            pq.read_table(outs["result"] / f"{data}.parquet"))
+    table = pq.read_table(outs["result"] / f"{data}.parquet")
+    assert table.column_names == list(COLUMNS) and table.to_pylist() == res.pairs
+    assert res.summary()["pairs"] == table.num_rows == len(res.pairs) > 6
