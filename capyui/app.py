@@ -212,6 +212,9 @@ def launch(
     host: str = "127.0.0.1", port: int = 7860, data_dir: str | os.PathLike[str] | None = None
 ) -> None:
     """Build and serve the app (blocking)."""
+    from pipelines.secrets import configure_logging
+
+    configure_logging()
     auth = auth_from_env()
     if auth is None and not os.environ.get("SPACE_ID") and not _is_loopback(host):
         print(

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
 from typing import Any
 
-from pipelines.secrets import RedactingFilter
+from pipelines.secrets import configure_logging
 from pipelines.types import Progress
 
 EXIT_BAD_INPUT = 2
@@ -271,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+    configure_logging()
+    # composes in pipes: `capyui status | head` ends quietly
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     if getattr(args, "limit", None) is not None and args.limit < 1:
         print("error: --limit must be at least 1", file=sys.stderr)

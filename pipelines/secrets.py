@@ -62,3 +62,11 @@ class RedactingFilter(logging.Filter):
         if masked != msg:
             record.msg, record.args = masked, None
         return True
+
+
+def configure_logging(level: int = logging.WARNING) -> None:
+    """Log to stderr with every handler masking secrets (the CLI and the app call this)."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
