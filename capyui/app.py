@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import yaml
 
 from capyui import render
 from pipelines.jobs import JobManager
-from pipelines.recipe import RECIPES_DIR, Recipe, load_recipe, parse_recipe
+from pipelines.recipe import RECIPES_DIR, Recipe, RecipeError, load_recipe, parse_recipe
 from pipelines.store import Store, default_data_dir
 
 DEFAULT_RECIPE = "quickstart"
@@ -35,7 +36,32 @@ class Workspace:
         self.store = Store(self.data_dir)
         self.jobs = JobManager(self.store)
         self._lock = threading.Lock()
-        self._recipe: Recipe = load_recipe(DEFAULT_RECIPE)
+        self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+
+    @property
+    def recipe_path(self) -> Path:
+        """The workspace's current recipe survives restarts (secret-free, like any recipe)."""
+        return self.data_dir / "recipe.yaml"
+
+    def _saved_recipe(self) -> Recipe | None:
+        if not self.recipe_path.is_file():
+            return None
+        try:
+            recipe = load_recipe(self.recipe_path)
+        except RecipeError as exc:
+            print(f"warning: ignoring the saved recipe: {exc}", file=sys.stderr)
+            return None
+        return recipe
+
+    def _save(self, recipe: Recipe) -> None:
+        """Write the recipe with its source file path made absolute (it is read back from the
+        data folder, not from where the recipe first came from)."""
+        data = recipe.to_dict()
+        if recipe.source.path:
+            data["source"]["path"] = str(Path(recipe.source_path()).resolve())
+        tmp = self.recipe_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
+        tmp.replace(self.recipe_path)
 
     @property
     def recipe(self) -> Recipe:
@@ -47,6 +73,7 @@ class Workspace:
             recipe.base_dir = self.base_dir
         with self._lock:
             self._recipe = recipe
+            self._save(recipe)
 
     @property
     def base_dir(self) -> str:
@@ -60,6 +87,7 @@ class Workspace:
             change(data)
             recipe = parse_recipe(data, name="recipe", base_dir=self._recipe.base_dir)
             self._recipe = recipe
+            self._save(recipe)
             return recipe
 
     def storage_warning(self) -> str | None:
