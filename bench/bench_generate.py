@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines.backends.embedded import embedded_model_path, load_llama  # noqa: E402
+from pipelines.backends.embedded import load_llama  # noqa: E402
 from pipelines.config import GeneratorConfig  # noqa: E402
 from pipelines.generate import run_generation  # noqa: E402
 from pipelines.store import Store  # noqa: E402
 from pipelines.types import Conversation  # noqa: E402
 from tests.conftest import free_port, wait_http  # noqa: E402
+from tests.support.llama_server import start_llama, stop  # noqa: E402
 
 TOPICS = [
     "tea",
@@ -137,27 +138,8 @@ def main() -> None:
     rows = []
 
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded_model_path()),
-            "--model_alias",
-            "smollm2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-            "--verbose",
-            "False",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    logdir = Path(tempfile.mkdtemp())
+    server = start_llama(port, logdir / "llama.log", threads=os.cpu_count() or 2, n_ctx=4096)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         wait_http(f"{url}/models", 60, server)
@@ -182,8 +164,7 @@ def main() -> None:
             )
         )
     finally:
-        server.terminate()
-        server.wait(10)
+        stop(server)
 
     cfg = GeneratorConfig(
         id="smol", backend="embedded", temperature=0.0, max_tokens=args.max_tokens

@@ -30,7 +30,7 @@ from pipelines.config import GeneratorConfig  # noqa: E402
 from pipelines.generate import run_generation  # noqa: E402
 from pipelines.store import Store  # noqa: E402
 from tests.conftest import free_port, wait_http  # noqa: E402
-from tests.test_replicas import start_llama, stop  # noqa: E402
+from tests.support.llama_server import start_llama, stop  # noqa: E402
 
 TOPICS = ["tea", "rivers", "bicycles", "volcanoes", "chess", "bread", "owls", "glaciers"]
 

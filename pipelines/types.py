@@ -51,6 +51,19 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] | None = None
 
+    def request_kwargs(self) -> dict[str, Any]:
+        """The sampling arguments every chat API takes (seed and stop only when set)."""
+        kwargs: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        if self.stop:
+            kwargs["stop"] = self.stop
+        return kwargs
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "temperature": self.temperature,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,43 +38,16 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with the embedded GGUF; yields the /v1 url."""
-    from pipelines.backends.embedded import embedded_model_path
+    from tests.support.llama_server import start_llama, stop
 
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(embedded_model_path()),
-                "--model_alias",
-                "smollm2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-                "--n_threads",
-                str(os.cpu_count() or 2),
-                "--verbose",
-                "False",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_llama(port, log, threads=os.cpu_count() or 2, n_ctx=4096)
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", 60, proc)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @pytest.fixture

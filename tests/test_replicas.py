@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pipelines.store import Store
 from pipelines.types import Progress
 from tests.conftest import free_port, wait_http
 from tests.support.fault_proxy import FaultProxy
+from tests.support.llama_server import start_llama, stop
 from tests.test_generation import make_conversations
 
 pytestmark = pytest.mark.server
@@ -34,47 +34,6 @@ class Replica:
 
     def served(self) -> int:
         return len(self.proxy.completions())
-
-
-def start_llama(port: int, log: Path, threads: int = 1, cpu: int | None = None) -> subprocess.Popen:
-    """A llama.cpp OpenAI-compatible server with the embedded GGUF (optionally on one core)."""
-    from pipelines.backends.embedded import embedded_model_path
-
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(embedded_model_path()),
-        "--model_alias",
-        "smollm2",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        str(threads),
-        "--n_threads_batch",
-        str(threads),
-        "--verbose",
-        "False",
-    ]
-    if cpu is not None:
-        cmd = ["taskset", "-c", str(cpu), *cmd]
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture

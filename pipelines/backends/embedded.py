@@ -83,16 +83,7 @@ class EmbeddedBackend(Backend):
 
     def _complete(self, req: GenerationRequest) -> GenerationResult:
         llama = load_llama(self.config.n_ctx, self.config.n_threads)
-        kwargs: dict[str, Any] = {
-            "messages": req.messages,
-            "temperature": req.params.temperature,
-            "top_p": req.params.top_p,
-            "max_tokens": req.params.max_tokens,
-        }
-        if req.params.seed is not None:
-            kwargs["seed"] = req.params.seed
-        if req.params.stop:
-            kwargs["stop"] = req.params.stop
+        kwargs: dict[str, Any] = {"messages": req.messages, **req.params.request_kwargs()}
         if req.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
         start = time.perf_counter()

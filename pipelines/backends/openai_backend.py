@@ -87,14 +87,8 @@ class OpenAIBackend(Backend):
         kwargs: dict[str, Any] = {
             "model": self.config.model,
             "messages": req.messages,
-            "temperature": req.params.temperature,
-            "top_p": req.params.top_p,
-            "max_tokens": req.params.max_tokens,
+            **req.params.request_kwargs(),
         }
-        if req.params.seed is not None:
-            kwargs["seed"] = req.params.seed
-        if req.params.stop:
-            kwargs["stop"] = req.params.stop
         if req.json_schema is not None:
             kwargs["response_format"] = self._response_format(req.json_schema)
         return kwargs

@@ -204,15 +204,7 @@ class VLLMBackend(Backend):
     def _sampling(self, req: GenerationRequest, flat: bool = False) -> Any:
         from vllm import SamplingParams
 
-        kwargs: dict[str, Any] = {
-            "temperature": req.params.temperature,
-            "top_p": req.params.top_p,
-            "max_tokens": req.params.max_tokens,
-        }
-        if req.params.seed is not None:
-            kwargs["seed"] = req.params.seed
-        if req.params.stop:
-            kwargs["stop"] = list(req.params.stop)
+        kwargs: dict[str, Any] = req.params.request_kwargs()
         if req.json_schema is not None:
             schema = flatten_judge_schema(req.json_schema) if flat else req.json_schema
             kwargs.update(_structured_params(schema))
