@@ -2,7 +2,7 @@
 
 How to run (from the repository root)::
 
-    python3 -m venv .venv-bench && .venv-bench/bin/pip install distilabel==1.5.3   # once
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r requirements-bench.txt  # once
     .venv/bin/python bench/bench_binarize.py                  # 100k rows, 4 candidates each
     .venv/bin/python bench/bench_binarize.py --rows 20000 --rounds 3
 
