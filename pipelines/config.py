@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipelines.secrets import TOKEN_PATTERN
 from pipelines.types import SamplingParams
 
 BackendName = Literal["embedded", "openai", "vllm", "original"]
@@ -48,7 +49,7 @@ class ModelConfig(StrictModel):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
+        if v is not None and (not v.replace("_", "").isalnum() or TOKEN_PATTERN.search(v)):
             raise ValueError(
                 "api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), "
                 "never the key itself"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.secrets import redact
+from pipelines.secrets import mask_tokens, redact
 from pipelines.types import Conversation, GenerationResult
 
 SCHEMA = """
@@ -536,7 +536,7 @@ class Store:
             params.append(json.dumps(counters, default=str))
         if last_error is not None:
             sets.append("last_error = ?")
-            params.append(last_error)
+            params.append(mask_tokens(last_error))
         if status is not None:
             sets.append("status = ?")
             params.append(status)

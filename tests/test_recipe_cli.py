@@ -165,3 +165,29 @@ def test_quickstart_end_to_end_with_embedded_model(tmp_path: Path) -> None:
     )
     assert again["results"]["generate"]["skipped"] == 9
     assert again["results"]["judge"]["skipped"] == judge["done"]
+
+
+def test_a_token_pasted_as_env_var_name_is_refused_and_never_echoed() -> None:
+    token = "hf_" + "a1B2c3D4e5" * 3
+    gen = {
+        "id": "g",
+        "backend": "openai",
+        "base_url": "http://x",
+        "model": "m",
+        "api_key_env": token,
+    }
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({**GOOD, "generators": [gen]})
+    assert "NAME of an environment" in str(err.value) and token not in str(err.value)
+
+
+def test_job_errors_are_stored_masked(tmp_path: Path) -> None:
+    from pipelines.store import Store
+
+    store = Store(tmp_path)
+    job = store.start_job("run", {"api_key": "sk-" + "x" * 30, "name": "r"})
+    store.update_job(job, status="failed", last_error="bad key sk-" + "y" * 30)
+    row = store.jobs()[0]
+    assert "sk-" not in row["last_error"] and "api_key" not in row["recipe"]
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("capyui.sqlite*"))
+    assert b"bad key" in on_disk and b"sk-yyyy" not in on_disk
