@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.prompts import bench_conversations as conversations  # noqa: E402
 from pipelines.backends.embedded import load_llama  # noqa: E402
 from pipelines.config import GeneratorConfig  # noqa: E402
 from pipelines.generate import run_generation  # noqa: E402
@@ -35,39 +36,6 @@ from pipelines.store import Store  # noqa: E402
 from pipelines.types import Conversation  # noqa: E402
 from tests.conftest import free_port, wait_http  # noqa: E402
 from tests.support.llama_server import start_llama, stop  # noqa: E402
-
-TOPICS = [
-    "tea",
-    "rivers",
-    "bicycles",
-    "volcanoes",
-    "chess",
-    "bread",
-    "owls",
-    "glaciers",
-    "violins",
-    "deserts",
-    "kites",
-    "comets",
-    "honey",
-    "lighthouses",
-    "maps",
-    "salt",
-]
-
-
-def conversations(n: int) -> list[Conversation]:
-    return [
-        Conversation(
-            messages=[
-                {"role": "user", "content": f"I want to learn about {TOPICS[i % len(TOPICS)]}."},
-                {"role": "assistant", "content": "Happy to help. What would you like to know?"},
-                {"role": "user", "content": f"Give me two facts about {TOPICS[i % len(TOPICS)]}."},
-            ],
-            source=f"bench-{i}",
-        )
-        for i in range(n)
-    ]
 
 
 async def bare_openai(url: str, convs: list[Conversation], max_tokens: int, conc: int) -> int:

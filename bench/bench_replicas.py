@@ -26,29 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.prompts import bench_conversations as conversations  # noqa: E402
 from pipelines.config import GeneratorConfig  # noqa: E402
 from pipelines.generate import run_generation  # noqa: E402
 from pipelines.store import Store  # noqa: E402
 from tests.conftest import free_port, wait_http  # noqa: E402
 from tests.support.llama_server import start_llama, stop  # noqa: E402
-
-TOPICS = ["tea", "rivers", "bicycles", "volcanoes", "chess", "bread", "owls", "glaciers"]
-
-
-def conversations(n: int, tag: str):
-    from pipelines.types import Conversation
-
-    return [
-        Conversation(
-            messages=[
-                {"role": "user", "content": f"I am curious about {TOPICS[i % len(TOPICS)]}."},
-                {"role": "assistant", "content": "Happy to help. What would you like to know?"},
-                {"role": "user", "content": f"Tell me three facts about it. ({tag} {i})"},
-            ],
-            source="bench",
-        )
-        for i in range(n)
-    ]
 
 
 def run_job(urls: list[str], n: int, max_tokens: int, tag: str) -> tuple[float, int, int]:

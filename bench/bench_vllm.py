@@ -29,26 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TOPICS = [
-    "tea", "rivers", "bicycles", "volcanoes", "chess", "bread", "owls", "glaciers",
-    "violins", "deserts", "kites", "comets", "honey", "lighthouses", "maps", "salt",
-]  # fmt: skip
-
-
-def conversations(n: int):
-    from pipelines.types import Conversation
-
-    return [
-        Conversation(
-            messages=[
-                {"role": "user", "content": f"I am curious about {TOPICS[i % len(TOPICS)]}."},
-                {"role": "assistant", "content": "Happy to help. What would you like to know?"},
-                {"role": "user", "content": f"Tell me three facts about it, briefly. (#{i})"},
-            ],
-            source="bench",
-        )
-        for i in range(n)
-    ]
+from bench.prompts import bench_conversations as conversations  # noqa: E402
 
 
 def main() -> None:

@@ -280,23 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
-        if not _expected(exc):
+        from pipelines.run import is_user_error
+
+        if not (isinstance(exc, CliError) or is_user_error(exc)):
             raise
         print(
             f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-
-
-def _expected(exc: Exception) -> bool:
-    from pipelines.backends import BackendError
-    from pipelines.recipe import RecipeError
-    from pipelines.run import StageError
-
-    return isinstance(exc, (CliError, RecipeError, StageError, BackendError)) or type(
-        exc
-    ).__name__ in {"SourceError", "PublishError", "ArgillaQueueError"}
 
 
 if __name__ == "__main__":

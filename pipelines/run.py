@@ -312,19 +312,31 @@ def run_recipe(
         from pipelines.backends import short_error
 
         summary.status = "failed"
-        summary.error = str(exc).splitlines()[0] if str(exc) else short_error(exc)
-        if not _is_expected(exc):
-            summary.error = short_error(exc)
+        message = str(exc).strip()
+        summary.error = (
+            message.splitlines()[0] if message and is_user_error(exc) else short_error(exc)
+        )
     store.update_job(
         job_id, counters=summary.results, status=summary.status, last_error=summary.error
     )
     return summary
 
 
-def _is_expected(exc: Exception) -> bool:
-    """Errors whose message is already a one-line explanation for the user."""
+def is_user_error(exc: BaseException) -> bool:
+    """Errors whose message is already a one-line explanation for the user (bad input,
+    unreachable service), as opposed to bugs."""
+    from pipelines.argilla_queue import ArgillaQueueError
     from pipelines.backends import BackendError
+    from pipelines.publish import PublishError
     from pipelines.recipe import RecipeError
+    from pipelines.sources import SourceError
 
-    names = {"SourceError", "PublishError", "ArgillaQueueError"}
-    return isinstance(exc, (StageError, BackendError, RecipeError)) or type(exc).__name__ in names
+    user_errors = (
+        StageError,
+        BackendError,
+        RecipeError,
+        SourceError,
+        PublishError,
+        ArgillaQueueError,
+    )
+    return isinstance(exc, user_errors)

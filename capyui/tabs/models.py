@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -60,13 +61,31 @@ def models_html(ws: Any) -> str:
         key = "—"
         if m.api_key_env:
             key = f"{m.api_key_env} ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
-        rows.append((
-            role, m.id, m.backend, m.display_name() or "—", ", ".join(m.urls) or "—", key,
-            m.temperature, m.max_tokens, getattr(m, "samples", "") if role == "generator" else "",
-        ))
+        rows.append(
+            (
+                role,
+                m.id,
+                m.backend,
+                m.display_name() or "—",
+                ", ".join(m.urls) or "—",
+                key,
+                m.temperature,
+                m.max_tokens,
+                getattr(m, "samples", "") if role == "generator" else "",
+            )
+        )
     table = render.table_html(
-        ["role", "id", "backend", "model", "base URL", "key (env var)", "temperature",
-         "max tokens", "samples"],
+        [
+            "role",
+            "id",
+            "backend",
+            "model",
+            "base URL",
+            "key (env var)",
+            "temperature",
+            "max tokens",
+            "samples",
+        ],
         rows,
     )
     notes = []
@@ -78,8 +97,16 @@ def models_html(ws: Any) -> str:
 
 
 def save_model(
-    ws: Any, role: str, backend: str, mid: str, model: str, base_url: str, key_env: str,
-    temperature: float | None, max_tokens: float | None, samples: float | None,
+    ws: Any,
+    role: str,
+    backend: str,
+    mid: str,
+    model: str,
+    base_url: str,
+    key_env: str,
+    temperature: float | None,
+    max_tokens: float | None,
+    samples: float | None,
 ) -> tuple[str, str, Any]:
     mid = (mid or "").strip()
     if not mid:
@@ -123,14 +150,21 @@ def save_model(
                 return
         gens.append(merge(None))
 
+    return _apply(ws, change, f"Saved {role} '{mid}'.", f"{role}:{mid}")
+
+
+def _apply(
+    ws: Any, change: Callable[[dict[str, Any]], None], done: str, selected: str | None
+) -> tuple[str, str, Any]:
+    """Change the workspace recipe; (models table, notice, model picker update)."""
     try:
         ws.update_recipe(change)
     except RecipeError as exc:
         return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
     return (
         models_html(ws),
-        render.notice_html(f"Saved {role} '{mid}'.", "ok"),
-        gr.update(choices=_choices(ws), value=f"{role}:{mid}"),
+        render.notice_html(done, "ok"),
+        gr.update(choices=_choices(ws), value=selected),
     )
 
 
@@ -146,15 +180,7 @@ def remove_model(ws: Any, choice: str | None) -> tuple[str, str, Any]:
         else:
             data["generators"] = [g for g in data["generators"] if g["id"] != cfg.id]
 
-    try:
-        ws.update_recipe(change)
-    except RecipeError as exc:
-        return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
-    return (
-        models_html(ws),
-        render.notice_html(f"Removed {role} '{cfg.id}'.", "ok"),
-        gr.update(choices=_choices(ws), value=None),
-    )
+    return _apply(ws, change, f"Removed {role} '{cfg.id}'.", None)
 
 
 def test_connection(ws: Any, choice: str | None) -> str:
@@ -183,8 +209,15 @@ def load_form(ws: Any, choice: str | None) -> list[Any]:
         return [gr.update()] * 9
     role = choice.split(":", 1)[0]  # type: ignore[union-attr]
     return [
-        role, cfg.backend, cfg.id, cfg.model, cfg.base_url or "", cfg.api_key_env or "",
-        cfg.temperature, cfg.max_tokens, getattr(cfg, "samples", 1),
+        role,
+        cfg.backend,
+        cfg.id,
+        cfg.model,
+        cfg.base_url or "",
+        cfg.api_key_env or "",
+        cfg.temperature,
+        cfg.max_tokens,
+        getattr(cfg, "samples", 1),
     ]
 
 
@@ -204,8 +237,9 @@ def build(ws: Any, tab: gr.Tab) -> None:
         mid = gr.Textbox(label="Id", placeholder="e.g. llama-70b")
     with gr.Row():
         model = gr.Textbox(label="Model name (served name, Hub id or path)")
-        base_url = gr.Textbox(label="Base URL (OpenAI-compatible)",
-                              value=PRESET_DEFAULTS["openai"]["base_url"])
+        base_url = gr.Textbox(
+            label="Base URL (OpenAI-compatible)", value=PRESET_DEFAULTS["openai"]["base_url"]
+        )
         key_env = gr.Textbox(
             label="API key: NAME of the env var / Space secret (never the key)",
             placeholder="OPENAI_API_KEY",
@@ -224,13 +258,19 @@ def build(ws: Any, tab: gr.Tab) -> None:
     backend.input(on_preset, backend, [base_url, model], queue=False, show_progress="hidden")
     form = [role, backend, mid, model, base_url, key_env, temperature, max_tokens, samples]
     pick.input(lambda c: load_form(ws, c), pick, form, queue=False, show_progress="hidden")
-    save_btn.click(lambda *a: save_model(ws, *a), form, [table, status, pick],
-                   api_name="save_model")
-    remove_btn.click(lambda c: remove_model(ws, c), pick, [table, status, pick],
-                     api_name="remove_model")
-    test_btn.click(lambda c: test_connection(ws, c), pick, status, api_name="test_model",
-                   concurrency_limit=2)
+    save_btn.click(
+        lambda *a: save_model(ws, *a), form, [table, status, pick], api_name="save_model"
+    )
+    remove_btn.click(
+        lambda c: remove_model(ws, c), pick, [table, status, pick], api_name="remove_model"
+    )
+    test_btn.click(
+        lambda c: test_connection(ws, c), pick, status, api_name="test_model", concurrency_limit=2
+    )
     tab.select(
-        lambda: (models_html(ws), gr.update(choices=_choices(ws))), None, [table, pick],
-        queue=False, show_progress="hidden",
+        lambda: (models_html(ws), gr.update(choices=_choices(ws))),
+        None,
+        [table, pick],
+        queue=False,
+        show_progress="hidden",
     )
