@@ -87,15 +87,22 @@ def build_store(path: Path, n: int, seed: int = 0) -> Store:
     for c in convs:
         for g in GENS:
             store.put_candidate(
-                c.conversation_id, g, 0,
+                c.conversation_id,
+                g,
+                0,
                 GenerationResult(key=None, text=_text(rng, 120), model=f"model-{g}"),
             )
         store.put_judgment(
-            c.conversation_id, "judge", model="judge-model",
+            c.conversation_id,
+            "judge",
+            model="judge-model",
             candidate_keys=[f"{g}/0" for g in GENS],
             ratings=[rng.randint(1, 5) for _ in GENS],
             rationales=[_text(rng, 25) for _ in GENS],
-            order_shown=[0, 1, 2], seed=1, raw_output="{}", error=None,
+            order_shown=[0, 1, 2],
+            seed=1,
+            raw_output="{}",
+            error=None,
         )
     return store
 
@@ -108,13 +115,15 @@ def start_server(data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
         "ARGILLA_LOCAL_REDIS_PORT": str(_free_port()),
         "ARGILLA_LOCAL_SEARCH_PORT": str(_free_port()),
     }
-    r = subprocess.run([sys.executable, str(SCRIPT), "start"], env=env, capture_output=True,
-                       text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
+    )
     if r.returncode != 0:
         sys.exit(f"argilla-local start failed: {r.stderr.strip()}")
     exports = dict(
         line.removeprefix("export ").split("=", 1)
-        for line in r.stdout.splitlines() if line.startswith("export ")
+        for line in r.stdout.splitlines()
+        if line.startswith("export ")
     )
     return env, exports
 
@@ -124,8 +133,12 @@ def sdk_records(queue: ArgillaQueue, store: Store) -> list[Any]:
 
     items, _ = queue._plan(store, "judge", GENS, Selection("all"))  # noqa: SLF001
     return [
-        rg.Record(id=i.conversation_id, fields=i.fields, metadata=i.metadata,
-                  suggestions=[rg.Suggestion(**s) for s in i.suggestions])
+        rg.Record(
+            id=i.conversation_id,
+            fields=i.fields,
+            metadata=i.metadata,
+            suggestions=[rg.Suggestion(**s) for s in i.suggestions],
+        )
         for i in items
     ]
 
@@ -141,8 +154,9 @@ def bench_push(url: str, n: int, repeats: int, tmp: Path) -> dict[str, Any]:
         sides = ["baseline", "capyui"] if rep % 2 == 0 else ["capyui", "baseline"]
         queues = []
         for side in sides:
-            q = ArgillaQueue(url, dataset_name=f"bench-{side}-{rep}-{int(time.time())}",
-                             batch_size=256)
+            q = ArgillaQueue(
+                url, dataset_name=f"bench-{side}-{rep}-{int(time.time())}", batch_size=256
+            )
             q.ensure_dataset()
             queues.append(q)
             if side == "baseline":
@@ -163,13 +177,20 @@ def bench_push(url: str, n: int, repeats: int, tmp: Path) -> dict[str, Any]:
                 assert again.unchanged == n, again
         for q in queues:
             q.delete_dataset()
-        print(f"  push round {rep + 1} ({' first, '.join(sides)} second): baseline"
-              f" {base_s[-1]:.2f} s, capyui {ours_s[-1]:.2f} s", file=sys.stderr)
+        print(
+            f"  push round {rep + 1} ({' first, '.join(sides)} second): baseline"
+            f" {base_s[-1]:.2f} s, capyui {ours_s[-1]:.2f} s",
+            file=sys.stderr,
+        )
     b, o = min(base_s), min(ours_s)
     return {
-        "records": n, "baseline_s": round(b, 3), "capyui_s": round(o, 3),
-        "baseline_rps": round(n / b, 1), "capyui_rps": round(n / o, 1),
-        "ratio": round(b / o, 3), "repush_unchanged_s": round(min(repush_s), 3),
+        "records": n,
+        "baseline_s": round(b, 3),
+        "capyui_s": round(o, 3),
+        "baseline_rps": round(n / b, 1),
+        "capyui_rps": round(n / o, 1),
+        "ratio": round(b / o, 3),
+        "repush_unchanged_s": round(min(repush_s), 3),
         "all_baseline_s": [round(x, 3) for x in base_s],
         "all_capyui_s": [round(x, 3) for x in ours_s],
     }
@@ -186,12 +207,20 @@ def bench_pull(url: str, api_key: str, m: int, tmp: Path) -> dict[str, Any]:
     # two annotators' submitted responses, written server-side in bulk (setup, not timed)
     headers = {"X-Argilla-Api-Key": api_key}
     with httpx.Client(base_url=url, headers=headers, timeout=300) as h:
-        ws = next(w for w in h.get("/api/v1/me/workspaces").json()["items"]
-                  if w["name"] == "argilla")
+        ws = next(
+            w for w in h.get("/api/v1/me/workspaces").json()["items"] if w["name"] == "argilla"
+        )
         users = []
         for name in (f"ann-a-{m}", f"ann-b-{m}"):
-            u = h.post("/api/v1/users", json={"username": name, "first_name": name,
-                                             "password": "bench-pass-123", "role": "annotator"})
+            u = h.post(
+                "/api/v1/users",
+                json={
+                    "username": name,
+                    "first_name": name,
+                    "password": "bench-pass-123",
+                    "role": "annotator",
+                },
+            )
             u.raise_for_status()
             h.post(f"/api/v1/workspaces/{ws['id']}/users", json={"user_id": u.json()["id"]})
             users.append(u.json()["id"])
@@ -204,8 +233,13 @@ def bench_pull(url: str, api_key: str, m: int, tmp: Path) -> dict[str, Any]:
                 {
                     "external_id": cid,
                     "responses": [
-                        {"user_id": uid, "status": "submitted", "values": {
-                            f"rating_{k}": {"value": rng.randint(1, 5)} for k in (1, 2, 3)}}
+                        {
+                            "user_id": uid,
+                            "status": "submitted",
+                            "values": {
+                                f"rating_{k}": {"value": rng.randint(1, 5)} for k in (1, 2, 3)
+                            },
+                        }
                         for uid in users
                     ],
                 }
@@ -224,9 +258,13 @@ def bench_pull(url: str, api_key: str, m: int, tmp: Path) -> dict[str, Any]:
     repull_s = time.perf_counter() - t0
     assert again.written == 0 and again.unchanged == 2 * m, again
     return {
-        "records": m, "reviews": summary.written, "push_s": round(push_s, 3),
-        "push_rps": round(m / push_s, 1), "responses_setup_s": round(setup_s, 3),
-        "pull_s": round(pull_s, 3), "pull_records_per_s": round(m / pull_s, 1),
+        "records": m,
+        "reviews": summary.written,
+        "push_s": round(push_s, 3),
+        "push_rps": round(m / push_s, 1),
+        "responses_setup_s": round(setup_s, 3),
+        "pull_s": round(pull_s, 3),
+        "pull_records_per_s": round(m / pull_s, 1),
         "pull_reviews_per_s": round(summary.written / pull_s, 1),
         "repull_unchanged_s": round(repull_s, 3),
     }
@@ -259,27 +297,56 @@ def main() -> None:
                 subprocess.run([sys.executable, str(SCRIPT), "stop"], env=env, timeout=120)
 
     rows = [
-        ("push: bare dataset.records.log", push["records"], push["baseline_s"],
-         push["baseline_rps"], ""),
-        ("push: ArgillaQueue.push", push["records"], push["capyui_s"], push["capyui_rps"],
-         f"ratio {push['ratio']:.2f}"),
-        ("re-push, nothing changed", push["records"], push["repush_unchanged_s"],
-         round(push["records"] / push["repush_unchanged_s"], 1), "all unchanged"),
+        (
+            "push: bare dataset.records.log",
+            push["records"],
+            push["baseline_s"],
+            push["baseline_rps"],
+            "",
+        ),
+        (
+            "push: ArgillaQueue.push",
+            push["records"],
+            push["capyui_s"],
+            push["capyui_rps"],
+            f"ratio {push['ratio']:.2f}",
+        ),
+        (
+            "re-push, nothing changed",
+            push["records"],
+            push["repush_unchanged_s"],
+            round(push["records"] / push["repush_unchanged_s"], 1),
+            "all unchanged",
+        ),
     ]
     if pull:
         rows += [
             ("push (pull setup)", pull["records"], pull["push_s"], pull["push_rps"], ""),
-            ("pull: 2 responses per record", pull["records"], pull["pull_s"],
-             pull["pull_records_per_s"], f"{pull['pull_reviews_per_s']} reviews/s"),
-            ("re-pull, nothing new", pull["records"], pull["repull_unchanged_s"],
-             round(pull["records"] / pull["repull_unchanged_s"], 1), "0 written"),
+            (
+                "pull: 2 responses per record",
+                pull["records"],
+                pull["pull_s"],
+                pull["pull_records_per_s"],
+                f"{pull['pull_reviews_per_s']} reviews/s",
+            ),
+            (
+                "re-pull, nothing new",
+                pull["records"],
+                pull["repull_unchanged_s"],
+                round(pull["records"] / pull["repull_unchanged_s"], 1),
+                "0 written",
+            ),
         ]
     print(f"{'what':34s} {'records':>8s} {'seconds':>9s} {'records/s':>10s}  note")
     for what, n, s, rps, note in rows:
         print(f"{what:34s} {n:8d} {s:9.2f} {rps:10.1f}  {note}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"push": push, "pull": pull, "cpus": os.cpu_count(),
-           "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out = {
+        "push": push,
+        "pull": pull,
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     (RESULTS / "bench_argilla.json").write_text(json.dumps(out, indent=2))
 
 

@@ -89,8 +89,9 @@ def _rss_mib() -> float:
 
 
 # -- halves (run in subprocesses) ----------------------------------------------------------------
-def half_capyui(path: Path, repeats: int, out_dir: Path, with_jsonl: bool = False
-                ) -> dict[str, Any]:
+def half_capyui(
+    path: Path, repeats: int, out_dir: Path, with_jsonl: bool = False
+) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from pipelines.binarize import BinarizeOptions, JudgedConversation, binarize
     from pipelines.publish import CardContext, export_local
@@ -138,13 +139,21 @@ def half_capyui(path: Path, repeats: int, out_dir: Path, with_jsonl: bool = Fals
             export_local(res, out_dir, formats=("jsonl",), card=card)
             jsonl.append(time.perf_counter() - t3)
         del rows, res
-    return {"rows": len(raw), "pairs": pairs, "format_s": fmt, "total_s": total,
-            "jsonl_s": jsonl, "baseline_mib": baseline, "peak_mib": _rss_mib(),
-            "python": sys.version.split()[0]}
+    return {
+        "rows": len(raw),
+        "pairs": pairs,
+        "format_s": fmt,
+        "total_s": total,
+        "jsonl_s": jsonl,
+        "baseline_mib": baseline,
+        "peak_mib": _rss_mib(),
+        "python": sys.version.split()[0],
+    }
 
 
-def half_distilabel(path: Path, repeats: int, out_dir: Path, with_jsonl: bool = False
-                    ) -> dict[str, Any]:
+def half_distilabel(
+    path: Path, repeats: int, out_dir: Path, with_jsonl: bool = False
+) -> dict[str, Any]:
     import distilabel
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -179,15 +188,30 @@ def half_distilabel(path: Path, repeats: int, out_dir: Path, with_jsonl: bool = 
         total.append(t2 - t0)
         pairs = len(out)
         del rows, out
-    return {"rows": len(raw), "pairs": pairs, "format_s": fmt, "total_s": total,
-            "baseline_mib": baseline, "peak_mib": _rss_mib(), "python": sys.version.split()[0],
-            "distilabel": distilabel.__version__}
+    return {
+        "rows": len(raw),
+        "pairs": pairs,
+        "format_s": fmt,
+        "total_s": total,
+        "baseline_mib": baseline,
+        "peak_mib": _rss_mib(),
+        "python": sys.version.split()[0],
+        "distilabel": distilabel.__version__,
+    }
 
 
 # -- orchestration -------------------------------------------------------------------------------
 def _run_half(python: str, half: str, path: Path, repeats: int, jsonl: bool) -> dict[str, Any]:
-    cmd = [python, str(Path(__file__).resolve()), "--half", half, "--input", str(path),
-           "--repeats", str(repeats)] + (["--jsonl"] if jsonl else [])
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--half",
+        half,
+        "--input",
+        str(path),
+        "--repeats",
+        str(repeats),
+    ] + (["--jsonl"] if jsonl else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         sys.exit(f"{half} half failed:\n{proc.stderr[-3000:]}")
@@ -229,28 +253,39 @@ def main() -> None:
     if not path.exists():
         t = time.perf_counter()
         generate(path, args.rows)
-        print(f"generated {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in "
-              f"{time.perf_counter() - t:.1f}s")
+        print(
+            f"generated {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in "
+            f"{time.perf_counter() - t:.1f}s"
+        )
     ours_runs: list[dict[str, Any]] = []
     theirs_runs: list[dict[str, Any]] = []
     for i in range(args.rounds):
-        order = [("capyui", args.ours_python, ours_runs),
-                 ("distilabel", args.distilabel_python, theirs_runs)]
+        order = [
+            ("capyui", args.ours_python, ours_runs),
+            ("distilabel", args.distilabel_python, theirs_runs),
+        ]
         for half, python, runs in order if i % 2 == 0 else order[::-1]:
             runs.append(_run_half(python, half, path, args.repeats, args.jsonl))
-        print(f"round {i + 1}/{args.rounds}: CapyUI {ours_runs[-1]['total_s']}, distilabel "
-              f"{theirs_runs[-1]['total_s']}", file=sys.stderr)
+        print(
+            f"round {i + 1}/{args.rounds}: CapyUI {ours_runs[-1]['total_s']}, distilabel "
+            f"{theirs_runs[-1]['total_s']}",
+            file=sys.stderr,
+        )
     ours, theirs = _merge(ours_runs), _merge(theirs_runs)
 
     n = ours["rows"]
-    print(f"\n{n} judged conversations, 4 candidates each; median of {args.rounds} alternating "
-          f"rounds x {args.repeats}; python {ours['python']} (ours) / {theirs['python']} "
-          f"(distilabel {theirs['distilabel']})\n")
+    print(
+        f"\n{n} judged conversations, 4 candidates each; median of {args.rounds} alternating "
+        f"rounds x {args.repeats}; python {ours['python']} (ours) / {theirs['python']} "
+        f"(distilabel {theirs['distilabel']})\n"
+    )
     header = f"| {'stage':<28} | {'CapyUI rows/s':>14} | {'distilabel rows/s':>18} | {'ratio':>6} |"
     print(header)
     print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
-    for label, key in (("format (binarize/process)", "format_s"),
-                       ("format + Parquet export", "total_s")):
+    for label, key in (
+        ("format (binarize/process)", "format_s"),
+        ("format + Parquet export", "total_s"),
+    ):
         a, b = n / ours[key], n / theirs[key]
         print(f"| {label:<28} | {a:>14,.0f} | {b:>18,.0f} | {a / b:>5.2f}x |")
     mem_ours = f"{ours['peak_mib']:,.0f} ({ours['baseline_mib']:,.0f})"
@@ -258,11 +293,13 @@ def main() -> None:
     print(f"| {'peak RSS MiB (after load)':<28} | {mem_ours:>14} | {mem_theirs:>18} | {'':>6} |")
     if args.jsonl and "jsonl_s" in ours:
         print(f"\nCapyUI JSONL export alone (not compared): {n / ours['jsonl_s']:,.0f} rows/s")
-    print(f"\npairs: CapyUI {ours['pairs']} (ties dropped), distilabel {theirs['pairs']} "
-          "(keeps ties)")
+    print(
+        f"\npairs: CapyUI {ours['pairs']} (ties dropped), distilabel {theirs['pairs']} (keeps ties)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_binarize.json").write_text(json.dumps({"capyui": ours,
-                                                             "distilabel": theirs}, indent=2))
+    (RESULTS / "bench_binarize.json").write_text(
+        json.dumps({"capyui": ours, "distilabel": theirs}, indent=2)
+    )
 
 
 if __name__ == "__main__":

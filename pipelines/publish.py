@@ -68,11 +68,19 @@ class CardContext:
 # built and then abandoned, and min/max of long texts prunes nothing, yet both cost CPU on every
 # value. The values written are the same either way.
 DICTIONARY_COLUMNS = (
-    "source", "generation_models", "rating_source", "chosen_model", "rejected_model",
+    "source",
+    "generation_models",
+    "rating_source",
+    "chosen_model",
+    "rejected_model",
     "judge_model",
 )
 STATISTICS_COLUMNS = (
-    *DICTIONARY_COLUMNS, "conversation_id", "ratings", "rating_chosen", "rating_rejected",
+    *DICTIONARY_COLUMNS,
+    "conversation_id",
+    "ratings",
+    "rating_chosen",
+    "rating_rejected",
 )
 JSONL_BATCH_ROWS = 4096
 
@@ -315,8 +323,12 @@ def export_local(
 # ---------------------------------------------------------------------------------------------
 def _transport_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for mod, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
-                      ("requests", "ConnectionError"), ("requests", "Timeout")):
+    for mod, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "ConnectionError"),
+        ("requests", "Timeout"),
+    ):
         try:
             errors.append(getattr(__import__(mod), name))
         except (ImportError, AttributeError):

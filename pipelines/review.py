@@ -111,8 +111,12 @@ def _reviews_by_conversation(
     out: dict[str, list[dict[str, Any]]] = {}
     for cid, who, ratings, chosen, discard in store.query(sql, params):
         out.setdefault(cid, []).append(
-            {"reviewer": who, "ratings": json.loads(ratings), "chosen": chosen,
-             "discard": bool(discard)}
+            {
+                "reviewer": who,
+                "ratings": json.loads(ratings),
+                "chosen": chosen,
+                "discard": bool(discard),
+            }
         )
     return out
 
@@ -166,10 +170,7 @@ def queue_ids(
                     out.append(c)
         return out
     reviews = _reviews_by_conversation(store)
-    return [
-        c for c in ids
-        if c in reviews and c in judged and _disagrees(*judged[c], reviews[c])
-    ]
+    return [c for c in ids if c in reviews and c in judged and _disagrees(*judged[c], reviews[c])]
 
 
 def review_item(
@@ -196,8 +197,12 @@ def review_item(
             ai[key] = (rating, why)
     items = [
         ReviewCandidate(
-            key=c.key, generator_id=c.generator_id, model=c.model, text=c.text,
-            ai_rating=ai.get(c.key, (None, None))[0], rationale=ai.get(c.key, (None, None))[1],
+            key=c.key,
+            generator_id=c.generator_id,
+            model=c.model,
+            text=c.text,
+            ai_rating=ai.get(c.key, (None, None))[0],
+            rationale=ai.get(c.key, (None, None))[1],
         )
         for c in cands
     ]
@@ -249,11 +254,22 @@ def submit_review(
         raise ReviewError("chosen and rejected must be different candidates")
     comment = (comment or "").strip() or None
     store.put_review(
-        conversation_id, reviewer, REVIEW_SOURCE, ratings=clean, chosen=chosen or None,
-        rejected=rejected or None, discard=bool(discard), comment=comment,
+        conversation_id,
+        reviewer,
+        REVIEW_SOURCE,
+        ratings=clean,
+        chosen=chosen or None,
+        rejected=rejected or None,
+        discard=bool(discard),
+        comment=comment,
     )
-    return {"ratings": clean, "chosen": chosen or None, "rejected": rejected or None,
-            "discard": bool(discard), "comment": comment}
+    return {
+        "ratings": clean,
+        "chosen": chosen or None,
+        "rejected": rejected or None,
+        "discard": bool(discard),
+        "comment": comment,
+    }
 
 
 def review_progress(

@@ -116,9 +116,7 @@ def agreement(rows: Iterable[JudgedConversation]) -> dict[str, Any]:
         return {"n": 0, "exact": None, "within_1": None, "spearman": None}
     diff = (df["ai"] - df["human"]).abs()
     # DataFrame.corr ranks in pandas itself (Series.corr would need scipy for spearman)
-    rho = (
-        float(df[["ai", "human"]].corr(method="spearman").iloc[0, 1]) if n >= 2 else float("nan")
-    )
+    rho = float(df[["ai", "human"]].corr(method="spearman").iloc[0, 1]) if n >= 2 else float("nan")
     return {
         "n": int(n),
         "exact": float((diff == 0).mean()),

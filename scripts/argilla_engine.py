@@ -165,13 +165,21 @@ def setup(reindex: bool) -> None:
     app(["database", "migrate"], standalone_mode=False)
     app(
         [
-            "database", "users", "create",
-            "--username", env["ARGILLA_LOCAL_OWNER_USERNAME"],
-            "--first-name", env["ARGILLA_LOCAL_OWNER_USERNAME"],
-            "--role", "owner",
-            "--password", env["ARGILLA_LOCAL_OWNER_PASSWORD"],
-            "--api-key", env["ARGILLA_LOCAL_OWNER_API_KEY"],
-            "--workspace", env["ARGILLA_LOCAL_OWNER_WORKSPACE"],
+            "database",
+            "users",
+            "create",
+            "--username",
+            env["ARGILLA_LOCAL_OWNER_USERNAME"],
+            "--first-name",
+            env["ARGILLA_LOCAL_OWNER_USERNAME"],
+            "--role",
+            "owner",
+            "--password",
+            env["ARGILLA_LOCAL_OWNER_PASSWORD"],
+            "--api-key",
+            env["ARGILLA_LOCAL_OWNER_API_KEY"],
+            "--workspace",
+            env["ARGILLA_LOCAL_OWNER_WORKSPACE"],
         ],
         standalone_mode=False,
     )

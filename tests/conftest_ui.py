@@ -22,8 +22,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
 ]
 
 # Strings that would run script if any of them reached the DOM as HTML.
@@ -33,7 +38,7 @@ XSS_PAYLOADS = [
     "[click](javascript:window.__xss=1)",
     '<a href="javascript:window.__xss=1">link</a>',
     "![remote](http://127.0.0.1:9/x.png)",
-    "<svg onload=\"window.__xss=1\"></svg>",
+    '<svg onload="window.__xss=1"></svg>',
     "${window.__xss=1}",
 ]
 
@@ -66,8 +71,12 @@ class AppServer:
         env.pop("SPACE_ID", None)
         self._log = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, str(ROOT / "app.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -119,10 +128,12 @@ def xss_rows() -> list[dict[str, object]]:
     """Capybara rows whose every message carries XSS payloads."""
     rows = []
     for i, payload in enumerate(XSS_PAYLOADS):
-        rows.append({
-            "conversation": [
-                {"input": f"Question {i} {payload}", "output": f"Answer {i} {payload}"},
-                {"input": f"Follow-up {i} {payload}", "output": f"Original {i} {payload}"},
-            ]
-        })
+        rows.append(
+            {
+                "conversation": [
+                    {"input": f"Question {i} {payload}", "output": f"Answer {i} {payload}"},
+                    {"input": f"Follow-up {i} {payload}", "output": f"Original {i} {payload}"},
+                ]
+            }
+        )
     return rows

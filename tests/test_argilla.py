@@ -85,16 +85,23 @@ def build_store(path: Path, n: int = N_CONV) -> Store:
         gens = GENS[:2] if i % 10 == 9 else GENS
         for g in gens:
             store.put_candidate(
-                c.conversation_id, g, 0,
+                c.conversation_id,
+                g,
+                0,
                 GenerationResult(key=None, text=f"**{g}** says {i * i} for #{i}", model=MODELS[g]),
             )
         ratings = _ratings_for(i)
         store.put_judgment(
-            c.conversation_id, JUDGE, model=JUDGE_MODEL,
+            c.conversation_id,
+            JUDGE,
+            model=JUDGE_MODEL,
             candidate_keys=[f"{g}/0" for g in gens],
             ratings=[ratings[g] for g in gens],
             rationales=[f"rationale for {g} on #{i}" for g in gens],
-            order_shown=list(range(len(gens))), seed=1, raw_output="{}", error=None,
+            order_shown=list(range(len(gens))),
+            seed=1,
+            raw_output="{}",
+            error=None,
             status="done" if all(ratings[g] is not None for g in gens) else "partial",
         )
     return store
@@ -112,8 +119,10 @@ def queue(argilla: Server) -> ArgillaQueue:
 
 def _records(server: Server, dataset_id: str, include: str = "responses,suggestions") -> list:
     with server.http() as h:
-        r = h.get(f"/api/v1/datasets/{dataset_id}/records",
-                  params={"include": include.split(","), "limit": 1000})
+        r = h.get(
+            f"/api/v1/datasets/{dataset_id}/records",
+            params={"include": include.split(","), "limit": 1000},
+        )
         r.raise_for_status()
         return r.json()["items"]
 
@@ -159,11 +168,17 @@ def test_push_creates_blind_shuffled_records(argilla: Server, store: Store, queu
     assert len(orders) > 3, "candidate order must be shuffled per record"
 
     # suggestions: the judge's rating on the right slot, agent = judge model
-    rec = next(r for r in records if r["metadata"]["key_1"] == "gen-a/0"
-               and r["metadata"]["ai_tie"] == "no" and r["metadata"]["ai_rating_best"] == 5)
+    rec = next(
+        r
+        for r in records
+        if r["metadata"]["key_1"] == "gen-a/0"
+        and r["metadata"]["ai_tie"] == "no"
+        and r["metadata"]["ai_rating_best"] == 5
+    )
     with argilla.http() as h:
-        questions = {q["id"]: q["name"] for q in
-                     h.get(f"/api/v1/datasets/{ds_id}/questions").json()["items"]}
+        questions = {
+            q["id"]: q["name"] for q in h.get(f"/api/v1/datasets/{ds_id}/questions").json()["items"]
+        }
     sug = {questions[s["question_id"]]: s for s in rec["suggestions"]}
     assert sug["rating_1"]["value"] == 5 and sug["rating_1"]["agent"] == JUDGE_MODEL
 
@@ -173,10 +188,13 @@ def test_dataset_settings(argilla: Server, queue: ArgillaQueue):
     with argilla.http() as h:
         ds = h.get(f"/api/v1/datasets/{ds_id}").json()
         fields = {f["name"]: f for f in h.get(f"/api/v1/datasets/{ds_id}/fields").json()["items"]}
-        questions = {q["name"]: q for q in
-                     h.get(f"/api/v1/datasets/{ds_id}/questions").json()["items"]}
-        meta = {m["name"]: m for m in
-                h.get(f"/api/v1/me/datasets/{ds_id}/metadata-properties").json()["items"]}
+        questions = {
+            q["name"]: q for q in h.get(f"/api/v1/datasets/{ds_id}/questions").json()["items"]
+        }
+        meta = {
+            m["name"]: m
+            for m in h.get(f"/api/v1/me/datasets/{ds_id}/metadata-properties").json()["items"]
+        }
     assert ds["distribution"] == {"strategy": "overlap", "min_submitted": 2}
     assert "Rate **every** response" in ds["guidelines"]
     assert fields["conversation"]["settings"]["type"] == "chat"
@@ -200,17 +218,20 @@ class Annotator:
 def _make_annotator(argilla: Server, name: str, login: bool) -> Annotator:
     password = "pw-" + secrets.token_hex(8)
     with argilla.http() as owner:
-        user = owner.post("/api/v1/users", json={
-            "username": name, "password": password, "first_name": name, "role": "annotator"})
+        user = owner.post(
+            "/api/v1/users",
+            json={"username": name, "password": password, "first_name": name, "role": "annotator"},
+        )
         assert user.status_code == 201, user.text
-        ws = next(w for w in owner.get("/api/v1/me/workspaces").json()["items"]
-                  if w["name"] == "argilla")
-        added = owner.post(f"/api/v1/workspaces/{ws['id']}/users",
-                           json={"user_id": user.json()["id"]})
+        ws = next(
+            w for w in owner.get("/api/v1/me/workspaces").json()["items"] if w["name"] == "argilla"
+        )
+        added = owner.post(
+            f"/api/v1/workspaces/{ws['id']}/users", json={"user_id": user.json()["id"]}
+        )
         assert added.status_code == 201, added.text
     if login:  # as the web UI does: username + password for a bearer token
-        r = httpx.post(f"{argilla.url}/api/v1/token",
-                       data={"username": name, "password": password})
+        r = httpx.post(f"{argilla.url}/api/v1/token", data={"username": name, "password": password})
         assert r.status_code == 201, r.text
         return Annotator(name, argilla.http(token=r.json()["access_token"]))
     return Annotator(name, argilla.http(key=user.json()["api_key"]))
@@ -220,8 +241,17 @@ def _queue_records(a: Annotator, ds_id: str, status: str = "pending") -> list[di
     r = a.client.post(
         f"/api/v1/me/datasets/{ds_id}/records/search",
         params={"include": ["responses", "suggestions"], "limit": 100},
-        json={"filters": {"and": [{"type": "terms", "scope": {
-            "entity": "response", "property": "status"}, "values": [status]}]}},
+        json={
+            "filters": {
+                "and": [
+                    {
+                        "type": "terms",
+                        "scope": {"entity": "response", "property": "status"},
+                        "values": [status],
+                    }
+                ]
+            }
+        },
     )
     assert r.status_code == 200, r.text
     return [item["record"] for item in r.json()["items"]]
@@ -255,8 +285,9 @@ def annotated(argilla: Server, store: Store, queue: ArgillaQueue) -> dict[str, A
     bob = _make_annotator(argilla, "bob", login=False)
     pending = _queue_records(alice, ds_id)
     assert len(pending) == N_CONV
-    three = [r for r in pending if "candidate_3" in r["fields"]
-             and r["metadata"]["n_candidates"] == 3]
+    three = [
+        r for r in pending if "candidate_3" in r["fields"] and r["metadata"]["n_candidates"] == 3
+    ]
     rated, both_discard, split = three[:8], three[8], three[9]
     for a in (alice, bob):
         for rec in rated:
@@ -267,9 +298,12 @@ def annotated(argilla: Server, store: Store, queue: ArgillaQueue) -> dict[str, A
     _respond(alice, split["id"], {"status": "discarded"})
     _respond(bob, split["id"], {"values": _invert_ai(split), "status": "submitted"})
     return {
-        "ds_id": ds_id, "alice": alice, "bob": bob,
+        "ds_id": ds_id,
+        "alice": alice,
+        "bob": bob,
         "rated": [r["external_id"] for r in rated],
-        "discarded": both_discard["external_id"], "split": split["external_id"],
+        "discarded": both_discard["external_id"],
+        "split": split["external_id"],
     }
 
 
@@ -318,9 +352,16 @@ def test_repush_updates_suggestions_keeps_responses(
     cid = annotated["rated"][0]
     # the judge re-rated one reviewed conversation
     store.put_judgment(
-        cid, JUDGE, model=JUDGE_MODEL, candidate_keys=["gen-a/0", "gen-b/0", "gen-c/0"],
-        ratings=[2, 2, 2], rationales=["new", "new", "new"], order_shown=[0, 1, 2], seed=1,
-        raw_output="{}", error=None,
+        cid,
+        JUDGE,
+        model=JUDGE_MODEL,
+        candidate_keys=["gen-a/0", "gen-b/0", "gen-c/0"],
+        ratings=[2, 2, 2],
+        rationales=["new", "new", "new"],
+        order_shown=[0, 1, 2],
+        seed=1,
+        raw_output="{}",
+        error=None,
     )
     summary = queue.push(store, JUDGE, GENS)
     assert summary.updated == 1 and summary.created == 0
@@ -340,13 +381,16 @@ def test_repush_updates_suggestions_keeps_responses(
     # a new candidate for a reviewed record would move the slots under the humans' answers:
     # that record is locked; an unreviewed one is updated
     untouched = next(
-        c for c in store.conversation_ids()
-        if c not in annotated["rated"] and c not in (annotated["discarded"], annotated["split"])
+        c
+        for c in store.conversation_ids()
+        if c not in annotated["rated"]
+        and c not in (annotated["discarded"], annotated["split"])
         and len(store.candidates_for(c)) == 2
     )
     for target in (annotated["rated"][1], untouched):
-        store.put_candidate(target, "gen-d", 0,
-                            GenerationResult(key=None, text="**gen-d** late", model="model-D"))
+        store.put_candidate(
+            target, "gen-d", 0, GenerationResult(key=None, text="**gen-d** late", model="model-D")
+        )
     summary = queue.push(store, JUDGE, [*GENS, "gen-d"])
     assert summary.locked == 1 and summary.updated == 1
     rec = next(r for r in _records(argilla, annotated["ds_id"]) if r["external_id"] == untouched)
@@ -369,7 +413,8 @@ def test_selectors(tmp_path: Path):
     assert len(items) == N_CONV // 5 and skipped["not_selected"] == N_CONV - N_CONV // 5
     items, _ = queue._plan(store, JUDGE, GENS, low)
     assert {i.conversation_id for i in items} >= {
-        c for n, c in enumerate(store.conversation_ids()) if n % 7 == 3}
+        c for n, c in enumerate(store.conversation_ids()) if n % 7 == 3
+    }
     some = store.conversation_ids()[:3]
     items, skipped = queue._plan(store, JUDGE, GENS, Selection.parse([*some, "nope"]))
     assert [i.conversation_id for i in items] == some and skipped["not_in_store"] == 1
@@ -391,8 +436,10 @@ def test_background_pull_sees_new_work(
         _respond(bob, target["id"], {"status": "discarded"})
         puller.pull_now()
         while time.monotonic() < deadline:
-            if any(r["reviewer"] == "bob" and r["discard"]
-                   for r in store.reviews(target["external_id"])):
+            if any(
+                r["reviewer"] == "bob" and r["discard"]
+                for r in store.reviews(target["external_id"])
+            ):
                 break
             time.sleep(0.2)
         else:
@@ -418,8 +465,10 @@ def test_push_killed_midway_resumes(argilla: Server, tmp_path: Path):
     name = "capyui-crash"
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, argilla.url, name, str(store.data_dir)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     db = sqlite3.connect(store.path, timeout=30)
     landed = 0
@@ -470,8 +519,9 @@ def test_clear_errors(argilla: Server, store: Store, monkeypatch: pytest.MonkeyP
     assert "not-a-real-key" not in msg
     assert bad.status()["ok"] is False and "rejected" in bad.status()["error"]
 
-    down = ArgillaQueue(f"http://127.0.0.1:{free_port()}", dataset_name="capyui-test",
-                        max_retries=0)
+    down = ArgillaQueue(
+        f"http://127.0.0.1:{free_port()}", dataset_name="capyui-test", max_retries=0
+    )
     _one_line_error(lambda: down.pull(store), "cannot reach Argilla")
     _one_line_error(lambda: down.push(store, JUDGE, GENS), "cannot reach Argilla")
 
@@ -500,8 +550,9 @@ def test_launcher_status_and_idempotent_start(argilla: Server, store: Store):
     run = [sys.executable, str(SCRIPT)]
     st = subprocess.run([*run, "status"], env=argilla.env, capture_output=True, text=True)
     assert st.returncode == 0 and "ready" in st.stdout
-    again = subprocess.run([*run, "start"], env=argilla.env, capture_output=True, text=True,
-                           timeout=120)
+    again = subprocess.run(
+        [*run, "start"], env=argilla.env, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0 and "already running" in again.stderr
     assert f"export ARGILLA_API_KEY={argilla.api_key}" in again.stdout
     creds = json.loads((argilla.data_dir / "credentials.json").read_text())
@@ -515,13 +566,15 @@ def test_restart_reindexes_and_keeps_the_work(
     """osmem keeps nothing: a restart rebuilds the search index from the database, so the
     annotators' queues and the responses are all still there."""
     run = [sys.executable, str(SCRIPT)]
-    stop = subprocess.run([*run, "stop"], env=argilla.env, capture_output=True, text=True,
-                          timeout=120)
+    stop = subprocess.run(
+        [*run, "stop"], env=argilla.env, capture_output=True, text=True, timeout=120
+    )
     assert stop.returncode == 0
     down = subprocess.run([*run, "status"], env=argilla.env, capture_output=True, text=True)
     assert down.returncode == 3 and "not ready" in down.stdout
-    start = subprocess.run([*run, "start"], env=argilla.env, capture_output=True, text=True,
-                           timeout=300)
+    start = subprocess.run(
+        [*run, "start"], env=argilla.env, capture_output=True, text=True, timeout=300
+    )
     assert start.returncode == 0, start.stderr
     alice = annotated["alice"]  # her web-UI token survives the restart
     submitted = _queue_records(alice, annotated["ds_id"], "submitted")
@@ -548,9 +601,23 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "capyui.cli", "run", str(path), "--data-dir", str(ws),
-         "--stages", "push-argilla,pull-argilla", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "capyui.cli",
+            "run",
+            str(path),
+            "--data-dir",
+            str(ws),
+            "--stages",
+            "push-argilla,pull-argilla",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.splitlines()[-1])
@@ -563,9 +630,22 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
     del recipe["argilla"]
     path.write_text(yaml.safe_dump(recipe))
     bad = subprocess.run(
-        [sys.executable, "-m", "capyui.cli", "run", str(path), "--data-dir", str(ws),
-         "--stages", "push-argilla"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "capyui.cli",
+            "run",
+            str(path),
+            "--data-dir",
+            str(ws),
+            "--stages",
+            "push-argilla",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 1 and "needs an 'argilla:' section" in bad.stderr
     assert "Traceback" not in bad.stderr

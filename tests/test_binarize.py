@@ -102,8 +102,16 @@ def test_collect_aligns_judgment_with_candidates(store: Store) -> None:
 def test_collect_filters_generators_and_judge(store: Store) -> None:
     cid = add_row(store, "q1", {"gen-a": 5, "gen-b": 2, "gen-c": 1})
     store.put_judgment(
-        cid, "other", model="other-model", candidate_keys=["gen-a/0"], ratings=[1],
-        rationales=[None], order_shown=[0], seed=None, raw_output=None, error=None,
+        cid,
+        "other",
+        model="other-model",
+        candidate_keys=["gen-a/0"],
+        ratings=[1],
+        rationales=[None],
+        order_shown=[0],
+        seed=None,
+        raw_output=None,
+        error=None,
     )
     rows = collect(store, generator_ids=["gen-a", "gen-c"], judge_id="judge")
     assert [c[1] for c in rows[0].candidates] == ["gen-a", "gen-c"]
@@ -138,19 +146,30 @@ def test_generators_sharing_a_model_name_get_distinct_labels(store: Store) -> No
     conv = Conversation(messages=[{"role": "user", "content": "q"}], source="test")
     store.add_conversations([conv])
     cid = conv.conversation_id
-    for gen, model in (("smol-precise", "SmolLM2-135M-Instruct"),
-                       ("smol-creative", "SmolLM2-135M-Instruct"), ("original", "original")):
+    for gen, model in (
+        ("smol-precise", "SmolLM2-135M-Instruct"),
+        ("smol-creative", "SmolLM2-135M-Instruct"),
+        ("original", "original"),
+    ):
         store.put_candidate(cid, gen, 0, GenerationResult(key=None, text=f"{gen}!", model=model))
     store.put_judgment(
-        cid, "judge", model="j", candidate_keys=["smol-precise/0", "smol-creative/0",
-                                                 "original/0"],
-        ratings=[5, 1, 3], rationales=[None] * 3, order_shown=[0, 1, 2], seed=1,
-        raw_output=None, error=None,
+        cid,
+        "judge",
+        model="j",
+        candidate_keys=["smol-precise/0", "smol-creative/0", "original/0"],
+        ratings=[5, 1, 3],
+        rationales=[None] * 3,
+        order_shown=[0, 1, 2],
+        seed=1,
+        raw_output=None,
+        error=None,
     )
     rows = collect(store)
     # candidates come in generator_id order
     assert [c[2] for c in rows[0].candidates] == [
-        "original", "SmolLM2-135M-Instruct (smol-creative)", "SmolLM2-135M-Instruct (smol-precise)"
+        "original",
+        "SmolLM2-135M-Instruct (smol-creative)",
+        "SmolLM2-135M-Instruct (smol-precise)",
     ]
     pair = binarize(rows).pairs[0]
     assert pair["chosen_model"] == "SmolLM2-135M-Instruct (smol-precise)"
@@ -176,8 +195,10 @@ def test_best_vs_worst_and_output_columns(store: Store) -> None:
     assert pair["generations"][1] == "gen-b says capital of France?"
     assert pair["prompt"] == pair["conversation"] and len(pair["prompt"]) == 3
     assert pair["prompt"][-1]["role"] == "user"
-    assert pair["chosen"] == [*pair["prompt"], {"role": "assistant", "content": pair[
-        "generations"][1]}]
+    assert pair["chosen"] == [
+        *pair["prompt"],
+        {"role": "assistant", "content": pair["generations"][1]},
+    ]
     assert pair["rejected"][-1]["content"] == pair["generations"][2]
     trl = to_trl_example(pair)
     assert trl["chosen"] == [{"role": "assistant", "content": pair["generations"][1]}]
@@ -213,14 +234,15 @@ def test_all_pairs(store: Store) -> None:
     res = run(store, strategy="all-pairs")
     got = sorted((p["chosen_model"], p["rejected_model"]) for p in res.pairs)
     assert got == [
-        ("model-A", "model-B"), ("model-A", "model-C"), ("model-A", "model-D"),
-        ("model-B", "model-D"), ("model-C", "model-D"),
+        ("model-A", "model-B"),
+        ("model-A", "model-C"),
+        ("model-A", "model-D"),
+        ("model-B", "model-D"),
+        ("model-C", "model-D"),
     ]
     assert res.rows_kept == 1
     res = run(store, strategy="all-pairs", min_margin=3)
-    assert [(p["chosen_model"], p["rejected_model"]) for p in res.pairs] == [
-        ("model-A", "model-D")
-    ]
+    assert [(p["chosen_model"], p["rejected_model"]) for p in res.pairs] == [("model-A", "model-D")]
     res = run(store, strategy="all-pairs", min_chosen_rating=4)
     assert {p["chosen_model"] for p in res.pairs} == {"model-A"}
 
@@ -368,9 +390,7 @@ def test_decontamination_with_the_real_mtbench_questions(store: Store, tmp_path:
     for spec in (["mtbench"], [str(mtbench_question_file())]):
         res = run(store, decontaminate=spec)
         assert res.dropped["contaminated"] == 2, spec
-        assert [p["prompt"][-1]["content"] for p in res.pairs] == [
-            "A clean prompt about capybaras"
-        ]
+        assert [p["prompt"][-1]["content"] for p in res.pairs] == ["A clean prompt about capybaras"]
     # a turn that only *contains* a benchmark prompt is not a match
     store2 = Store(tmp_path / "ws2")
     add_row(store2, "Please: " + first, {"gen-a": 5, "gen-b": 1})
@@ -381,19 +401,36 @@ def test_decontamination_file_formats(store: Store, tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_text("Alpha prompt\n\nbeta prompt.\n")
     (tmp_path / "p.json").write_text(json.dumps(["Gamma", {"instruction": "Delta"}]))
     (tmp_path / "p.jsonl").write_text(
-        json.dumps({"prompt": "Epsilon"}) + "\n"
-        + json.dumps({"messages": [{"role": "user", "content": "Zeta"},
-                                   {"role": "assistant", "content": "not a prompt"}]}) + "\n"
-        + json.dumps("Eta") + "\n"
+        json.dumps({"prompt": "Epsilon"})
+        + "\n"
+        + json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Zeta"},
+                    {"role": "assistant", "content": "not a prompt"},
+                ]
+            }
+        )
+        + "\n"
+        + json.dumps("Eta")
+        + "\n"
     )
     assert load_prompts(tmp_path / "p.txt") == ["Alpha prompt", "beta prompt."]
     assert load_prompts(tmp_path / "p.json") == ["Gamma", "Delta"]
     assert load_prompts(tmp_path / "p.jsonl") == ["Epsilon", "Zeta", "Eta"]
-    for text in ("alpha PROMPT!", "Beta prompt", "gamma", "delta", "epsilon", "zeta", "eta",
-                 "not a prompt", "keep me"):
+    for text in (
+        "alpha PROMPT!",
+        "Beta prompt",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "not a prompt",
+        "keep me",
+    ):
         add_row(store, text, {"gen-a": 5, "gen-b": 1})
-    res = run(store, decontaminate=[str(tmp_path / f"p.{ext}") for ext in ("txt", "json",
-                                                                           "jsonl")])
+    res = run(store, decontaminate=[str(tmp_path / f"p.{ext}") for ext in ("txt", "json", "jsonl")])
     assert res.dropped["contaminated"] == 7
     assert sorted(p["prompt"][-1]["content"] for p in res.pairs) == ["keep me", "not a prompt"]
     with pytest.raises(ValueError, match="expected"):
@@ -457,26 +494,35 @@ def _random_rows(n: int, seed: int, prompts: list[str]) -> list[JudgedConversati
         if k and rng.random() < 0.15:
             for r in range(rng.randint(1, 3)):
                 keys = [c[0] for c in cands] + ["gone/0"]
-                reviews.append({
-                    "reviewer": f"r{r}",
-                    "ratings": {key: rng.choice([1, 2, 3, 4, 5, None])
-                                for key in rng.sample(keys, rng.randint(0, len(keys)))},
-                    "chosen": rng.choice([None, None, *keys]),
-                    "rejected": rng.choice([None, None, *keys]),
-                    "discard": rng.random() < 0.2,
-                })
+                reviews.append(
+                    {
+                        "reviewer": f"r{r}",
+                        "ratings": {
+                            key: rng.choice([1, 2, 3, 4, 5, None])
+                            for key in rng.sample(keys, rng.randint(0, len(keys)))
+                        },
+                        "chosen": rng.choice([None, None, *keys]),
+                        "rejected": rng.choice([None, None, *keys]),
+                        "discard": rng.random() < 0.2,
+                    }
+                )
         judged = rng.random() > 0.05
-        rows.append(JudgedConversation(
-            conversation=Conversation(messages=messages, source=rng.choice(["s1", "s2"]),
-                                      original_response=rng.choice([None, f"orig {i}"]),
-                                      conversation_id=f"c{seed}-{i}"),
-            candidates=cands,
-            ai_ratings=ai if judged else [None] * k,
-            rationales=rationales if judged else [None] * k,
-            judge_model="judge" if judged else None,
-            reviews=reviews,
-            judged=judged,
-        ))
+        rows.append(
+            JudgedConversation(
+                conversation=Conversation(
+                    messages=messages,
+                    source=rng.choice(["s1", "s2"]),
+                    original_response=rng.choice([None, f"orig {i}"]),
+                    conversation_id=f"c{seed}-{i}",
+                ),
+                candidates=cands,
+                ai_ratings=ai if judged else [None] * k,
+                rationales=rationales if judged else [None] * k,
+                judge_model="judge" if judged else None,
+                reviews=reviews,
+                judged=judged,
+            )
+        )
     return rows
 
 
@@ -498,14 +544,21 @@ def test_columnar_path_matches_the_reference(tmp_path: Path, opts: dict[str, Any
 
     prompts = ["Tell me about capybaras.", "What is 2+2?", "Write a haiku!"]
     (tmp_path / "p.txt").write_text("\n".join(p.upper() + " " for p in prompts))
-    options = BinarizeOptions(**{**opts, "decontaminate": [
-        str(tmp_path / "p.txt") for _ in opts.get("decontaminate", [])]})
+    options = BinarizeOptions(
+        **{
+            **opts,
+            "decontaminate": [str(tmp_path / "p.txt") for _ in opts.get("decontaminate", [])],
+        }
+    )
     rows = _random_rows(3000, seed=len(str(opts)), prompts=prompts)
     got = binarize(rows, options)
     want = binarize_reference(rows, options)
     assert got.dropped == want.dropped
     assert (got.rows_in, got.rows_kept, got.human_rows) == (
-        want.rows_in, want.rows_kept, want.human_rows)
+        want.rows_in,
+        want.rows_kept,
+        want.human_rows,
+    )
     assert got.num_pairs == len(want.pairs) > 0
     assert got.table.equals(want.table)
     assert got.pairs == want.pairs
@@ -529,8 +582,16 @@ def test_columnar_path_matches_the_reference(tmp_path: Path, opts: dict[str, Any
 def test_columnar_path_counts_every_drop_reason() -> None:
     rows = _random_rows(3000, seed=5, prompts=["x"])
     res = binarize(rows, BinarizeOptions(min_margin=1, min_chosen_rating=4, max_turns=2))
-    for reason in ("discarded", "no_judgment", "too_few_candidates", "null_rating", "tie",
-                   "below_margin", "below_min_chosen", "too_many_turns"):
+    for reason in (
+        "discarded",
+        "no_judgment",
+        "too_few_candidates",
+        "null_rating",
+        "tie",
+        "below_margin",
+        "below_min_chosen",
+        "too_many_turns",
+    ):
         assert res.dropped[reason] > 0, reason
 
 

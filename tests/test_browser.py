@@ -34,8 +34,10 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.server,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian chromium at /usr/bin/chromium (apt install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian chromium at /usr/bin/chromium (apt install chromium)",
+    ),
 ]
 
 
@@ -128,8 +130,7 @@ def test_end_to_end_flow(page: Any, tmp_path: Path) -> None:
         _tab(page, "Review")
         page.locator("#cu-reviewer input, #cu-reviewer textarea").first.fill("bob")
         page.locator("#cu-load-queue").click()
-        page.locator("#cu-review-header").get_by_text("Conversation 1 of 3").wait_for(
-            timeout=15000)
+        page.locator("#cu-review-header").get_by_text("Conversation 1 of 3").wait_for(timeout=15000)
         page.wait_for_timeout(1000)  # let the tab's own first load settle
         cards = page.locator("#cu-review .cu-cand-slot:visible")
         assert cards.count() == 3
@@ -146,17 +147,18 @@ def test_end_to_end_flow(page: Any, tmp_path: Path) -> None:
         assert len(reviews) == 1 and reviews[0]["reviewer"] == "bob"
         assert sorted(reviews[0]["ratings"].values()) == [1, 3, 5]
         page.keyboard.press("j")
-        page.locator("#cu-review-header").get_by_text("Conversation 2 of 3").wait_for(
-            timeout=15000)
+        page.locator("#cu-review-header").get_by_text("Conversation 2 of 3").wait_for(timeout=15000)
 
         _tab(page, "Results")
         page.locator("#cu-preview").click()
         page.locator("#cu-bin-counts table").first.wait_for(timeout=30000)
         page.locator("#cu-export").click()
         page.locator("#cu-export-status .cu-ok, #cu-export-status .cu-error").wait_for(
-            timeout=60000)
+            timeout=60000
+        )
         assert page.locator("#cu-export-status .cu-ok").count() == 1, page.locator(
-            "#cu-export-status").inner_text()
+            "#cu-export-status"
+        ).inner_text()
         _shot(page, "tab-results")
         page.locator('#cu-files a[href*="train-00000-of-00001.parquet"]').first.wait_for()
         out = app.data_dir / "export" / "ui-test" / "data"
@@ -204,7 +206,8 @@ def test_untrusted_text_never_runs(page: Any, tmp_path: Path) -> None:
         page.get_by_role("tab", name="Data").wait_for()
         page.get_by_label("Upload a file").check()
         page.locator("#component-0 input[type=file], input[type=file]").first.set_input_files(
-            str(src))
+            str(src)
+        )
         page.wait_for_timeout(800)
         page.locator("#cu-load").click()
         page.locator("#cu-load-report").get_by_text("Detected format").wait_for(timeout=30000)
@@ -219,27 +222,41 @@ def test_untrusted_text_never_runs(page: Any, tmp_path: Path) -> None:
         store = Store(app.data_dir)
         for conv in store.conversations():
             keys = []
-            for gen, payload in zip(("smol-precise", "smol-creative"), XSS_PAYLOADS[:2],
-                                    strict=True):
+            for gen, payload in zip(
+                ("smol-precise", "smol-creative"), XSS_PAYLOADS[:2], strict=True
+            ):
                 text = f"{gen} says {payload} and " + " ".join(XSS_PAYLOADS)
-                store.put_candidate(conv.conversation_id, gen, 0,
-                                    GenerationResult(key=None, text=text, model="evil<b>model"))
+                store.put_candidate(
+                    conv.conversation_id,
+                    gen,
+                    0,
+                    GenerationResult(key=None, text=text, model="evil<b>model"),
+                )
                 keys.append(f"{gen}/0")
             store.put_judgment(
-                conv.conversation_id, "smol-judge", model="judge", candidate_keys=keys,
-                ratings=[4, 2], rationales=[" ".join(XSS_PAYLOADS)] * 2, order_shown=[0, 1],
-                seed=0, raw_output=None, error=None,
+                conv.conversation_id,
+                "smol-judge",
+                model="judge",
+                candidate_keys=keys,
+                ratings=[4, 2],
+                rationales=[" ".join(XSS_PAYLOADS)] * 2,
+                order_shown=[0, 1],
+                seed=0,
+                raw_output=None,
+                error=None,
             )
         _tab(page, "Review")
         page.locator("#cu-reviewer input, #cu-reviewer textarea").first.fill("eve")
         page.locator("#cu-load-queue").click()
         page.locator("#cu-review-header").get_by_text(
-            f"Conversation 1 of {len(XSS_PAYLOADS)}").wait_for(timeout=15000)
+            f"Conversation 1 of {len(XSS_PAYLOADS)}"
+        ).wait_for(timeout=15000)
         for _ in range(len(XSS_PAYLOADS) - 1):
             page.locator("#cu-next").click()
             page.wait_for_timeout(250)
         page.locator("#cu-review-header").get_by_text(
-            f"Conversation {len(XSS_PAYLOADS)} of").wait_for(timeout=15000)
+            f"Conversation {len(XSS_PAYLOADS)} of"
+        ).wait_for(timeout=15000)
         page.get_by_label("Blind (hide models until I submit)").uncheck()
         page.wait_for_timeout(800)
         assert "evil<b>model" in page.locator("#cu-review").inner_text()

@@ -41,8 +41,9 @@ def make_rows(n: int = 6) -> list[JudgedConversation]:
         messages.append({"role": "user", "content": f"What is {i} + {i}? | <b>bold</b>"})
         rows.append(
             JudgedConversation(
-                conversation=Conversation(messages=messages, source="LDJnr/Capybara",
-                                          original_response=f"{2 * i}"),
+                conversation=Conversation(
+                    messages=messages, source="LDJnr/Capybara", original_response=f"{2 * i}"
+                ),
                 candidates=[
                     ("original/0", "original", "original", f"It is {2 * i}."),
                     ("small/0", "small", "SmolLM2-135M-Instruct", "I do not know"),
@@ -61,14 +62,26 @@ def make_card(rows: list[JudgedConversation], res: Any, **extra: Any) -> CardCon
     return CardContext(
         dataset_name="capy-test",
         recipe={
-            "generators": [{"id": "big", "backend": "openai", "api_key_env": "OPENAI_API_KEY",
-                            "api_key": SK_KEY}],
+            "generators": [
+                {
+                    "id": "big",
+                    "backend": "openai",
+                    "api_key_env": "OPENAI_API_KEY",
+                    "api_key": SK_KEY,
+                }
+            ],
             "judge": {"id": "j", "backend": "embedded"},
             "hf_token": HF_TOKEN,
             "notes": f"pushed with {HF_TOKEN} by mistake",
         },
-        load_reports=[{"load_id": "x", "source": "LDJnr/Capybara", "loaded": 8,
-                       "rejected": {"empty_turn": 1, "bad_role": 1}}],
+        load_reports=[
+            {
+                "load_id": "x",
+                "source": "LDJnr/Capybara",
+                "loaded": 8,
+                "rejected": {"empty_turn": 1, "bad_role": 1},
+            }
+        ],
         stage_counts={"loaded": 8, "generated": 18, "judged": 6, "reviewed": 1},
         stats=compute_stats(rows, res.pairs),
         generator_models=["original", "SmolLM2-135M-Instruct", "big-model"],
@@ -93,7 +106,9 @@ def test_export_layout_and_card_metadata(exported: tuple[Path, list[dict[str, An
     out, pairs = exported
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == [
-        "README.md", "data/train-00000-of-00001.jsonl", "data/train-00000-of-00001.parquet"
+        "README.md",
+        "data/train-00000-of-00001.jsonl",
+        "data/train-00000-of-00001.parquet",
     ]
     card = (out / "README.md").read_text()
     assert card.startswith("---\n")
@@ -103,12 +118,23 @@ def test_export_layout_and_card_metadata(exported: tuple[Path, list[dict[str, An
     assert meta["task_categories"] == ["text-generation"]
     assert meta["license"] == "apache-2.0"
     assert meta["configs"] == [
-        {"config_name": "default",
-         "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+        {
+            "config_name": "default",
+            "data_files": [{"split": "train", "path": "data/train-*.parquet"}],
+        }
     ]
-    for text in ("LDJnr/Capybara", "openbmb/UltraFeedback", "distilabel-capybara-dpo-7k-binarized",
-                 "big-model", "carry little signal", "| loaded | 8 |", "| pairs kept | 6 |",
-                 "rejected.empty\\_turn", "| tie | 0 |", "| judged | 6 |"):
+    for text in (
+        "LDJnr/Capybara",
+        "openbmb/UltraFeedback",
+        "distilabel-capybara-dpo-7k-binarized",
+        "big-model",
+        "carry little signal",
+        "| loaded | 8 |",
+        "| pairs kept | 6 |",
+        "rejected.empty\\_turn",
+        "| tie | 0 |",
+        "| judged | 6 |",
+    ):
         assert text in card, text
     lines = [line for line in card.splitlines() if line.startswith("| big-model |")]
     assert lines == ["| big-model | 6 | 0 | 0 | 0 | 0 | 6 | 0 | 5.00 | 6 | 0 | 100.0% |"]
@@ -189,8 +215,9 @@ def _tiny_tokenizer() -> Any:
         special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(["What is 2 + 2? It is 4.", "earlier question, earlier answer"],
-                            trainer)
+    tok.train_from_iterator(
+        ["What is 2 + 2? It is 4.", "earlier question, earlier answer"], trainer
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<|im_end|>"
     )
@@ -238,16 +265,22 @@ def test_parquet_loads_with_datasets_and_passes_trl_checks(
         # The TRL training shape (prompt + completion-only chosen/rejected) renders to the
         # full conversations we export.
         trl_row = to_trl_example(row)
-        assert trl_row == {"prompt": row["prompt"], **{k: implicit[k] for k in ("chosen",
-                                                                               "rejected")}}
+        assert trl_row == {
+            "prompt": row["prompt"],
+            **{k: implicit[k] for k in ("chosen", "rejected")},
+        }
         rendered = maybe_apply_chat_template(trl_row, tokenizer)
         full_chosen = tokenizer.apply_chat_template(row["chosen"], tokenize=False)
         full_rejected = tokenizer.apply_chat_template(row["rejected"], tokenize=False)
         assert rendered["prompt"] + rendered["chosen"] == full_chosen
         assert rendered["prompt"] + rendered["rejected"] == full_rejected
         assert rendered["prompt"].endswith("<|im_start|>assistant\n")
-        assert apply_chat_template({"chosen": row["chosen"], "rejected": row["rejected"]},
-                                   tokenizer)["chosen"] == full_chosen
+        assert (
+            apply_chat_template({"chosen": row["chosen"], "rejected": row["rejected"]}, tokenizer)[
+                "chosen"
+            ]
+            == full_chosen
+        )
 
 
 # -- push ----------------------------------------------------------------------------------------
@@ -269,12 +302,14 @@ class _Recorder(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.requests.append({
-            "method": self.command,
-            "path": self.path,
-            "authorization": self.headers.get("Authorization"),
-            "body": body,
-        })
+        self.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "authorization": self.headers.get("Authorization"),
+                "body": body,
+            }
+        )
         if self.status != 200:
             self._reply(self.status, {"error": "Invalid credentials in Authorization header"})
             return
@@ -288,15 +323,30 @@ class _Recorder(BaseHTTPRequestHandler):
             self._reply(200, {"errors": [], "warnings": []})
         elif self.command == "POST" and "/preupload/" in path:
             files = json.loads(body)["files"]
-            self._reply(200, {"files": [
-                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                for f in files
-            ]})
+            self._reply(
+                200,
+                {
+                    "files": [
+                        {
+                            "path": f["path"],
+                            "uploadMode": "regular",
+                            "shouldIgnore": False,
+                            "oid": None,
+                        }
+                        for f in files
+                    ]
+                },
+            )
         elif self.command == "POST" and "/commit/" in path:
             repo = path.split("/api/datasets/", 1)[1].split("/commit/", 1)[0]
-            self._reply(200, {"commitUrl": f"{host}/datasets/{repo}/commit/{'a' * 40}",
-                              "commitOid": "a" * 40,
-                              "pullRequestUrl": None})
+            self._reply(
+                200,
+                {
+                    "commitUrl": f"{host}/datasets/{repo}/commit/{'a' * 40}",
+                    "commitOid": "a" * 40,
+                    "pullRequestUrl": None,
+                },
+            )
         else:
             self._reply(404, {"error": f"not served by the recorder: {self.command} {path}"})
 
@@ -339,7 +389,9 @@ def test_upload_requests_against_recording_server(
     assert create["name"] == "capy-test" and create.get("organization") == "me"
     preupload = json.loads(handler.requests[2]["body"])
     assert sorted(f["path"] for f in preupload["files"]) == [
-        "README.md", "data/train-00000-of-00001.jsonl", "data/train-00000-of-00001.parquet"
+        "README.md",
+        "data/train-00000-of-00001.jsonl",
+        "data/train-00000-of-00001.parquet",
     ]
     lines = [json.loads(x) for x in handler.requests[3]["body"].splitlines() if x.strip()]
     assert lines[0]["key"] == "header"
@@ -349,16 +401,19 @@ def test_upload_requests_against_recording_server(
     assert len(files) == 3
 
 
-def test_push_without_token(exported: tuple[Path, list[dict[str, Any]]],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_without_token(
+    exported: tuple[Path, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(PublishError, match="no Hugging Face token"):
         push_to_hub(exported[0], "me/capy-test", endpoint="http://127.0.0.1:9")
 
 
-def test_push_uses_hf_token_env(exported: tuple[Path, list[dict[str, Any]]],
-                                recorder: tuple[str, type[_Recorder]],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_uses_hf_token_env(
+    exported: tuple[Path, list[dict[str, Any]]],
+    recorder: tuple[str, type[_Recorder]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     endpoint, handler = recorder
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
     push_to_hub(exported[0], "me/capy-test", endpoint=endpoint, private=False)
@@ -366,11 +421,12 @@ def test_push_uses_hf_token_env(exported: tuple[Path, list[dict[str, Any]]],
     assert json.loads(handler.requests[0]["body"])["visibility"] == "public"
 
 
-@pytest.mark.parametrize("status,expected", [(401, "rejected the token"),
-                                             (403, "no write access")])
+@pytest.mark.parametrize("status,expected", [(401, "rejected the token"), (403, "no write access")])
 def test_push_auth_errors_are_one_line_without_token(
-    exported: tuple[Path, list[dict[str, Any]]], recorder: tuple[str, type[_Recorder]],
-    status: int, expected: str,
+    exported: tuple[Path, list[dict[str, Any]]],
+    recorder: tuple[str, type[_Recorder]],
+    status: int,
+    expected: str,
 ) -> None:
     endpoint, handler = recorder
     handler.status = status
@@ -389,8 +445,9 @@ def test_push_connection_refused_is_one_line_without_token(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(PublishError) as info:
-        push_to_hub(exported[0], "me/capy-test", token=HF_TOKEN,
-                    endpoint=f"http://127.0.0.1:{port}")
+        push_to_hub(
+            exported[0], "me/capy-test", token=HF_TOKEN, endpoint=f"http://127.0.0.1:{port}"
+        )
     msg = str(info.value)
     assert msg.startswith(f"cannot reach http://127.0.0.1:{port}")
     assert "\n" not in msg and HF_TOKEN not in msg
@@ -417,10 +474,12 @@ def test_export_from_result_table_or_dicts_is_identical(tmp_path: Path) -> None:
     data = "data/train-00000-of-00001"
     for name in ("table", "dicts"):
         assert (outs[name] / f"{data}.jsonl").read_bytes() == (
-            outs["result"] / f"{data}.jsonl").read_bytes()
+            outs["result"] / f"{data}.jsonl"
+        ).read_bytes()
         assert (outs[name] / "README.md").read_text() == (outs["result"] / "README.md").read_text()
         assert pq.read_table(outs[name] / f"{data}.parquet").equals(
-            pq.read_table(outs["result"] / f"{data}.parquet"))
+            pq.read_table(outs["result"] / f"{data}.parquet")
+        )
     table = pq.read_table(outs["result"] / f"{data}.parquet")
     assert table.column_names == list(COLUMNS) and table.to_pylist() == res.pairs
     assert res.summary()["pairs"] == table.num_rows == len(res.pairs) > 6

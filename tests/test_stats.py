@@ -52,8 +52,13 @@ def test_model_stats_histogram_mean_and_win_rate() -> None:
 def test_agreement_exact_within_one_and_spearman() -> None:
     ai = [5, 1, 3]
     rows = [
-        row(ai, [{"reviewer": "h1", "ratings": {"A/0": 5, "B/0": 2, "C/0": 3}},
-                 {"reviewer": "h2", "ratings": {"A/0": 3}}]),
+        row(
+            ai,
+            [
+                {"reviewer": "h1", "ratings": {"A/0": 5, "B/0": 2, "C/0": 3}},
+                {"reviewer": "h2", "ratings": {"A/0": 3}},
+            ],
+        ),
         row([None, 4], [{"reviewer": "h1", "ratings": {"A/0": 4, "B/0": 4}}], q="x"),
     ]
     got = agreement(rows)

@@ -61,8 +61,17 @@ def client(app: AppServer) -> Any:
 
 
 def _settings(client: Any, **change: Any) -> list[Any]:
-    names = ["url", "url_env", "key_env", "workspace", "dataset", "min_submitted",
-             "max_candidates", "select", "interval"]
+    names = [
+        "url",
+        "url_env",
+        "key_env",
+        "workspace",
+        "dataset",
+        "min_submitted",
+        "max_candidates",
+        "select",
+        "interval",
+    ]
     values = dict(zip(names, client.predict(api_name="/argilla_settings"), strict=True))
     values.update(change)
     return [values[n] for n in names]
@@ -89,8 +98,10 @@ def _push(client: Any, select: str, **change: Any) -> dict[str, Any]:
 
 def _records(argilla: Server, dataset_id: str) -> list[dict[str, Any]]:
     with argilla.http() as h:
-        r = h.get(f"/api/v1/datasets/{dataset_id}/records",
-                  params={"include": ["responses"], "limit": 100})
+        r = h.get(
+            f"/api/v1/datasets/{dataset_id}/records",
+            params={"include": ["responses"], "limit": 100},
+        )
         r.raise_for_status()
         return r.json()["items"]
 
@@ -98,9 +109,14 @@ def _records(argilla: Server, dataset_id: str) -> list[dict[str, Any]]:
 def _answer(argilla: Server, record: dict[str, Any], body: dict[str, Any]) -> None:
     """As the owner in the web UI: rate every response shown (or discard)."""
     if body.get("status") == "submitted":
-        body = {**body, "values": {
-            f"rating_{i}": {"value": 6 - i} for i in range(1, 5)
-            if f"candidate_{i}" in record["fields"]}}
+        body = {
+            **body,
+            "values": {
+                f"rating_{i}": {"value": 6 - i}
+                for i in range(1, 5)
+                if f"candidate_{i}" in record["fields"]
+            },
+        }
     with argilla.http() as h:
         r = h.post(f"/api/v1/records/{record['id']}/responses", json=body)
         assert r.status_code == 201, r.text
@@ -128,8 +144,9 @@ def test_push_selection_then_all(client: Any, argilla: Server, app: AppServer) -
     assert info["ok"] and info["records"] == N and info["pending"] == N, info
     assert "cu-argilla-link" in html and f"/dataset/{info['dataset_id']}/" in html
     records = _records(argilla, info["dataset_id"])
-    assert sorted(r["external_id"] for r in records) == sorted(Store(app.data_dir)
-                                                                .conversation_ids())
+    assert sorted(r["external_id"] for r in records) == sorted(
+        Store(app.data_dir).conversation_ids()
+    )
 
 
 def test_pull_brings_a_submitted_response(client: Any, argilla: Server, app: AppServer) -> None:
@@ -165,8 +182,9 @@ def test_live_pull_follows_new_work(client: Any, argilla: Server, app: AppServer
 
 
 def test_save_writes_the_recipe_section(client: Any) -> None:
-    out = client.predict(*_settings(client, select="low_confidence", min_submitted=2),
-                         api_name="/argilla_save")
+    out = client.predict(
+        *_settings(client, select="low_confidence", min_submitted=2), api_name="/argilla_save"
+    )
     assert "saved to the recipe" in out
     section = yaml.safe_load(client.predict(api_name="/recipe_export")[0])["argilla"]
     assert section["dataset_name"] == DATASET and section["select"] == "low_confidence"
@@ -184,8 +202,9 @@ def test_save_writes_the_recipe_section(client: Any) -> None:
 def test_panel_screenshot(app: AppServer, client: Any) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(app.url)

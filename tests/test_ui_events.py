@@ -52,7 +52,12 @@ def test_upload_reports_rejections_per_reason(client: Any, app: AppServer, tmp_p
     no_user = {"messages": [{"role": "assistant", "content": "only me"}]}
     path = write_jsonl(tmp_path / "mixed.jsonl", [good, "{not json", bad_role, no_user])
     out = client.predict(
-        "Upload a file", "", "train", gradio_client.handle_file(str(path)), "auto", None,
+        "Upload a file",
+        "",
+        "train",
+        gradio_client.handle_file(str(path)),
+        "auto",
+        None,
         api_name="/load_data",
     )
     report = out[2]
@@ -85,8 +90,9 @@ def test_recipe_round_trip_and_one_line_error(client: Any) -> None:
     path = client.predict(api_name="/recipe_export")[1]
     assert Path(path).read_text().rstrip("\n") == exported.rstrip("\n")
 
-    status, error = client.predict("name: x\nsource: {path: a.jsonl}\nbogus: 1\n",
-                                   api_name="/recipe_import")
+    status, error = client.predict(
+        "name: x\nsource: {path: a.jsonl}\nbogus: 1\n", api_name="/recipe_import"
+    )
     assert error and "\n" not in error
     assert "bogus" in error and "cu-error" in status
     status, error = client.predict("name: [unclosed", api_name="/recipe_import")
@@ -96,11 +102,31 @@ def test_recipe_round_trip_and_one_line_error(client: Any) -> None:
 
 
 def test_models_tab_keeps_keys_out(client: Any) -> None:
-    out = client.predict("generator", "openai", "remote", "my-model", "http://127.0.0.1:9/v1",
-                         "sk-live-abcdefghijklmnopqrstuvwxyz", 0.5, 32, 1, api_name="/save_model")
+    out = client.predict(
+        "generator",
+        "openai",
+        "remote",
+        "my-model",
+        "http://127.0.0.1:9/v1",
+        "sk-live-abcdefghijklmnopqrstuvwxyz",
+        0.5,
+        32,
+        1,
+        api_name="/save_model",
+    )
     assert "api_key_env is the NAME" in out[1]
-    out = client.predict("generator", "openai", "remote", "my-model", "http://127.0.0.1:9/v1",
-                         "MY_TEST_KEY", 0.5, 32, 1, api_name="/save_model")
+    out = client.predict(
+        "generator",
+        "openai",
+        "remote",
+        "my-model",
+        "http://127.0.0.1:9/v1",
+        "MY_TEST_KEY",
+        0.5,
+        32,
+        1,
+        api_name="/save_model",
+    )
     assert "Saved generator" in out[1] and "MY_TEST_KEY (NOT set)" in out[0]
     status = client.predict("generator:remote", api_name="/test_model")
     assert "cu-error" in status and "remote" in status
@@ -162,8 +188,9 @@ def test_review_submit_lands_in_store(client: Any, app: AppServer) -> None:
     cards = " ".join(str(x) for x in out[3:15:2])
     assert cards.count('class="cu-cand"') == 3 and 'class="cu-model"' not in cards
     ratings = ["5", "2", "3", None, None, None]
-    out = client.predict("alice", True, True, *ratings, "A", "B", False, "nice one",
-                         api_name="/review_submit")
+    out = client.predict(
+        "alice", True, True, *ratings, "A", "B", False, "nice one", api_name="/review_submit"
+    )
     assert "Saved" in out[-1]
     store = Store(app.data_dir)
     reviews = store.reviews()
@@ -177,8 +204,9 @@ def test_review_submit_lands_in_store(client: Any, app: AppServer) -> None:
     revealed = " ".join(str(x) for x in out[3:15:2])
     assert revealed.count('class="cu-model"') == 3 and "SmolLM2" in revealed
     # same candidate as chosen and rejected is refused with one line, nothing stored
-    out = client.predict("alice", True, True, *ratings, "A", "A", False, "",
-                         api_name="/review_submit")
+    out = client.predict(
+        "alice", True, True, *ratings, "A", "A", False, "", api_name="/review_submit"
+    )
     assert "must be different" in out[-1]
     assert store.reviews()[0]["comment"] == "nice one"
     # the unreviewed queue no longer holds it; next/prev move through the queue

@@ -39,8 +39,11 @@ from pipelines.argilla_queue import (
 )
 from pipelines.recipe import RecipeError
 
-SELECT_CHOICES = [("All judged conversations", "all"), ("AI ties", "ties"),
-                  ("Low AI confidence", "low_confidence")]
+SELECT_CHOICES = [
+    ("All judged conversations", "all"),
+    ("AI ties", "ties"),
+    ("Low AI confidence", "low_confidence"),
+]
 JOB_NAME = "argilla-push"
 
 
@@ -76,28 +79,47 @@ def settings_of(ws: Any) -> list[Any]:
     """The panel's inputs from the recipe's ``argilla:`` section (defaults when absent)."""
     c = ws.recipe.argilla or ArgillaConfig()
     select = c.select if isinstance(c.select, str) else "all"
-    return [c.api_url or "", c.api_url_env, c.api_key_env, c.workspace, c.dataset_name,
-            c.min_submitted, c.max_candidates, select, c.pull_interval_s]
+    return [
+        c.api_url or "",
+        c.api_url_env,
+        c.api_key_env,
+        c.workspace,
+        c.dataset_name,
+        c.min_submitted,
+        c.max_candidates,
+        select,
+        c.pull_interval_s,
+    ]
 
 
-def config_from(ws: Any, url: str | None, url_env: str | None, key_env: str | None,
-                workspace: str | None, dataset: str | None, min_submitted: float | None,
-                max_candidates: float | None, select: str | None,
-                interval: float | None) -> ArgillaConfig:
+def config_from(
+    ws: Any,
+    url: str | None,
+    url_env: str | None,
+    key_env: str | None,
+    workspace: str | None,
+    dataset: str | None,
+    min_submitted: float | None,
+    max_candidates: float | None,
+    select: str | None,
+    interval: float | None,
+) -> ArgillaConfig:
     """The recipe's section with the panel's values on top. Raises ValueError (one line)."""
     base = ws.recipe.argilla or ArgillaConfig()
     data = base.model_dump()
-    data.update({
-        "api_url": (url or "").strip() or None,
-        "api_url_env": (url_env or "").strip() or "ARGILLA_API_URL",
-        "api_key_env": (key_env or "").strip(),
-        "workspace": (workspace or "").strip(),
-        "dataset_name": (dataset or "").strip(),
-        "min_submitted": int(min_submitted) if min_submitted is not None else 1,
-        "max_candidates": int(max_candidates) if max_candidates is not None else 4,
-        "select": select or "all",
-        "pull_interval_s": float(interval) if interval else base.pull_interval_s,
-    })
+    data.update(
+        {
+            "api_url": (url or "").strip() or None,
+            "api_url_env": (url_env or "").strip() or "ARGILLA_API_URL",
+            "api_key_env": (key_env or "").strip(),
+            "workspace": (workspace or "").strip(),
+            "dataset_name": (dataset or "").strip(),
+            "min_submitted": int(min_submitted) if min_submitted is not None else 1,
+            "max_candidates": int(max_candidates) if max_candidates is not None else 4,
+            "select": select or "all",
+            "pull_interval_s": float(interval) if interval else base.pull_interval_s,
+        }
+    )
     if data["api_url"] and not data["api_url"].startswith(("http://", "https://")):
         raise ValueError("API URL: must start with http:// or https://")
     try:
@@ -125,7 +147,9 @@ def save_settings(ws: Any, *settings: Any) -> str:
         return render.notice_html(str(exc), "error")
     return render.notice_html(
         f"Argilla settings saved to the recipe (dataset '{cfg.dataset_name}' in workspace "
-        f"'{cfg.workspace}', key from ${cfg.api_key_env}).", "ok")
+        f"'{cfg.workspace}', key from ${cfg.api_key_env}).",
+        "ok",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +158,10 @@ def save_settings(ws: Any, *settings: Any) -> str:
 def _link(url: str | None, text: str) -> str:
     if not url or not url.startswith(("http://", "https://")):
         return ""
-    return (f' <a href="{render.esc(url)}" target="_blank" rel="noopener noreferrer" '
-            f'id="cu-argilla-link">{render.esc(text)}</a>')
+    return (
+        f' <a href="{render.esc(url)}" target="_blank" rel="noopener noreferrer" '
+        f'id="cu-argilla-link">{render.esc(text)}</a>'
+    )
 
 
 def status_html(st: dict[str, Any]) -> str:
@@ -146,12 +172,18 @@ def status_html(st: dict[str, Any]) -> str:
     if not st.get("dataset_exists"):
         return render.notice_html(
             f"{head} Dataset '{st['dataset']}' does not exist in workspace '{st['workspace']}'"
-            " yet: Push creates it.", "ok")
-    line = (f"{head} Dataset '{st['dataset']}' in workspace '{st['workspace']}': "
-            f"{st.get('records', 0)} records · {st.get('completed', 0)} completed · "
-            f"{st.get('pending', 0)} pending.")
-    return (f'<div class="cu-notice cu-ok">{render.esc(line)}'
-            f'{_link(st.get("dataset_url"), "Open in Argilla ↗")}</div>')
+            " yet: Push creates it.",
+            "ok",
+        )
+    line = (
+        f"{head} Dataset '{st['dataset']}' in workspace '{st['workspace']}': "
+        f"{st.get('records', 0)} records · {st.get('completed', 0)} completed · "
+        f"{st.get('pending', 0)} pending."
+    )
+    return (
+        f'<div class="cu-notice cu-ok">{render.esc(line)}'
+        f"{_link(st.get('dataset_url'), 'Open in Argilla ↗')}</div>"
+    )
 
 
 def check(ws: Any, *settings: Any) -> tuple[str, dict[str, Any]]:
@@ -185,7 +217,9 @@ def start_push(ws: Any, *settings: Any) -> str:
     _state(ws).push = handle
     return render.notice_html(
         f"Pushing ({dict((v, k) for k, v in SELECT_CHOICES).get(cfg.select, cfg.select)}) to "
-        f"'{cfg.dataset_name}'…", "info")
+        f"'{cfg.dataset_name}'…",
+        "info",
+    )
 
 
 def push_view(ws: Any) -> tuple[str, dict[str, Any], bool]:
@@ -196,22 +230,30 @@ def push_view(ws: Any) -> tuple[str, dict[str, Any], bool]:
     snap = handle.snapshot()
     if handle.running or snap["status"] == "starting":
         p = snap["progress"].get(STAGE_PUSH, {})
-        msg = (f"Pushing: {p.get('done', 0)}/{p.get('total', '?')} records"
-               + (f" · {p['message']}" if p.get("message") else "")
-               + (" · cancelling" if snap["status"] == "cancelling" else ""))
+        msg = (
+            f"Pushing: {p.get('done', 0)}/{p.get('total', '?')} records"
+            + (f" · {p['message']}" if p.get("message") else "")
+            + (" · cancelling" if snap["status"] == "cancelling" else "")
+        )
         return render.notice_html(msg, "info"), {"status": snap["status"]}, True
     result = handle.summary.results.get(STAGE_PUSH) if handle.summary else None
     if snap["status"] != "done" or not isinstance(result, dict) or "created" not in result:
         err = snap.get("error") or f"push {snap['status']}"
-        return (render.notice_html(f"Push failed: {err}", "error"),
-                {"status": snap["status"], "error": err}, False)
+        return (
+            render.notice_html(f"Push failed: {err}", "error"),
+            {"status": snap["status"], "error": err},
+            False,
+        )
     return push_summary_html(result), {"status": "done", **result}, False
 
 
 def push_summary_html(s: dict[str, Any]) -> str:
     kind = "warn" if s.get("failed") or s.get("cancelled") else "ok"
-    line = (f"Pushed {s['pushed']} record(s) to '{s['dataset']}' in {s['elapsed_s']:g}s"
-            + (" (cancelled)" if s.get("cancelled") else "") + ".")
+    line = (
+        f"Pushed {s['pushed']} record(s) to '{s['dataset']}' in {s['elapsed_s']:g}s"
+        + (" (cancelled)" if s.get("cancelled") else "")
+        + "."
+    )
     table = render.table_html(
         ["selected", "created", "updated", "unchanged", "locked", "failed"],
         [(s["selected"], s["created"], s["updated"], s["unchanged"], s["locked"], s["failed"])],
@@ -227,13 +269,20 @@ def push_summary_html(s: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 def pull_summary_html(s: dict[str, Any], prefix: str = "Pulled") -> str:
     who = ", ".join(s.get("reviewers") or []) or "nobody yet"
-    line = (f"{prefix} {s['records']} record(s) from '{s['dataset']}' in {s['elapsed_s']:g}s:"
-            f" {s['written']} review(s) written to the workspace · reviewers: {who}.")
+    line = (
+        f"{prefix} {s['records']} record(s) from '{s['dataset']}' in {s['elapsed_s']:g}s:"
+        f" {s['written']} review(s) written to the workspace · reviewers: {who}."
+    )
     table = render.table_html(
-        ["submitted", "discarded", "drafts (ignored)", "written", "unchanged",
-         "not in this workspace"],
-        [(s["submitted"], s["discarded"], s["drafts"], s["written"], s["unchanged"],
-          s["unknown"])],
+        [
+            "submitted",
+            "discarded",
+            "drafts (ignored)",
+            "written",
+            "unchanged",
+            "not in this workspace",
+        ],
+        [(s["submitted"], s["discarded"], s["drafts"], s["written"], s["unchanged"], s["unknown"])],
     )
     return render.notice_html(line, "ok") + table
 
@@ -265,14 +314,25 @@ def live_view(ws: Any) -> tuple[str, dict[str, Any], bool]:
     p = st.puller
     if p is None or not p.running:
         return render.notice_html("Live pull is off.", "info"), {"running": False}, False
-    info = {"running": True, "interval_s": p.interval_s, "pulls": p.pulls,
-            "last_pull_at": p.last_pull_at, "last_error": p.last_error,
-            "last_summary": p.last_summary.as_dict() if p.last_summary else None}
-    head = (f"Live pull on: every {p.interval_s:g}s from '{p.queue.dataset_name}' · "
-            f"last pull {_clock(p.last_pull_at)} · {p.pulls} pull(s).")
+    info = {
+        "running": True,
+        "interval_s": p.interval_s,
+        "pulls": p.pulls,
+        "last_pull_at": p.last_pull_at,
+        "last_error": p.last_error,
+        "last_summary": p.last_summary.as_dict() if p.last_summary else None,
+    }
+    head = (
+        f"Live pull on: every {p.interval_s:g}s from '{p.queue.dataset_name}' · "
+        f"last pull {_clock(p.last_pull_at)} · {p.pulls} pull(s)."
+    )
     if p.last_error:
-        return (render.notice_html(head, "info")
-                + render.notice_html(f"Last pull failed: {p.last_error}", "error"), info, True)
+        return (
+            render.notice_html(head, "info")
+            + render.notice_html(f"Last pull failed: {p.last_error}", "error"),
+            info,
+            True,
+        )
     body = pull_summary_html(p.last_summary.as_dict(), "Last pull:") if p.last_summary else ""
     return render.notice_html(head, "ok") + body, info, True
 
@@ -317,16 +377,22 @@ def reviews_line(ws: Any) -> str:
     """For the Results tab: how much human work from Argilla is in the workspace."""
     n, convs, people, last = ws.store.query(
         "SELECT COUNT(*), COUNT(DISTINCT conversation_id), COUNT(DISTINCT reviewer),"
-        " MAX(updated_at) FROM reviews WHERE source = ?", (REVIEW_SOURCE,),
+        " MAX(updated_at) FROM reviews WHERE source = ?",
+        (REVIEW_SOURCE,),
     )[0]
     p = _state(ws).puller
     if not n and ws.recipe.argilla is None and p is None:
         return ""
-    live = (f"live pull on, last {_clock(p.last_pull_at)}" if p is not None and p.running
-            else "live pull off: Review tab → Argilla review queue")
+    live = (
+        f"live pull on, last {_clock(p.last_pull_at)}"
+        if p is not None and p.running
+        else "live pull off: Review tab → Argilla review queue"
+    )
     return render.notice_html(
         f"Argilla reviews in the workspace: {n} on {convs} conversation(s) by {people} "
-        f"reviewer(s), latest {_clock(last)} · {live}.", "info")
+        f"reviewer(s), latest {_clock(last)} · {live}.",
+        "info",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,21 +406,39 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
             "Review in [Argilla](https://argilla.io) instead of (or besides) the built-in "
             "queue: push judged conversations as blind records with the AI ratings as "
             "suggestions, pull the humans' ratings back. The API key is read on the server "
-            "from the environment variable named below; it is never typed, shown or stored.")
+            "from the environment variable named below; it is never typed, shown or stored."
+        )
         with gr.Row():
-            url = gr.Textbox(s0[0], label="API URL (empty: from the env var)",
-                             placeholder="http://127.0.0.1:6900", scale=2,
-                             elem_id="cu-argilla-url")
+            url = gr.Textbox(
+                s0[0],
+                label="API URL (empty: from the env var)",
+                placeholder="http://127.0.0.1:6900",
+                scale=2,
+                elem_id="cu-argilla-url",
+            )
             url_env = gr.Textbox(s0[1], label="API URL env var", elem_id="cu-argilla-url-env")
-            key_env = gr.Textbox(s0[2], label="API key env var (its NAME)",
-                                 elem_id="cu-argilla-key-env")
+            key_env = gr.Textbox(
+                s0[2], label="API key env var (its NAME)", elem_id="cu-argilla-key-env"
+            )
         with gr.Row():
             workspace = gr.Textbox(s0[3], label="Workspace", elem_id="cu-argilla-workspace")
             dataset = gr.Textbox(s0[4], label="Dataset", elem_id="cu-argilla-dataset")
-            min_sub = gr.Number(s0[5], label="Reviews per record (min submitted)", precision=0,
-                                minimum=1, maximum=50, elem_id="cu-argilla-min-submitted")
-            max_cand = gr.Number(s0[6], label="Candidate slots (max candidates)", precision=0,
-                                 minimum=2, maximum=8, elem_id="cu-argilla-max-candidates")
+            min_sub = gr.Number(
+                s0[5],
+                label="Reviews per record (min submitted)",
+                precision=0,
+                minimum=1,
+                maximum=50,
+                elem_id="cu-argilla-min-submitted",
+            )
+            max_cand = gr.Number(
+                s0[6],
+                label="Candidate slots (max candidates)",
+                precision=0,
+                minimum=2,
+                maximum=8,
+                elem_id="cu-argilla-max-candidates",
+            )
         with gr.Row():
             check_btn = gr.Button("Check connection", elem_id="cu-argilla-check")
             save_btn = gr.Button("Save to recipe", elem_id="cu-argilla-save")
@@ -362,8 +446,13 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         status_json = gr.JSON(visible=False)
         gr.Markdown("#### Push to Argilla")
         with gr.Row(equal_height=True):
-            select = gr.Dropdown(SELECT_CHOICES, value=s0[7], label="Which conversations",
-                                 elem_id="cu-argilla-select", scale=2)
+            select = gr.Dropdown(
+                SELECT_CHOICES,
+                value=s0[7],
+                label="Which conversations",
+                elem_id="cu-argilla-select",
+                scale=2,
+            )
             push_btn = gr.Button("Push", variant="primary", elem_id="cu-argilla-push-btn")
         push_msg = gr.HTML(js_on_load=None)
         push_out = gr.HTML(js_on_load=None, elem_id="cu-argilla-push")
@@ -371,10 +460,12 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         gr.Markdown("#### Pull the reviews")
         with gr.Row(equal_height=True):
             pull_btn = gr.Button("Pull now", elem_id="cu-argilla-pull-btn")
-            live = gr.Checkbox(False, label="Live: pull in the background",
-                               elem_id="cu-argilla-live")
-            interval = gr.Number(s0[8], label="every (seconds)", minimum=1,
-                                 elem_id="cu-argilla-interval")
+            live = gr.Checkbox(
+                False, label="Live: pull in the background", elem_id="cu-argilla-live"
+            )
+            interval = gr.Number(
+                s0[8], label="every (seconds)", minimum=1, elem_id="cu-argilla-interval"
+            )
         pull_out = gr.HTML(js_on_load=None, elem_id="cu-argilla-pull")
         pull_json = gr.JSON(visible=False)
         live_out = gr.HTML(js_on_load=None, elem_id="cu-argilla-live-status")
@@ -385,20 +476,25 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     settings = [url, url_env, key_env, workspace, dataset, min_sub, max_cand, select, interval]
     poll_outputs = [push_out, push_json, live_out, live_json, timer]
 
-    check_btn.click(lambda *a: check(ws, *a), settings, [status, status_json],
-                    api_name="argilla_check")
-    save_btn.click(lambda *a: save_settings(ws, *a), settings, save_out,
-                   api_name="argilla_save")
-    push_btn.click(lambda *a: start_push(ws, *a), settings, push_msg,
-                   api_name="argilla_push").then(
-        lambda: poll(ws), None, poll_outputs, show_progress="hidden")
-    pull_btn.click(lambda *a: pull(ws, *a), settings, [pull_out, pull_json],
-                   api_name="argilla_pull")
-    live.input(lambda on, *a: set_live(ws, on, *a), [live, *settings], [live_out, live_json],
-               api_name="argilla_live").then(
-        lambda: poll(ws), None, poll_outputs, show_progress="hidden")
-    timer.tick(lambda: poll(ws), None, poll_outputs, show_progress="hidden",
-               api_visibility="private")
+    check_btn.click(
+        lambda *a: check(ws, *a), settings, [status, status_json], api_name="argilla_check"
+    )
+    save_btn.click(lambda *a: save_settings(ws, *a), settings, save_out, api_name="argilla_save")
+    push_btn.click(lambda *a: start_push(ws, *a), settings, push_msg, api_name="argilla_push").then(
+        lambda: poll(ws), None, poll_outputs, show_progress="hidden"
+    )
+    pull_btn.click(
+        lambda *a: pull(ws, *a), settings, [pull_out, pull_json], api_name="argilla_pull"
+    )
+    live.input(
+        lambda on, *a: set_live(ws, on, *a),
+        [live, *settings],
+        [live_out, live_json],
+        api_name="argilla_live",
+    ).then(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
+    timer.tick(
+        lambda: poll(ws), None, poll_outputs, show_progress="hidden", api_visibility="private"
+    )
 
     def argilla_status() -> dict[str, Any]:
         """The panel's push job and live pull, as data (for scripts and tests)."""
@@ -420,8 +516,13 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
 
     # the recipe may have changed (Recipe tab import): show its section; keep job/live views
     tab.select(on_show, None, [*settings, live, *poll_outputs], show_progress="hidden")
-    demo.load(on_show, None, [*settings, live, *poll_outputs], show_progress="hidden",
-              api_visibility="private")
+    demo.load(
+        on_show,
+        None,
+        [*settings, live, *poll_outputs],
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
 
 def build_results_line(ws: Any, tab: gr.Tab) -> None:

@@ -154,8 +154,9 @@ def build(ws: Any, tab: gr.Tab) -> None:
                 visible=False,
             )
             with gr.Row(visible=False) as hub_row:
-                hub_id = gr.Textbox(label="Hub dataset id",
-                                    placeholder="argilla/Capybara-Preferences")
+                hub_id = gr.Textbox(
+                    label="Hub dataset id", placeholder="argilla/Capybara-Preferences"
+                )
                 split = gr.Textbox(label="Split", value="train")
         with gr.Column(scale=1):
             fmt = gr.Dropdown(FORMATS, value="auto", label="Format (auto-detected unless set)")

@@ -40,7 +40,8 @@ def import_recipe(ws: Any, text: str) -> tuple[str, str]:
     ws.set_recipe(recipe)
     return render.notice_html(
         f"Recipe '{recipe.name}' imported: {len(recipe.generators)} generator(s), judge "
-        f"{recipe.judge.id if recipe.judge else 'none'}.", "ok"
+        f"{recipe.judge.id if recipe.judge else 'none'}.",
+        "ok",
     ), ""
 
 
@@ -56,21 +57,31 @@ def build(ws: Any, tab: gr.Tab) -> None:
         "The same YAML runs headless: `capyui run recipe.yaml`. Keys are never part of a recipe:"
         " models name the environment variable that holds theirs (`api_key_env`)."
     )
-    code = gr.Code(ws.recipe.to_yaml(), language="yaml", label="recipe.yaml", interactive=True,
-                   elem_id="cu-recipe-code", max_lines=40)
+    code = gr.Code(
+        ws.recipe.to_yaml(),
+        language="yaml",
+        label="recipe.yaml",
+        interactive=True,
+        elem_id="cu-recipe-code",
+        max_lines=40,
+    )
     with gr.Row():
         export_btn = gr.Button("Export current recipe", elem_id="cu-recipe-export")
-        import_btn = gr.Button("Import (apply this YAML)", variant="primary",
-                               elem_id="cu-recipe-import")
+        import_btn = gr.Button(
+            "Import (apply this YAML)", variant="primary", elem_id="cu-recipe-import"
+        )
     status = gr.HTML(js_on_load=None, elem_id="cu-recipe-status")
     error = gr.Textbox(visible=False)
     with gr.Row():
         download = gr.File(label="Download recipe", interactive=False)
-        upload = gr.File(label="Upload a recipe (.yaml)", file_types=[".yaml", ".yml"],
-                         type="filepath")
-    export_btn.click(lambda: export_recipe(ws), None, [code, download, status],
-                     api_name="recipe_export")
-    import_btn.click(lambda t: import_recipe(ws, t), code, [status, error],
-                     api_name="recipe_import")
+        upload = gr.File(
+            label="Upload a recipe (.yaml)", file_types=[".yaml", ".yml"], type="filepath"
+        )
+    export_btn.click(
+        lambda: export_recipe(ws), None, [code, download, status], api_name="recipe_export"
+    )
+    import_btn.click(
+        lambda t: import_recipe(ws, t), code, [status, error], api_name="recipe_import"
+    )
     upload.upload(read_upload, upload, code, api_visibility="private")
     tab.select(lambda: ws.recipe.to_yaml(), None, code, show_progress="hidden")

@@ -17,8 +17,13 @@ STRATEGIES = ["best-vs-worst", "best-vs-random-lower", "all-pairs"]
 PREVIEW_PAIRS = 5
 
 
-def _options(strategy: str, min_margin: float | None, min_chosen: float | None,
-             drop_null: bool, max_turns: float | None) -> dict[str, Any]:
+def _options(
+    strategy: str,
+    min_margin: float | None,
+    min_chosen: float | None,
+    drop_null: bool,
+    max_turns: float | None,
+) -> dict[str, Any]:
     opts: dict[str, Any] = {"strategy": strategy if strategy in STRATEGIES else "best-vs-worst"}
     if min_margin:
         opts["min_margin"] = float(min_margin)
@@ -64,7 +69,7 @@ def pairs_html(pairs: list[dict[str, Any]]) -> str:
         out.append(
             '<div class="cu-chat">'
             f'<div class="cu-chat-title">{render.esc(p["conversation_id"])} · rating source '
-            f'{render.esc(p["rating_source"])}</div>'
+            f"{render.esc(p['rating_source'])}</div>"
             f'<div class="cu-msg cu-user"><div class="cu-role">Last user turn</div>'
             f'<div class="cu-body">{render.markdown_html(_last_user(p["prompt"]))}</div></div>'
             '<div style="display:flex;gap:8px">'
@@ -72,7 +77,7 @@ def pairs_html(pairs: list[dict[str, Any]]) -> str:
             f'<div style="flex:1">{render.candidate_html("rejected", rejected, model=p["rejected_model"], ai_rating=p["rating_rejected"], show_ai=False)}</div>'  # noqa: E501
             "</div>"
             f'<div class="cu-muted">rating chosen {render.esc(p["rating_chosen"])} · rating '
-            f'rejected {render.esc(p["rating_rejected"])}</div></div>'
+            f"rejected {render.esc(p['rating_rejected'])}</div></div>"
         )
     more = len(pairs) - PREVIEW_PAIRS
     if more > 0:
@@ -100,8 +105,14 @@ def agreement_html(stats: dict[str, Any]) -> str:
     rho = a.get("spearman")
     return render.table_html(
         ["judge–human pairs", "exact agreement", "within 1 point", "Spearman ρ"],
-        [(a.get("n", 0), pct(a.get("exact")), pct(a.get("within_1")),
-          "—" if rho is None else f"{rho:.2f}")],
+        [
+            (
+                a.get("n", 0),
+                pct(a.get("exact")),
+                pct(a.get("within_1")),
+                "—" if rho is None else f"{rho:.2f}",
+            )
+        ],
     )
 
 
@@ -128,8 +139,15 @@ def preview(ws: Any, *args: Any) -> list[Any]:
         return [err, "", {}, None, None, None, ""]
     summary = result.summary()
     hist, mean, win = plots(stats)
-    return [counts_html(summary), pairs_html(result.pairs), summary, hist, mean, win,
-            agreement_html(stats)]
+    return [
+        counts_html(summary),
+        pairs_html(result.pairs),
+        summary,
+        hist,
+        mean,
+        win,
+        agreement_html(stats),
+    ]
 
 
 def save_options(ws: Any, *args: Any) -> str:
@@ -177,9 +195,7 @@ def export(ws: Any, formats: list[str], *args: Any) -> tuple[Any, str, list[str]
     )
 
 
-def publish(
-    ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = None
-) -> str:
+def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = None) -> str:
     from pipelines.publish import PublishError, push_to_hub
     from pipelines.run import export_dir_for
 
@@ -192,8 +208,12 @@ def publish(
         return render.notice_html("Export the dataset first (Download section).", "error")
     token = oauth.token if oauth is not None else os.environ.get(recipe.publish.token_env)
     if not token:
-        where = "Sign in with Hugging Face above" if os.environ.get("SPACE_ID") else (
-            f"Set {recipe.publish.token_env} (a token with write access) before starting the app"
+        where = (
+            "Sign in with Hugging Face above"
+            if os.environ.get("SPACE_ID")
+            else (
+                f"Set {recipe.publish.token_env} (a token with write access) before starting the app"
+            )
         )
         return render.notice_html(f"No Hugging Face token. {where}.", "error")
     try:
@@ -217,15 +237,19 @@ def build(ws: Any, tab: gr.Tab) -> None:
     argilla.build_results_line(ws, tab)
     b = ws.recipe.binarize
     with gr.Row():
-        strategy = gr.Dropdown(STRATEGIES, value=b.get("strategy", "best-vs-worst"),
-                               label="Strategy")
+        strategy = gr.Dropdown(
+            STRATEGIES, value=b.get("strategy", "best-vs-worst"), label="Strategy"
+        )
         min_margin = gr.Number(label="Min rating margin", value=b.get("min_margin", 0))
-        min_chosen = gr.Number(label="Min chosen rating (0 = none)",
-                               value=b.get("min_chosen_rating") or 0)
-        drop_null = gr.Checkbox(label="Drop rows with a null rating",
-                                value=bool(b.get("drop_null_ratings")))
-        max_turns = gr.Number(label="Max user turns (0 = any)", value=b.get("max_turns") or 0,
-                              precision=0)
+        min_chosen = gr.Number(
+            label="Min chosen rating (0 = none)", value=b.get("min_chosen_rating") or 0
+        )
+        drop_null = gr.Checkbox(
+            label="Drop rows with a null rating", value=bool(b.get("drop_null_ratings"))
+        )
+        max_turns = gr.Number(
+            label="Max user turns (0 = any)", value=b.get("max_turns") or 0, precision=0
+        )
     options = [strategy, min_margin, min_chosen, drop_null, max_turns]
     with gr.Row():
         preview_btn = gr.Button("Preview", elem_id="cu-preview")
@@ -233,45 +257,76 @@ def build(ws: Any, tab: gr.Tab) -> None:
     counts = gr.HTML(js_on_load=None, elem_id="cu-bin-counts")
     summary = gr.JSON(visible=False)
     with gr.Row():
-        hist = gr.BarPlot(x="rating", y="count", color="model", title="AI rating distribution",
-                          x_title="rating", y_title="candidates", height=260)
-        mean = gr.BarPlot(x="model", y="mean_rating", title="Mean AI rating per model",
-                          y_lim=[0, 5], height=260)
-        win = gr.BarPlot(x="model", y="win_rate", title="Win rate per model (chosen share)",
-                         y_lim=[0, 1], height=260)
+        hist = gr.BarPlot(
+            x="rating",
+            y="count",
+            color="model",
+            title="AI rating distribution",
+            x_title="rating",
+            y_title="candidates",
+            height=260,
+        )
+        mean = gr.BarPlot(
+            x="model", y="mean_rating", title="Mean AI rating per model", y_lim=[0, 5], height=260
+        )
+        win = gr.BarPlot(
+            x="model",
+            y="win_rate",
+            title="Win rate per model (chosen share)",
+            y_lim=[0, 1],
+            height=260,
+        )
     agreement = gr.HTML(js_on_load=None)
     gr.Markdown("#### Pairs (first few)")
     pairs = gr.HTML(js_on_load=None, elem_id="cu-pairs")
     outputs = [counts, pairs, summary, hist, mean, win, agreement]
     preview_btn.click(lambda *a: preview(ws, *a), options, outputs, api_name="binarize_preview")
     for comp in options:
-        comp.change(lambda *a: preview(ws, *a), options, outputs, trigger_mode="always_last",
-                    show_progress="hidden")
+        comp.change(
+            lambda *a: preview(ws, *a),
+            options,
+            outputs,
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
     status = gr.HTML(js_on_load=None)
     save_btn.click(lambda *a: save_options(ws, *a), options, status, api_name="save_binarize")
 
     gr.Markdown("### Download")
     with gr.Row():
-        formats = gr.CheckboxGroup(["parquet", "jsonl"], value=["parquet", "jsonl"],
-                                   label="Formats")
+        formats = gr.CheckboxGroup(
+            ["parquet", "jsonl"], value=["parquet", "jsonl"], label="Formats"
+        )
         export_btn = gr.Button("Export", variant="primary", elem_id="cu-export")
-    files = gr.File(label="Exported files", file_count="multiple", interactive=False,
-                    elem_id="cu-files")
+    files = gr.File(
+        label="Exported files", file_count="multiple", interactive=False, elem_id="cu-files"
+    )
     export_status = gr.HTML(js_on_load=None, elem_id="cu-export-status")
     export_paths = gr.JSON(visible=False)
-    export_btn.click(lambda f, *a: export(ws, f, *a), [formats, *options],
-                     [files, export_status, export_paths], api_name="export")
+    export_btn.click(
+        lambda f, *a: export(ws, f, *a),
+        [formats, *options],
+        [files, export_status, export_paths],
+        api_name="export",
+    )
 
     gr.Markdown("### Publish to the Hugging Face Hub")
     if os.environ.get("SPACE_ID"):
-        gr.Markdown("Sign in with the button at the top of the page; your token is used once "
-                    "for the upload and never stored.")
+        gr.Markdown(
+            "Sign in with the button at the top of the page; your token is used once "
+            "for the upload and never stored."
+        )
     else:
-        gr.Markdown(f"Uses the token in `${ws.recipe.publish.token_env}` of the server "
-                    "process (never shown or stored).")
+        gr.Markdown(
+            f"Uses the token in `${ws.recipe.publish.token_env}` of the server "
+            "process (never shown or stored)."
+        )
     with gr.Row():
-        repo_id = gr.Textbox(label="Dataset repo id", placeholder="your-name/my-dpo-dataset",
-                             value=ws.recipe.publish.repo_id or "")
+        repo_id = gr.Textbox(
+            label="Dataset repo id",
+            placeholder="your-name/my-dpo-dataset",
+            value=ws.recipe.publish.repo_id or "",
+        )
         private = gr.Checkbox(label="Private", value=ws.recipe.publish.private)
         publish_btn = gr.Button("Publish")
     publish_status = gr.HTML(js_on_load=None)

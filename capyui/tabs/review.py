@@ -44,7 +44,12 @@ def progress_html(ws: Any, reviewer: str | None) -> str:
 
 
 def render_item(
-    ws: Any, queue: list[str], pos: int, reviewer: str, blind: bool, show_ai: bool,
+    ws: Any,
+    queue: list[str],
+    pos: int,
+    reviewer: str,
+    blind: bool,
+    show_ai: bool,
     message: str = "",
 ) -> list[Any]:
     """Every output of the review view for ``queue[pos]``."""
@@ -53,18 +58,30 @@ def render_item(
     item = None
     if queue:
         pos = max(0, min(pos, len(queue) - 1))
-        item = review_item(ws.store, queue[pos], generator_ids=gens, judge_id=judge_id,
-                           reviewer=reviewer or None)
+        item = review_item(
+            ws.store, queue[pos], generator_ids=gens, judge_id=judge_id, reviewer=reviewer or None
+        )
     if item is None:
         empty = render.notice_html(
             "Nothing to review for this filter. Generate candidates in the Run tab, or pick "
-            "another filter.", "info")
+            "another filter.",
+            "info",
+        )
         slots: list[Any] = []
         for _ in range(SLOTS):
             slots += [gr.update(visible=False), "", None]
-        return [empty, "", *slots, gr.update(choices=[], value=None),
-                gr.update(choices=[], value=None), False, "", [], 0,
-                render.notice_html(message, "info") if message else ""]
+        return [
+            empty,
+            "",
+            *slots,
+            gr.update(choices=[], value=None),
+            gr.update(choices=[], value=None),
+            False,
+            "",
+            [],
+            0,
+            render.notice_html(message, "info") if message else "",
+        ]
     mine = item.my_review or {}
     reveal = (not blind) or bool(item.my_review)
     cands = item.candidates[:SLOTS]
@@ -75,8 +92,12 @@ def render_item(
         if i < len(cands):
             c = cands[i]
             card = render.candidate_html(
-                letters[i], c.text, model=f"{c.model} ({c.generator_id})" if reveal else None,
-                ai_rating=c.ai_rating, rationale=c.rationale, show_ai=show_ai,
+                letters[i],
+                c.text,
+                model=f"{c.model} ({c.generator_id})" if reveal else None,
+                ai_rating=c.ai_rating,
+                rationale=c.rationale,
+                show_ai=show_ai,
             )
             rating = (mine.get("ratings") or {}).get(c.key)
             slots += [gr.update(visible=True), card, str(rating) if rating else None]
@@ -94,9 +115,16 @@ def render_item(
     if item.other_reviews and reveal:
         others = render.table_html(
             ["other reviewer", "chosen", "rejected", "discard", "comment"],
-            [(r["reviewer"], by_key.get(r["chosen"] or "", r["chosen"] or ""),
-              by_key.get(r["rejected"] or "", r["rejected"] or ""), r["discard"],
-              r["comment"] or "") for r in item.other_reviews],
+            [
+                (
+                    r["reviewer"],
+                    by_key.get(r["chosen"] or "", r["chosen"] or ""),
+                    by_key.get(r["rejected"] or "", r["rejected"] or ""),
+                    r["discard"],
+                    r["comment"] or "",
+                )
+                for r in item.other_reviews
+            ],
         )
     status = render.notice_html(message, "ok") if message else ""
     return [
@@ -116,10 +144,12 @@ def render_item(
 def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     with gr.Column(elem_id="cu-review"):
         with gr.Row():
-            reviewer = gr.Textbox(label="Reviewer (your name, or sign in)", scale=2,
-                                  elem_id="cu-reviewer")
-            flt = gr.Dropdown([(v, k) for k, v in FILTERS.items()], value="unreviewed",
-                              label="Queue", scale=2)
+            reviewer = gr.Textbox(
+                label="Reviewer (your name, or sign in)", scale=2, elem_id="cu-reviewer"
+            )
+            flt = gr.Dropdown(
+                [(v, k) for k, v in FILTERS.items()], value="unreviewed", label="Queue", scale=2
+            )
             blind = gr.Checkbox(value=True, label="Blind (hide models until I submit)")
             show_ai = gr.Checkbox(value=True, label="Show AI ratings")
             reload_btn = gr.Button("Load queue", elem_id="cu-load-queue", scale=1)
@@ -132,8 +162,11 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
             for i in range(SLOTS):
                 with gr.Column(visible=False, elem_classes=["cu-cand-slot"], min_width=220) as col:
                     card = gr.HTML(js_on_load=None, elem_classes=["cu-cand-html"])
-                    rating = gr.Radio(RATING_CHOICES, label=f"Your rating for {LETTERS[i]}",
-                                      elem_id=f"cu-rate-{i}")
+                    rating = gr.Radio(
+                        RATING_CHOICES,
+                        label=f"Your rating for {LETTERS[i]}",
+                        elem_id=f"cu-rate-{i}",
+                    )
                 slot_outputs += [col, card, rating]
                 ratings.append(rating)
         with gr.Row():
@@ -159,20 +192,26 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     def load_queue(filter_: str, who: str, blind_: bool, ai_: bool) -> list[Any]:
         gens_, judge_ = _ids(ws)
         try:
-            ids = queue_ids(ws.store, filter_, generator_ids=gens_, judge_id=judge_,
-                            reviewer=(who or "").strip() or None)
+            ids = queue_ids(
+                ws.store,
+                filter_,
+                generator_ids=gens_,
+                judge_id=judge_,
+                reviewer=(who or "").strip() or None,
+            )
         except ReviewError as exc:
-            return [[], progress_html(ws, who), *render_item(ws, [], 0, who, blind_, ai_,
-                                                             str(exc))]
+            return [[], progress_html(ws, who), *render_item(ws, [], 0, who, blind_, ai_, str(exc))]
         return [ids, progress_html(ws, who), *render_item(ws, ids, 0, who, blind_, ai_)]
 
     def step(delta: int) -> Any:
         def go(q: list[str], p: int, who: str, blind_: bool, ai_: bool) -> list[Any]:
             return render_item(ws, q, (p or 0) + delta, who, blind_, ai_)
+
         return go
 
-    def submit(q: list[str], p: int, ks: list[str], who: str, blind_: bool, ai_: bool,
-               *rest: Any) -> list[Any]:
+    def submit(
+        q: list[str], p: int, ks: list[str], who: str, blind_: bool, ai_: bool, *rest: Any
+    ) -> list[Any]:
         rates = rest[:SLOTS]
         ch, rj, disc, com = rest[SLOTS:]
         if not q or not ks:
@@ -180,18 +219,35 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         letter_key = dict(zip(LETTERS, ks, strict=False))
         try:
             submit_review(
-                ws.store, q[p], who, candidate_keys=ks,
+                ws.store,
+                q[p],
+                who,
+                candidate_keys=ks,
                 ratings={k: rates[i] for i, k in enumerate(ks) if rates[i]},
-                chosen=letter_key.get(ch or ""), rejected=letter_key.get(rj or ""),
-                discard=bool(disc), comment=com,
+                chosen=letter_key.get(ch or ""),
+                rejected=letter_key.get(rj or ""),
+                discard=bool(disc),
+                comment=com,
             )
         except ReviewError as exc:
             # keep the view (and the reviewer's unsaved input) as it is; say why
-            return [gr.update(), gr.update(), gr.update(), *[gr.update()] * (SLOTS * 3),
-                    gr.update(), gr.update(), gr.update(), gr.update(), ks, p,
-                    render.notice_html(str(exc), "error")]
-        return [progress_html(ws, who),
-                *render_item(ws, q, p, who, blind_, ai_, "Saved. Press j for the next one.")]
+            return [
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                *[gr.update()] * (SLOTS * 3),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                ks,
+                p,
+                render.notice_html(str(exc), "error"),
+            ]
+        return [
+            progress_html(ws, who),
+            *render_item(ws, q, p, who, blind_, ai_, "Saved. Press j for the next one."),
+        ]
 
     queue_inputs = [flt, reviewer, blind, show_ai]
     reload_btn.click(load_queue, queue_inputs, [queue, progress, *view], api_name="review_queue")
@@ -212,15 +268,18 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         return profile.username if profile is not None else gr.update()
 
     demo.load(who_am_i, None, reviewer, show_progress="hidden", api_visibility="private")
-    def on_select(q: list[str], p: int, filter_: str, who: str, blind_: bool,
-                  ai_: bool) -> list[Any]:
+
+    def on_select(
+        q: list[str], p: int, filter_: str, who: str, blind_: bool, ai_: bool
+    ) -> list[Any]:
         # coming back to the tab keeps your place in the queue; a first visit loads it
         if q:
             return [q, progress_html(ws, who), *render_item(ws, q, p or 0, who, blind_, ai_)]
         return load_queue(filter_, who, blind_, ai_)
 
-    tab.select(on_select, [queue, pos, *queue_inputs], [queue, progress, *view],
-               show_progress="hidden")
+    tab.select(
+        on_select, [queue, pos, *queue_inputs], [queue, progress, *view], show_progress="hidden"
+    )
 
     from capyui.tabs import argilla  # the Argilla review queue panel, below the built-in one
 

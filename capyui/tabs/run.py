@@ -28,8 +28,13 @@ def _fmt_eta(eta: float | None) -> str:
 def status_html(snap: dict[str, Any] | None) -> str:
     if snap is None:
         return render.notice_html("No job started in this session of the app.", "info")
-    kind = {"running": "info", "cancelling": "warn", "done": "ok", "failed": "error",
-            "cancelled": "warn"}.get(snap["status"], "info")
+    kind = {
+        "running": "info",
+        "cancelling": "warn",
+        "done": "ok",
+        "failed": "error",
+        "cancelled": "warn",
+    }.get(snap["status"], "info")
     head = render.notice_html(
         f"Job '{snap['name']}' ({', '.join(snap['stages'])}): {snap['status']}"
         + (f" — stage {snap['current_stage']}" if snap.get("current_stage") else ""),
@@ -37,14 +42,24 @@ def status_html(snap: dict[str, Any] | None) -> str:
     )
     rows = []
     for stage, p in snap.get("progress", {}).items():
-        rows.append((
-            stage, f"{p.get('done', 0)}/{p.get('total', 0)}", p.get("failed", 0),
-            p.get("tokens_per_s", 0), _fmt_eta(p.get("eta_s")), p.get("elapsed_s", 0),
-            p.get("message", ""),
-        ))
-    table = render.table_html(
-        ["stage", "done/total", "failed", "tokens/s", "ETA", "elapsed s", "last message"], rows
-    ) if rows else ""
+        rows.append(
+            (
+                stage,
+                f"{p.get('done', 0)}/{p.get('total', 0)}",
+                p.get("failed", 0),
+                p.get("tokens_per_s", 0),
+                _fmt_eta(p.get("eta_s")),
+                p.get("elapsed_s", 0),
+                p.get("message", ""),
+            )
+        )
+    table = (
+        render.table_html(
+            ["stage", "done/total", "failed", "tokens/s", "ETA", "elapsed s", "last message"], rows
+        )
+        if rows
+        else ""
+    )
     err = render.notice_html(snap["error"], "error") if snap.get("error") else ""
     return head + table + err
 
@@ -85,8 +100,9 @@ def _start(ws: Any, stages: list[str], limit: float | None, name: str) -> tuple[
     if not stages:
         return "", render.notice_html("Pick at least one stage.", "error")
     if "judge" in stages and ws.recipe.judge is None:
-        return "", render.notice_html("The recipe has no judge: add one in the Models tab.",
-                                      "error")
+        return "", render.notice_html(
+            "The recipe has no judge: add one in the Models tab.", "error"
+        )
     try:
         ws.jobs.start(ws.recipe, stages, limit=_limit(limit), name=name)
     except RuntimeError as exc:
@@ -107,10 +123,12 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         "is saved as it completes; resuming does only what is missing."
     )
     with gr.Row():
-        stages = gr.CheckboxGroup(STAGE_CHOICES, value=["load", "generate", "judge"],
-                                  label="Stages")
-        limit = gr.Number(label="Limit (conversations; 0 = all)", precision=0, value=0,
-                          elem_id="cu-run-limit")
+        stages = gr.CheckboxGroup(
+            STAGE_CHOICES, value=["load", "generate", "judge"], label="Stages"
+        )
+        limit = gr.Number(
+            label="Limit (conversations; 0 = all)", precision=0, value=0, elem_id="cu-run-limit"
+        )
         start_btn = gr.Button("Start", variant="primary", elem_id="cu-start")
         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cu-cancel")
     message = gr.HTML(js_on_load=None)
@@ -152,10 +170,12 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     cancel_btn.click(cancel, None, message, api_name="cancel_job").then(
         lambda: poll(ws), None, poll_outputs, show_progress="hidden"
     )
-    refresh_btn.click(lambda: poll(ws), None, poll_outputs, api_name="job_status",
-                      show_progress="hidden")
-    timer.tick(lambda: poll(ws), None, poll_outputs, show_progress="hidden",
-               api_visibility="private")
+    refresh_btn.click(
+        lambda: poll(ws), None, poll_outputs, api_name="job_status", show_progress="hidden"
+    )
+    timer.tick(
+        lambda: poll(ws), None, poll_outputs, show_progress="hidden", api_visibility="private"
+    )
     tab.select(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
     demo.load(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
 

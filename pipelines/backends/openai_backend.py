@@ -124,10 +124,9 @@ class OpenAIBackend(Backend):
                 break
             except openai.APIStatusError as exc:
                 last_error = f"HTTP {exc.status_code}: {short_error(exc)}"
-                if (
-                    kwargs.get("response_format", {}).get("type") == "json_schema"
-                    and _rejects_json_schema(exc)
-                ):
+                if kwargs.get("response_format", {}).get(
+                    "type"
+                ) == "json_schema" and _rejects_json_schema(exc):
                     # The server knows no `json_schema` response format (llama.cpp's): use
                     # JSON mode with a schema instead, from now on.
                     self.schema_mode = "json_object"

@@ -53,8 +53,11 @@ class Server:
     data_dir: Path
 
     def http(self, key: str | None = None, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {
-            "X-Argilla-Api-Key": key or self.api_key}
+        headers = (
+            {"Authorization": f"Bearer {token}"}
+            if token
+            else {"X-Argilla-Api-Key": key or self.api_key}
+        )
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     @property
@@ -88,7 +91,10 @@ def local_argilla(
     }
     try:
         r = subprocess.run(
-            [sys.executable, str(SCRIPT), "start"], env=env, capture_output=True, text=True,
+            [sys.executable, str(SCRIPT), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=start_timeout,
         )
     except subprocess.TimeoutExpired:
@@ -102,7 +108,8 @@ def local_argilla(
             f"argilla-local start failed: {r.stderr.strip()}\n{_logs(data_dir)}"
         )
     exports = dict(
-        line.removeprefix("export ").split("=", 1) for line in r.stdout.splitlines()
+        line.removeprefix("export ").split("=", 1)
+        for line in r.stdout.splitlines()
         if line.startswith("export ")
     )
     saved = {k: os.environ.get(k) for k in EXPORTED}
