@@ -55,18 +55,6 @@ MAX_BULK = 500  # server limit per bulk upsert
 
 ProgressCallback = Callable[[Progress], None]
 
-PUSH_STATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS argilla_push (
-    dataset_key TEXT NOT NULL,         -- api_url + '|' + dataset id on the server
-    conversation_id TEXT NOT NULL,
-    record_id TEXT,                    -- the record's id on the server
-    record_hash TEXT NOT NULL,         -- hash of the fields, suggestions and metadata sent
-    slot_keys TEXT NOT NULL,           -- JSON: candidate key shown in slot 1..N
-    pushed_at REAL NOT NULL,
-    PRIMARY KEY (dataset_key, conversation_id)
-);
-"""
-
 GUIDELINES = """\
 ## Rate every response to the last user turn
 
@@ -675,7 +663,6 @@ class ArgillaQueue:
         summary = PushSummary(url=self.api_url, dataset=self.dataset_name, workspace=self.workspace)
         dataset = self.ensure_dataset()
         dataset_key = self._dataset_key(dataset["id"])
-        _ensure_push_table(store)
         state = _push_state(store, dataset_key)
 
         items, skipped = self._plan(store, judge_id, generator_ids, selection)
@@ -1164,10 +1151,6 @@ def _one_line(exc: BaseException) -> str:
     return mask_tokens(text)[:300]
 
 
-def _ensure_push_table(store: Store) -> None:
-    store._connection().executescript(PUSH_STATE_SCHEMA)  # noqa: SLF001
-
-
 def _push_state(store: Store, dataset_key: str) -> dict[str, tuple[str | None, str, list[str]]]:
     """conversation_id -> (record id on the server, record hash, slot keys) as last pushed."""
     rows = store.query(
@@ -1180,7 +1163,6 @@ def _push_state(store: Store, dataset_key: str) -> dict[str, tuple[str | None, s
 
 def push_state_counts(store: Store) -> dict[str, int]:
     """dataset_key -> records pushed (for a status panel)."""
-    _ensure_push_table(store)
     return {
         r[0]: r[1]
         for r in store.query("SELECT dataset_key, COUNT(*) FROM argilla_push GROUP BY dataset_key")

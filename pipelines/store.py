@@ -95,7 +95,69 @@ CREATE TABLE IF NOT EXISTS loads (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates (generator_id, status);
+CREATE TABLE IF NOT EXISTS argilla_push (
+    dataset_key TEXT NOT NULL,         -- api_url + '|' + dataset id on the server
+    conversation_id TEXT NOT NULL,
+    record_id TEXT,                    -- the record's id on the server
+    record_hash TEXT NOT NULL,         -- hash of the fields, suggestions and metadata sent
+    slot_keys TEXT NOT NULL,           -- JSON: candidate key shown in slot 1..N
+    pushed_at REAL NOT NULL,
+    PRIMARY KEY (dataset_key, conversation_id)
+);
 """
+
+# Ordered schema migrations, as in Simon Willison's ``llm``: entry i brings a database from
+# version i to i + 1 (``PRAGMA user_version``). Append, never edit or reorder: a workspace made
+# by any earlier version opens and is upgraded in place, in one transaction per step.
+# Version 1 is the schema of the first release (every statement IF NOT EXISTS, so databases
+# written before versioning existed, at user_version 0, upgrade cleanly).
+MIGRATIONS: list[str] = [
+    SCHEMA,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The workspace was written by a newer CapyUI than this one."""
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply every pending migration to ``db``; returns the version it is at now."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"this workspace has schema version {version}; this CapyUI knows up to"
+            f" {SCHEMA_VERSION}: upgrade CapyUI to open it"
+        )
+    for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # re-read under the write lock: another process may have migrated meanwhile
+            if db.execute("PRAGMA user_version").fetchone()[0] >= target:
+                db.execute("ROLLBACK")
+                continue
+            for statement in _statements(script):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {int(target)}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit on its own)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
 
 
 def candidate_key(generator_id: str, sample_index: int) -> str:
@@ -132,7 +194,7 @@ class Store:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "capyui.sqlite"
         self._local = threading.local()
-        self._connection().executescript(SCHEMA)
+        migrate(self._connection())
 
     # -- connection -------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -157,6 +219,9 @@ class Store:
             raise
         else:
             db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return self._connection().execute("PRAGMA user_version").fetchone()[0]
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, tuple(params)).fetchall()

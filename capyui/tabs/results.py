@@ -211,9 +211,7 @@ def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = 
         where = (
             "Sign in with Hugging Face above"
             if os.environ.get("SPACE_ID")
-            else (
-                f"Set {recipe.publish.token_env} (a token with write access) before starting the app"
-            )
+            else f"Set {recipe.publish.token_env} (a token with write access), then restart the app"
         )
         return render.notice_html(f"No Hugging Face token. {where}.", "error")
     try:
