@@ -113,6 +113,9 @@ CREATE TABLE IF NOT EXISTS argilla_push (
 # written before versioning existed, at user_version 0, upgrade cleanly).
 MIGRATIONS: list[str] = [
     SCHEMA,
+    # 2: a review that kept the AI's suggested ratings untouched is recorded as such, so stats and
+    # the dataset card count "accepted the AI" apart from human judgments
+    "ALTER TABLE reviews ADD COLUMN accepted_ai INTEGER NOT NULL DEFAULT 0;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -530,16 +533,22 @@ class Store:
         rejected: str | None = None,
         discard: bool = False,
         comment: str | None = None,
+        accepted_ai: bool = False,
     ) -> None:
-        """Upsert one reviewer's latest review of a conversation."""
+        """Upsert one reviewer's latest review of a conversation.
+
+        ``accepted_ai``: the reviewer submitted the AI's suggested ratings untouched (counted apart
+        from human judgments in stats and the dataset card)."""
         with self._conn() as db:
             db.execute(
                 """
-                INSERT INTO reviews VALUES (?,?,?,?,?,?,?,?,?)
+                INSERT INTO reviews (conversation_id, reviewer, source, ratings, chosen, rejected,
+                    discard, comment, updated_at, accepted_ai)
+                VALUES (?,?,?,?,?,?,?,?,?,?)
                 ON CONFLICT (conversation_id, reviewer, source) DO UPDATE SET
                     ratings=excluded.ratings, chosen=excluded.chosen, rejected=excluded.rejected,
                     discard=excluded.discard, comment=excluded.comment,
-                    updated_at=excluded.updated_at
+                    updated_at=excluded.updated_at, accepted_ai=excluded.accepted_ai
                 """,
                 (
                     conversation_id,
@@ -551,6 +560,7 @@ class Store:
                     int(discard),
                     comment,
                     time.time(),
+                    int(accepted_ai),
                 ),
             )
 
@@ -565,6 +575,7 @@ class Store:
             d = dict(r)
             d["ratings"] = json.loads(d["ratings"])
             d["discard"] = bool(d["discard"])
+            d["accepted_ai"] = bool(d["accepted_ai"])
             out.append(d)
         return out
 
