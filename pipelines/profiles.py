@@ -41,12 +41,18 @@ class ExportFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # in the order they are applied
+    max_turns: int | None = Field(default=None, ge=1)
     min_chosen_rating: float | None = None
     min_margin: float | None = Field(default=None, ge=0)
-    max_turns: int | None = Field(default=None, ge=1)
 
     def active(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        """The filters set, whole numbers as ints (how the card shows them)."""
+        return {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v
+            for k, v in self.model_dump().items()
+            if v is not None
+        }
 
 
 def profile_schema(profile: str) -> pa.Schema:
