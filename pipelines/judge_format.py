@@ -655,6 +655,10 @@ def _read_section(body: str) -> tuple[int | None, str | None, str | None]:
             label = {"score": "rating", "type": "type"}.get(label, label)
             if label not in ("rating", "type"):
                 label = "rationale"
+            if label == "rationale" and current == "rating" and "type" in fields:
+                # helpfulness / truthfulness: "Type / Rationale / Rating / Rationale", the
+                # second rationale being the rating's own
+                label = "rating_rationale"
             if label in fields:  # a second "Rating:" / "Rationale:" is content, not a field
                 if current is not None:
                     fields[current].append(line)
@@ -679,7 +683,7 @@ def _read_section(body: str) -> tuple[int | None, str | None, str | None]:
         else:
             rating, problem = _read_rating(value)
         after_rating = fields["rating"][1:] if fields["rating"][0].strip() else value_lines[1:]
-    rationale_lines = fields.get("rationale")
+    rationale_lines = fields.get("rating_rationale") or fields.get("rationale")
     if rationale_lines is None:  # no "Rationale:" label: whatever prose the section holds
         rationale_lines = loose + after_rating
     rationale = _clean_rationale(rationale_lines)

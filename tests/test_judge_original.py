@@ -239,3 +239,15 @@ def test_fuzz_json_shaped(value: object, n: int, wrap: str) -> None:
 def test_fuzz_text_blocks(blocks: list, n: int) -> None:
     raw = "\n\n".join(f"#### Output for Text {i}\nRating: {r}\nRationale: r{i}" for i, r in blocks)
     _checked(parse_judge_output(raw, n).ratings, n)
+
+
+def test_original_helpfulness_text_format_keeps_the_ratings_rationale() -> None:
+    """UltraFeedback's helpfulness/truthfulness answer: Type / Rationale / Rating / Rationale."""
+    raw = (
+        "#### Output for Text 1\nType: 1, 2\nRationale: Clear and relevant.\nRating: 4\n"
+        "Rationale: Accurate and informative.\n\n#### Output for Text 2\nType: None\n"
+        "Rationale: Off topic.\nRating: 1\nRationale: Wrong."
+    )
+    parsed = parse_judge_output(raw, 2)
+    assert parsed.ratings == [4, 1]
+    assert parsed.rationales == ["Accurate and informative.", "Wrong."]
