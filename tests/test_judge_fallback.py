@@ -216,3 +216,40 @@ def test_a_stage_that_failed_on_every_row_fails_the_job(tmp_path: Path) -> None:
         assert status["jobs"][0]["status"] == "failed"
     finally:
         server.stop()
+
+
+def test_a_row_that_raises_is_recorded_failed_and_the_stage_goes_on(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong with one row's answer (here: the parser itself blows up on it),
+    that row is recorded failed with the reason and every other row is judged."""
+    import pipelines.judge as judge_module
+
+    store = _store(data_dir, 4)
+    real = judge_module.parse_judge_output
+    server = ScriptedJudge("json")
+    url = server.start()
+    try:
+
+        def parse(raw: str, n: int):  # noqa: ANN202
+            # the third answer (concurrency 1: one row at a time) blows up the parser
+            parse.calls += 1
+            if parse.calls == 3:
+                raise MemoryError("boom")
+            return real(raw, n)
+
+        parse.calls = 0
+        monkeypatch.setattr(judge_module, "parse_judge_output", parse)
+        judge = JudgeConfig(id="r", backend="openai", base_url=url, model="m", concurrency=1)
+        progress = run_judging(store, judge, list(SCORES), store.conversations())
+        assert progress.message == "finished"
+        assert progress.done == 3 and progress.failed == 1
+        failed = [j for j in store.judgments("r") if j["status"] == "failed"]
+        assert len(failed) == 1 and "judge row failed: MemoryError" in failed[0]["error"]
+        assert sum(j["status"] == "done" for j in store.judgments("r")) == 3
+        # a resume retries only that row, and finishes it
+        monkeypatch.setattr(judge_module, "parse_judge_output", real)
+        again = run_judging(store, judge, list(SCORES), store.conversations())
+        assert again.done == 4 and again.failed == 0
+    finally:
+        server.stop()
