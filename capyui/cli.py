@@ -110,7 +110,7 @@ def _summarise(stage: str, res: dict[str, Any]) -> str:
         return (
             f"{res['done']}/{res['total']} done, {res['failed']} failed, "
             f"{res['skipped']} already done before this run, {res['tokens_per_s']} tok/s"
-        )
+        ) + "".join(f"\n  note: {n}" for n in res.get("notes", []))
     if stage == "binarize":
         return f"{res['pairs']} pairs, dropped {res['dropped']}"
     return json.dumps(res, default=str)
