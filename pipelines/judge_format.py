@@ -1,6 +1,11 @@
 """UltraFeedback judge prompts, the structured-output schema, and a judge-output parser.
 
-The prompts live as Jinja files under ``pipelines/templates/ultrafeedback/``: one file per aspect
+Two prompt templates. ``ultrafeedback`` (the default): UltraFeedback's original rubrics and
+layout, read at run time from the pinned distilabel package (``steps/tasks/templates/
+ultrafeedback/*.jinja2`` and the ``UltraFeedback`` task's system prompt) and rendered exactly as
+distilabel's ``UltraFeedback.format_input`` does. ``capyui``: CapyUI's paraphrase, below.
+
+The paraphrase lives under ``pipelines/templates/ultrafeedback/``: one file per aspect
 (the rubric) extending ``_judge.jinja`` (the ``### Input`` / ``### Output`` layout), with the
 output-format section in ``_output_text.jinja`` (``#### Output for Text N`` / ``Rating`` /
 ``Rationale``) or ``_output_json.jinja`` (structured output).
