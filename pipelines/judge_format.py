@@ -45,7 +45,7 @@ ROLES = ("system", "user", "assistant")
 TEMPLATES: tuple[str, ...] = ("ultrafeedback", "capyui")
 DEFAULT_TEMPLATE = "ultrafeedback"
 DISTILABEL = "distilabel"
-DISTILABEL_INSTALL = "pip install --no-deps distilabel==1.5.3 (scripts/run.sh installs it)"
+DISTILABEL_INSTALL = "pip install -r requirements.txt (it pins distilabel==1.5.3)"
 _DISTILABEL_DIR = "distilabel/steps/tasks/"
 
 
