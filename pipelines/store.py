@@ -116,6 +116,28 @@ MIGRATIONS: list[str] = [
     # 2: a review that kept the AI's suggested ratings untouched is recorded as such, so stats and
     # the dataset card count "accepted the AI" apart from human judgments
     "ALTER TABLE reviews ADD COLUMN accepted_ai INTEGER NOT NULL DEFAULT 0;",
+    # 3 (issue 13, scale): the AI's best / second-best rating and how many candidates it rated,
+    # kept on each judgment as it is written (backfilled here from the stored ratings), so the
+    # review filters (low AI, AI tie) and the Results statistics are indexed SQL, not a Python
+    # scan; indexes for done candidates per conversation, reviews per reviewer, and the facts.
+    """
+    ALTER TABLE judgments ADD COLUMN ai_best REAL;
+    ALTER TABLE judgments ADD COLUMN ai_second REAL;
+    ALTER TABLE judgments ADD COLUMN ai_rated INTEGER NOT NULL DEFAULT 0;
+    UPDATE judgments SET
+        ai_rated = (SELECT COUNT(*) FROM json_each(judgments.ratings)
+                    WHERE type IN ('integer', 'real')),
+        ai_best = (SELECT MAX(value) FROM json_each(judgments.ratings)
+                   WHERE type IN ('integer', 'real')),
+        ai_second = (SELECT value FROM json_each(judgments.ratings)
+                     WHERE type IN ('integer', 'real') ORDER BY value DESC LIMIT 1 OFFSET 1)
+    WHERE json_valid(ratings);
+    CREATE INDEX IF NOT EXISTS judgments_ai ON judgments (judge_id, ai_best, ai_second);
+    CREATE INDEX IF NOT EXISTS candidates_done ON candidates (conversation_id, generator_id)
+        WHERE status = 'done';
+    CREATE INDEX IF NOT EXISTS candidates_updated ON candidates (updated_at);
+    CREATE INDEX IF NOT EXISTS reviews_reviewer ON reviews (reviewer, source);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -161,6 +183,21 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+def rating_facts(ratings: Iterable[Any]) -> tuple[float | None, float | None, int]:
+    """``(best, second best, how many rated)`` of a judgment's ratings (nulls skipped); a tie
+    at the top is ``rated >= 2 and second == best``. Kept on the judgment row for the review
+    filters; migration 3 computes the same from stored JSON."""
+    nums = sorted(
+        (float(r) for r in ratings if isinstance(r, int | float) and not isinstance(r, bool)),
+        reverse=True,
+    )
+    return (
+        nums[0] if nums else None,
+        nums[1] if len(nums) > 1 else None,
+        len(nums),
+    )
 
 
 def candidate_key(generator_id: str, sample_index: int) -> str:
@@ -459,6 +496,7 @@ class Store:
             raw_output,
             error,
             now,
+            *rating_facts(ratings),
         )
         with self._conn() as db:
             old = db.execute(
@@ -470,14 +508,15 @@ class Store:
                 db.execute(
                     "INSERT INTO judgments (conversation_id, judge_id, model, status,"
                     " candidate_keys, ratings, rationales, order_shown, seed, raw_output, error,"
-                    " attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?)",
+                    " updated_at, ai_best, ai_second, ai_rated, attempts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
                     (conversation_id, judge_id, *values),
                 )
             elif rank[status] >= rank[old[0]] or json.loads(old[1]) != candidate_keys:
                 db.execute(
                     "UPDATE judgments SET model=?, status=?, candidate_keys=?, ratings=?,"
                     " rationales=?, order_shown=?, seed=?, raw_output=?, error=?,"
-                    " updated_at=?, attempts=attempts + 1"
+                    " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, attempts=attempts + 1"
                     " WHERE conversation_id = ? AND judge_id = ?",
                     (*values, conversation_id, judge_id),
                 )
@@ -578,6 +617,208 @@ class Store:
             d["accepted_ai"] = bool(d["accepted_ai"])
             out.append(d)
         return out
+
+    # -- review queue (issue 13: indexed SQL, paged) -------------------------------------------
+    def _queue_where(
+        self,
+        filter: str,
+        generator_ids: list[str] | None,
+        judge_id: str | None,
+        reviewer: str | None,
+        low_threshold: float,
+        review_source: str,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (over ``conversations c``) of one review-queue filter; every test is
+        an index lookup keyed by the conversation (candidates_done, the judgments and reviews
+        primary keys), so a page costs what it shows, not what the store holds."""
+        gens = list(generator_ids or [])
+        params: list[Any] = list(gens)
+        where = (
+            "EXISTS (SELECT 1 FROM candidates d WHERE d.conversation_id = c.conversation_id"
+            " AND d.status = 'done'"
+            + (f" AND d.generator_id IN ({','.join('?' * len(gens))})" if gens else "")
+            + ")"
+        )
+        if filter == "all":
+            return where, params
+        if filter == "unreviewed":
+            if reviewer:
+                where += (
+                    " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE"
+                    " r.conversation_id = c.conversation_id AND r.reviewer = ? AND r.source = ?)"
+                )
+                params += [reviewer, review_source]
+            else:
+                where += (
+                    " AND NOT EXISTS (SELECT 1 FROM reviews r"
+                    " WHERE r.conversation_id = c.conversation_id)"
+                )
+            return where, params
+        # the judgment a filter reads: this judge's, or the latest usable one
+        if judge_id:
+            judged = "j.conversation_id = c.conversation_id AND j.judge_id = ?"
+            judged_params: list[Any] = [judge_id]
+        else:
+            judged = (
+                "j.rowid = (SELECT j2.rowid FROM judgments j2 WHERE"
+                " j2.conversation_id = c.conversation_id AND j2.status != 'failed'"
+                " ORDER BY j2.updated_at DESC, j2.rowid DESC LIMIT 1)"
+            )
+            judged_params = []
+        if filter == "low_ai":
+            cond, cond_params = "(j.ai_rated = 0 OR j.ai_best <= ?)", [float(low_threshold)]
+        elif filter == "ai_tie":
+            cond, cond_params = "j.ai_rated >= 2 AND j.ai_second = j.ai_best", []
+        elif filter == "disagreement":
+            # some human rating >= 2 points from the AI's rating of the same candidate, or the
+            # human's chosen candidate rated below the AI's best
+            cond = (
+                "EXISTS (SELECT 1 FROM reviews r WHERE r.conversation_id = c.conversation_id AND ("
+                " EXISTS (SELECT 1 FROM json_each(r.ratings) h, json_each(j.candidate_keys) k,"
+                "  json_each(j.ratings) a WHERE k.value = h.key AND a.key = k.key"
+                "  AND h.type != 'null' AND a.type IN ('integer', 'real')"
+                "  AND abs(CAST(h.value AS REAL) - a.value) >= 2)"
+                " OR EXISTS (SELECT 1 FROM json_each(j.candidate_keys) k, json_each(j.ratings) a"
+                "  WHERE k.value = r.chosen AND a.key = k.key AND a.type IN ('integer', 'real')"
+                "  AND a.value < j.ai_best)))"
+            )
+            cond_params = []
+        else:
+            raise ValueError(f"unknown review filter {filter!r}")
+        where += (
+            f" AND EXISTS (SELECT 1 FROM judgments j WHERE {judged} AND j.status != 'failed'"
+            f" AND {cond})"
+        )
+        return where, params + judged_params + cond_params
+
+    def review_queue(
+        self,
+        filter: str = "all",
+        *,
+        generator_ids: list[str] | None = None,
+        judge_id: str | None = None,
+        reviewer: str | None = None,
+        low_threshold: float = 2,
+        review_source: str = "ui",
+        limit: int | None = None,
+        offset: int = 0,
+        after: str | None = None,
+    ) -> list[str]:
+        """Conversation ids of a review-queue filter in load order. ``limit``/``offset`` page it;
+        ``after`` (a conversation id) starts after that conversation (keyset paging: a deep page
+        costs the same as the first)."""
+        where, params = self._queue_where(
+            filter, generator_ids, judge_id, reviewer, low_threshold, review_source
+        )
+        if after is not None:
+            where += (
+                " AND c.rowid > COALESCE((SELECT rowid FROM conversations"
+                " WHERE conversation_id = ?), -1)"
+            )
+            params.append(after)
+        sql = f"SELECT c.conversation_id FROM conversations c WHERE {where} ORDER BY c.rowid"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        return [r[0] for r in self._connection().execute(sql, params)]
+
+    def review_queue_count(
+        self,
+        filter: str = "all",
+        *,
+        generator_ids: list[str] | None = None,
+        judge_id: str | None = None,
+        reviewer: str | None = None,
+        low_threshold: float = 2,
+        review_source: str = "ui",
+    ) -> int:
+        """How many conversations a review-queue filter holds (one SQL aggregate)."""
+        if filter == "all":
+            return self.count_reviewable(generator_ids)
+        where, params = self._queue_where(
+            filter, generator_ids, judge_id, reviewer, low_threshold, review_source
+        )
+        sql = f"SELECT COUNT(*) FROM conversations c WHERE {where}"
+        return int(self._connection().execute(sql, params).fetchone()[0])
+
+    def explain_review_queue(self, filter: str, **kwargs: Any) -> list[str]:
+        """SQLite's query plan of a review-queue page (for tests and benchmarks)."""
+        where, params = self._queue_where(
+            filter,
+            kwargs.get("generator_ids"),
+            kwargs.get("judge_id"),
+            kwargs.get("reviewer"),
+            kwargs.get("low_threshold", 2),
+            kwargs.get("review_source", "ui"),
+        )
+        sql = (
+            "EXPLAIN QUERY PLAN SELECT c.conversation_id FROM conversations c"
+            f" WHERE {where} ORDER BY c.rowid LIMIT 50"
+        )
+        return [r[3] for r in self._connection().execute(sql, params)]
+
+    def _candidates_marker(self) -> tuple[Any, ...]:
+        """Changes whenever a candidate row is written (any process): the newest write time
+        (indexed) and the row count bound."""
+        row = (
+            self._connection()
+            .execute("SELECT MAX(updated_at), MAX(rowid) FROM candidates")
+            .fetchone()
+        )
+        return (row[0], row[1])
+
+    def count_reviewable(self, generator_ids: list[str] | None = None) -> int:
+        """Conversations with at least one done candidate (of ``generator_ids``): a scan of the
+        candidates_done index, cached until a candidate is written."""
+        gens = tuple(generator_ids or ())
+        marker = self._candidates_marker()
+        cache = self.__dict__.setdefault("_reviewable_cache", {})
+        hit = cache.get(gens)
+        if hit is not None and hit[0] == marker:
+            return int(hit[1])
+        sql = (
+            "SELECT COUNT(DISTINCT conversation_id) FROM candidates INDEXED BY candidates_done"
+            " WHERE status = 'done'"
+        )
+        if gens:
+            sql += f" AND generator_id IN ({','.join('?' * len(gens))})"
+        n = int(self._connection().execute(sql, gens).fetchone()[0])
+        cache[gens] = (marker, n)
+        return n
+
+    def review_counts(
+        self,
+        generator_ids: list[str] | None = None,
+        reviewer: str | None = None,
+        review_source: str = "ui",
+    ) -> dict[str, int]:
+        """``{"reviewable", "reviewed", "mine", "discarded"}`` as SQL aggregates; the review
+        counts are driven from the reviews table (they grow with human work, not with N)."""
+        gens = list(generator_ids or [])
+        has = (
+            "EXISTS (SELECT 1 FROM candidates d WHERE d.conversation_id = r.conversation_id"
+            " AND d.status = 'done'"
+            + (f" AND d.generator_id IN ({','.join('?' * len(gens))})" if gens else "")
+            + ")"
+        )
+        row = (
+            self._connection()
+            .execute(
+                "SELECT COUNT(DISTINCT r.conversation_id),"
+                " COUNT(DISTINCT CASE WHEN r.reviewer = ? AND r.source = ? THEN r.conversation_id"
+                " END),"
+                " COUNT(DISTINCT CASE WHEN r.discard THEN r.conversation_id END)"
+                f" FROM reviews r WHERE {has}",
+                [reviewer or "", review_source, *gens],
+            )
+            .fetchone()
+        )
+        return {
+            "reviewable": self.count_reviewable(gens or None),
+            "reviewed": int(row[0]),
+            "mine": int(row[1]) if reviewer else 0,
+            "discarded": int(row[2]),
+        }
 
     # -- jobs -------------------------------------------------------------------------------
     def start_job(self, kind: str, recipe: dict[str, Any] | None = None) -> str:
