@@ -89,9 +89,9 @@ def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[s
         split=src.split,
         limit=limit or src.limit,
         source_name=src.dataset or Path(src.path or "").name,
+        sink=(sink := store.conversation_sink()),
     )
-    added, existing = store.add_conversations(result.conversations)
-    report = {**result.summary(), "added": added, "already_in_store": existing}
+    report = {**result.summary(), "added": sink.added, "already_in_store": sink.existing}
     store.record_load(src.location, report)
     return report
 

@@ -217,6 +217,21 @@ class Candidate:
         return candidate_key(self.generator_id, self.sample_index)
 
 
+class ConversationSink:
+    """Commits streamed chunks of conversations (see ``Store.conversation_sink``); counts
+    ``added`` (new to the store), ``existing`` (stored by an earlier load) and ``chunks``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.added = 0
+        self.existing = 0
+        self.chunks = 0
+
+    def __call__(self, chunk: list[Conversation]) -> int:
+        """Commit one chunk; returns how many were duplicates of earlier rows of this load."""
+        return self.store._add_chunk(chunk, self)
+
+
 def default_data_dir() -> Path:
     env = os.environ.get("CAPYUI_DATA_DIR")
     if env:
@@ -308,6 +323,47 @@ class Store:
         if batch:
             flush()
         return added, existing
+
+    def conversation_sink(self) -> ConversationSink:
+        """A sink for ``sources.load_source(sink=...)``: commits each chunk in one transaction
+        and de-duplicates across the chunks of one load in a temporary table (on disk, not in
+        Python memory), so a million-row load holds one chunk at a time."""
+        db = self._connection()
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS load_seen (conversation_id TEXT PRIMARY KEY)"
+            " WITHOUT ROWID"
+        )
+        db.execute("DELETE FROM temp.load_seen")
+        return ConversationSink(self)
+
+    def _add_chunk(self, chunk: list[Conversation], sink: ConversationSink) -> int:
+        now = time.time()
+        dups = 0
+        with self._conn() as db:
+            for c in chunk:
+                if not db.execute(
+                    "INSERT OR IGNORE INTO temp.load_seen VALUES (?)", (c.conversation_id,)
+                ).rowcount:
+                    dups += 1
+                    continue
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)",
+                    (
+                        c.conversation_id,
+                        c.source,
+                        json.dumps(c.messages, ensure_ascii=False),
+                        c.original_response,
+                        json.dumps(c.metadata, ensure_ascii=False, default=str),
+                        c.num_turns,
+                        now,
+                    ),
+                )
+                if cur.rowcount:
+                    sink.added += 1
+                else:
+                    sink.existing += 1
+        sink.chunks += 1
+        return dups
 
     @staticmethod
     def _row_to_conversation(row: sqlite3.Row) -> Conversation:

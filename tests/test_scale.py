@@ -261,3 +261,77 @@ def test_judgment_facts_are_written_and_backfilled(tmp_path: Path) -> None:
     )
     row = store.query("SELECT ai_best, ai_second, ai_rated FROM judgments WHERE judge_id='other'")
     assert tuple(row[0]) == (4.0, 2.0, 2)
+
+
+# -- streaming load ---------------------------------------------------------------------------
+def _write_jsonl(path: Path, n: int, dup_every: int = 0) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            k = i - 1 if dup_every and i % dup_every == 0 and i else i
+            conv = [
+                {"input": f"question {k} " + "x" * 200, "output": "answer " + "y" * 200},
+                {"input": f"follow-up {k}", "output": "ok"},
+            ]
+            f.write(json.dumps({"conversation": conv}) + "\n")
+
+
+def _peak_load(tmp_path: Path, n: int, fmt: str) -> tuple[int, Any, Any]:
+    import tracemalloc
+
+    from pipelines.sources import load_source
+
+    src = tmp_path / f"rows-{n}.jsonl"
+    _write_jsonl(src, n)
+    if fmt == "parquet":
+        import pyarrow.json as pj
+        import pyarrow.parquet as pq
+
+        table = pj.read_json(src)
+        src = tmp_path / f"rows-{n}.parquet"
+        pq.write_table(table, src)
+        del table
+    store = Store(tmp_path / f"ws-{fmt}-{n}")
+    sink = store.conversation_sink()
+    tracemalloc.start()
+    result = load_source(str(src), sink=sink, chunk_size=500)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    store.close()
+    return peak, result, sink
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_streaming_load_commits_in_chunks_in_flat_memory(tmp_path: Path, fmt: str) -> None:
+    small_peak, small, small_sink = _peak_load(tmp_path, 3000, fmt)
+    big_peak, big, big_sink = _peak_load(tmp_path, 12000, fmt)
+    assert small.loaded == small_sink.added == 3000 and big.loaded == big_sink.added == 12000
+    assert small.conversations == [] and big.conversations == []
+    assert big_sink.chunks == 24  # committed 500 at a time as read
+    # four times the rows, the same peak (the old load held every conversation: ~4x)
+    assert big_peak < small_peak * 1.5, (small_peak, big_peak)
+    assert Store(tmp_path / f"ws-{fmt}-12000").count_conversations() == 12000
+
+
+def test_streaming_load_dedupes_across_chunks_and_honours_limit(tmp_path: Path) -> None:
+    from pipelines.sources import load_source
+
+    src = tmp_path / "dups.jsonl"
+    _write_jsonl(src, 1000, dup_every=7)  # every 7th row repeats the row before it
+    expected_dups = len([i for i in range(1, 1000) if i % 7 == 0])
+    store = Store(tmp_path / "ws")
+    sink = store.conversation_sink()
+    result = load_source(str(src), sink=sink, chunk_size=3)  # a duplicate often spans chunks
+    assert result.duplicates == expected_dups
+    assert result.loaded == sink.added == store.count_conversations() == 1000 - expected_dups
+    # the same summary as the in-memory load
+    plain = load_source(str(src))
+    assert plain.summary() == result.summary()
+    # loading again: every row is already in the store, none is a duplicate of this load
+    again = store.conversation_sink()
+    result2 = load_source(str(src), sink=again, chunk_size=50)
+    assert again.added == 0 and again.existing == result2.loaded == 1000 - expected_dups
+    # limit counts kept conversations, even when a chunk's tail was a duplicate
+    fresh = Store(tmp_path / "ws2")
+    limited = load_source(str(src), sink=fresh.conversation_sink(), chunk_size=4, limit=20)
+    assert limited.loaded == fresh.count_conversations() == 20
+    assert load_source(str(src), limit=20).summary() == limited.summary()
