@@ -9,6 +9,7 @@ call ``run_recipe``; neither holds engine logic.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -208,6 +209,95 @@ def argilla_stage(
     return result.as_dict()
 
 
+PIPELINE_QUEUE = 256  # conversations waiting for the judge, at most
+JUDGE_BATCH = 4  # conversations one judge worker takes at a time
+
+
+async def generate_and_judge(
+    recipe: Recipe,
+    store: Store,
+    conversations: Sequence[Conversation],
+    progress: ProgressCallback,
+    cancel: threading.Event | None = None,
+) -> tuple[Progress, Progress]:
+    """Generation and judging pipelined: a conversation goes to the judge as soon as all of
+    its candidates are finished, while generation goes on. A bounded queue between them; the
+    judge runs ``judge.concurrency`` workers (each one request at a time, so the judge server
+    sees the concurrency it was given). Every row is committed as before, so a kill at any
+    moment loses nothing and a re-run does only what is missing."""
+    from pipelines.generate import run_generation_async
+    from pipelines.judge import run_judging_async
+
+    assert recipe.judge is not None
+    judge = recipe.judge
+    one_at_a_time = judge.model_copy(update={"concurrency": 1})
+    generator_ids = [g.id for g in recipe.generators]
+    queue: asyncio.Queue[Conversation | None] = asyncio.Queue(PIPELINE_QUEUE)
+    judged = Progress(stage="judge")
+    notes: list[str] = []
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        while True:
+            first = await queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < JUDGE_BATCH and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    queue.put_nowait(None)  # leave the stop for the others... and for us
+                    break
+                batch.append(nxt)
+            p = await run_judging_async(
+                store,
+                one_at_a_time,
+                generator_ids,
+                batch,
+                max_attempts=recipe.generation.max_attempts,
+                cancel=cancel,
+            )
+            judged.total += p.total
+            judged.done += p.done
+            judged.failed += p.failed
+            judged.skipped += p.skipped
+            judged.output_tokens += p.output_tokens
+            if p.message and p.message not in ("finished", "nothing to judge"):
+                notes.append(p.message)
+                judged.message = p.message
+            judged.elapsed_s = time.perf_counter() - start
+            progress(judged)
+
+    workers = [asyncio.create_task(worker()) for _ in range(judge.concurrency)]
+
+    async def ready(conv: Conversation) -> None:
+        await queue.put(conv)
+
+    try:
+        generated = await run_generation_async(
+            store,
+            recipe.generators,
+            conversations,
+            max_attempts=recipe.generation.max_attempts,
+            on_progress=progress,
+            cancel=cancel,
+            on_ready=ready,
+        )
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+    judged.elapsed_s = time.perf_counter() - start
+    cancelled = cancel is not None and cancel.is_set()
+    judged.message = "cancelled" if cancelled else "finished"
+    progress(judged)
+    if notes and not cancelled:
+        judged.message = notes[-1]
+    return generated, judged
+
+
 def run_recipe(
     recipe: Recipe,
     store: Store,
@@ -239,6 +329,7 @@ def run_recipe(
             on_progress(p)
 
     binarized = None
+    pipelined = False
     try:
         for stage in stages:
             if cancel is not None and cancel.is_set():
@@ -257,6 +348,17 @@ def run_recipe(
                             message="finished",
                         )
                     )
+            elif stage == "generate" and "judge" in stages and recipe.judge is not None:
+                # pipelined: the judge starts on each conversation as its candidates finish
+                convs = selected_conversations(store, limit)
+                gen_p, judge_p = asyncio.run(
+                    generate_and_judge(recipe, store, convs, progress, cancel)
+                )
+                summary.results["generate"] = gen_p.as_dict()
+                summary.results["judge"] = judge_p.as_dict()
+                pipelined = True
+            elif stage == "judge" and pipelined:
+                continue
             elif stage == "generate":
                 from pipelines.generate import run_generation
 

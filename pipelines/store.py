@@ -590,13 +590,24 @@ class Store:
             d[k] = json.loads(d[k])
         return d
 
-    def judgment_states(self, judge_id: str) -> dict[str, tuple[str, int, list[str]]]:
-        """``conversation_id -> (status, attempts, candidate_keys)`` for one judge."""
-        rows = self.query(
+    def judgment_states(
+        self, judge_id: str, conversation_ids: Iterable[str] | None = None
+    ) -> dict[str, tuple[str, int, list[str]]]:
+        """``conversation_id -> (status, attempts, candidate_keys)`` for one judge (only
+        ``conversation_ids`` when given: primary-key lookups, for small batches)."""
+        sql = (
             "SELECT conversation_id, status, attempts, candidate_keys FROM judgments"
-            " WHERE judge_id = ?",
-            (judge_id,),
+            " WHERE judge_id = ?"
         )
+        if conversation_ids is None:
+            rows = self.query(sql, (judge_id,))
+        else:
+            wanted = list(conversation_ids)
+            rows = []
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self.query(f"{sql} AND conversation_id IN ({marks})", (judge_id, *chunk))
         return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
 
     def judgment(self, conversation_id: str, judge_id: str | None = None) -> dict[str, Any] | None:
