@@ -171,6 +171,75 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
     return export_local(binarized.result, out, formats=tuple(recipe.export.formats), card=card)
 
 
+def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str, Any]]:
+    """Binarize and export in load-order chunks (issue 13): each chunk's pairs are written to
+    Parquet / JSON Lines as they are decided and dropped, so peak memory is one chunk whatever
+    the number of conversations; the card's statistics are SQL aggregates plus the pair
+    counts gathered on the way. Same files and card as ``binarize_stage`` + ``export_stage``.
+    Returns ``(out_dir, binarize summary)``."""
+    from collections import Counter
+
+    from pipelines.binarize import BinarizeOptions, binarize, collect_chunks
+    from pipelines.publish import CardContext, export_local_stream
+    from pipelines.stats import store_stats
+
+    options = BinarizeOptions.model_validate(recipe.binarize)
+    generator_ids = [g.id for g in recipe.generators]
+    judge_id = recipe.judge.id if recipe.judge else None
+    dropped: Counter[str] = Counter()
+    labels: Counter[tuple[str, str, str]] = Counter()
+
+    def tables() -> Any:
+        for rows in collect_chunks(
+            store, generator_ids=generator_ids, judge_id=judge_id, chunk_rows=EXPORT_CHUNK_ROWS
+        ):
+            result = binarize(rows, options)
+            dropped.update(result.dropped)
+            cols = result.table.select(["chosen_model", "rejected_model", "rating_source"])
+            labels.update(zip(*(c.to_pylist() for c in cols.columns), strict=True))
+            yield result.table
+
+    def pair_labels() -> Any:
+        for (chosen, rejected, source), n in labels.items():
+            for _ in range(n):
+                yield {"chosen_model": chosen, "rejected_model": rejected, "rating_source": source}
+
+    def card(n_rows: int) -> CardContext:
+        counts = store.candidate_counts()
+        judged = store.query(
+            "SELECT COUNT(*) FROM judgments WHERE status = 'done'"
+            + (" AND judge_id = ?" if judge_id else ""),
+            (judge_id,) if judge_id else (),
+        )[0][0]
+        reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+        return CardContext(
+            dataset_name=recipe.export.dataset_name or recipe.name,
+            recipe=recipe.to_dict(),
+            load_reports=store.load_reports(),
+            stage_counts={
+                "conversations": store.count_conversations(),
+                "candidates generated": sum(c["done"] for c in counts.values()),
+                "candidates failed": sum(c["failed"] for c in counts.values()),
+                "conversations judged": int(judged),
+                "conversations reviewed": int(reviewed),
+            },
+            stats=store_stats(
+                store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
+            ),
+            generator_models=[g.display_name() for g in recipe.generators],
+            judge_model=recipe.judge.display_name() if recipe.judge else None,
+            dropped=dict(dropped),
+            strategy=str(recipe.binarize.get("strategy", "best-vs-worst")),
+            repo_id=recipe.publish.repo_id,
+            reviewed=int(reviewed),
+        )
+
+    out, n_pairs = export_local_stream(
+        tables(), export_dir_for(recipe, store), formats=tuple(recipe.export.formats), card=card
+    )
+    return out, {"pairs": n_pairs, "dropped": dict(dropped)}
+
+
 def publish_stage(recipe: Recipe, out_dir: Path) -> str:
     from pipelines.publish import push_to_hub
 
@@ -209,6 +278,7 @@ def argilla_stage(
     return result.as_dict()
 
 
+EXPORT_CHUNK_ROWS = 5000  # conversations binarized and written at a time by a streamed export
 PIPELINE_QUEUE = 256  # conversations waiting for the judge, at most
 JUDGE_BATCH = 4  # conversations one judge worker takes at a time
 
@@ -390,20 +460,19 @@ def run_recipe(
                 summary.results["judge"] = p.as_dict()
             elif stage in ("push-argilla", "pull-argilla"):
                 summary.results[stage] = argilla_stage(stage, recipe, store, progress, cancel)
+            elif stage == "binarize" and ("export" in stages or "publish" in stages):
+                continue  # streamed together with the export, chunk by chunk
             elif stage == "binarize":
                 binarized, summary.results["binarize"] = binarize_stage(recipe, store)
             elif stage == "export":
-                if binarized is None:
-                    binarized, summary.results["binarize"] = binarize_stage(recipe, store)
-                out = export_stage(recipe, store, binarized)
+                out, summary.results["binarize"] = export_stage_streamed(recipe, store)
                 summary.export_dir = str(out)
-                summary.results["export"] = {"out": str(out), "pairs": binarized.num_pairs}
+                pairs = summary.results["binarize"]["pairs"]
+                summary.results["export"] = {"out": str(out), "pairs": pairs}
             elif stage == "publish":
                 out = Path(summary.export_dir) if summary.export_dir else None
                 if out is None:
-                    if binarized is None:
-                        binarized, summary.results["binarize"] = binarize_stage(recipe, store)
-                    out = export_stage(recipe, store, binarized)
+                    out, summary.results["binarize"] = export_stage_streamed(recipe, store)
                     summary.export_dir = str(out)
                 summary.published = publish_stage(recipe, out)
                 summary.results["publish"] = {"url": summary.published}

@@ -583,6 +583,40 @@ class Store:
                     (now, conversation_id, judge_id),
                 )
 
+    CANDIDATE_COLUMNS = (
+        "conversation_id, generator_id, sample_index, model, params, status, text, prompt_tokens,"
+        " completion_tokens, latency_s, finish_reason, error, attempts, updated_at"
+    )
+    JUDGMENT_COLUMNS = (
+        "conversation_id, judge_id, model, status, candidate_keys, ratings, rationales,"
+        " order_shown, seed, raw_output, error, attempts, updated_at"
+    )
+
+    def import_candidates(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Bulk insert of candidate rows (tuples in ``CANDIDATE_COLUMNS`` order) in one
+        transaction, keeping rows already stored: for imports and benchmarks."""
+        sql = (
+            f"INSERT OR IGNORE INTO candidates ({self.CANDIDATE_COLUMNS})"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        with self._conn() as db:
+            return db.executemany(sql, rows).rowcount
+
+    def import_judgments(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Bulk insert of judgment rows (tuples in ``JUDGMENT_COLUMNS`` order, ratings as JSON)
+        in one transaction, with the AI facts the review filters read; keeps stored rows."""
+        sql = (
+            f"INSERT OR IGNORE INTO judgments ({self.JUDGMENT_COLUMNS}, ai_best, ai_second,"
+            " ai_rated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )
+
+        def with_facts() -> Iterator[tuple[Any, ...]]:
+            for row in rows:
+                yield (*row, *rating_facts(json.loads(row[5])))
+
+        with self._conn() as db:
+            return db.executemany(sql, with_facts()).rowcount
+
     @staticmethod
     def _judgment_row(r: sqlite3.Row) -> dict[str, Any]:
         d = dict(r)
@@ -886,6 +920,66 @@ class Store:
             "mine": int(row[1]) if reviewer else 0,
             "discarded": int(row[2]),
         }
+
+    # -- Results statistics (issue 13: SQL aggregates, no Python pass over conversations) ------
+    def _stats_judgment(self, judge_id: str | None) -> tuple[str, list[Any]]:
+        """Join condition of the done judgment the statistics read (as ``binarize.collect``)."""
+        if judge_id is not None:
+            return (
+                "j.conversation_id = c.conversation_id AND j.judge_id = ? AND j.status = 'done'",
+                [judge_id],
+            )
+        return (
+            "j.rowid = (SELECT j2.rowid FROM judgments j2 WHERE j2.conversation_id ="
+            " c.conversation_id AND j2.status = 'done' ORDER BY j2.updated_at DESC,"
+            " j2.rowid DESC LIMIT 1)",
+            [],
+        )
+
+    def rating_histogram(
+        self, generator_ids: list[str] | None = None, judge_id: str | None = None
+    ) -> list[tuple[str, str, int | None, int, float | None]]:
+        """``(generator_id, model, bucket 1..5 or None, candidates, sum of ratings)`` over every
+        done candidate and the AI rating its judgment gave it (None: not rated); one GROUP BY."""
+        gens = list(generator_ids or [])
+        judged, params = self._stats_judgment(judge_id)
+        gen_sql = f" AND c.generator_id IN ({','.join('?' * len(gens))})" if gens else ""
+        rated = "a.type IN ('integer', 'real')"
+        sql = (
+            "SELECT c.generator_id, c.model,"
+            f" CASE WHEN {rated} THEN MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))) END AS b,"
+            f" COUNT(*), SUM(CASE WHEN {rated} THEN a.value END)"
+            f" FROM candidates c LEFT JOIN judgments j ON {judged}"
+            " LEFT JOIN json_each(j.candidate_keys) k"
+            "  ON k.value = c.generator_id || '/' || c.sample_index"
+            " LEFT JOIN json_each(j.ratings) a ON a.key = k.key"
+            f" WHERE c.status = 'done' AND c.text IS NOT NULL{gen_sql}"
+            " GROUP BY c.generator_id, c.model, b"
+        )
+        return [tuple(r) for r in self._connection().execute(sql, [*params, *gens])]
+
+    def rated_by_both(
+        self, generator_ids: list[str] | None = None, judge_id: str | None = None
+    ) -> list[tuple[str, str, str, str, str, float, float]]:
+        """Every (candidate, reviewer) rated by the judge and a human: ``(conversation_id,
+        candidate_key, generator_id, model, reviewer, ai, human)``; driven by the reviews."""
+        gens = list(generator_ids or [])
+        judged, params = self._stats_judgment(judge_id)
+        gen_sql = f" AND c.generator_id IN ({','.join('?' * len(gens))})" if gens else ""
+        sql = (
+            "SELECT r.conversation_id, h.key, c.generator_id, c.model, r.reviewer, a.value,"
+            " CAST(h.value AS REAL)"
+            " FROM reviews r, json_each(r.ratings) h"
+            " JOIN candidates c ON c.conversation_id = r.conversation_id"
+            "  AND c.generator_id || '/' || c.sample_index = h.key"
+            f"  AND c.status = 'done' AND c.text IS NOT NULL{gen_sql}"
+            f" JOIN judgments j ON {judged}"
+            " JOIN json_each(j.candidate_keys) k ON k.value = h.key"
+            " JOIN json_each(j.ratings) a ON a.key = k.key"
+            " WHERE a.type IN ('integer', 'real') AND h.type != 'null'"
+            " ORDER BY r.updated_at, r.rowid"
+        )
+        return [tuple(r) for r in self._connection().execute(sql, [*gens, *params])]
 
     # -- jobs -------------------------------------------------------------------------------
     def start_job(self, kind: str, recipe: dict[str, Any] | None = None) -> str:

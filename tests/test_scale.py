@@ -335,3 +335,122 @@ def test_streaming_load_dedupes_across_chunks_and_honours_limit(tmp_path: Path) 
     limited = load_source(str(src), sink=fresh.conversation_sink(), chunk_size=4, limit=20)
     assert limited.loaded == fresh.count_conversations() == 20
     assert load_source(str(src), limit=20).summary() == limited.summary()
+
+
+# -- Results statistics in SQL ----------------------------------------------------------------
+@pytest.mark.parametrize("seed", [1, 4])
+def test_store_stats_match_compute_stats_over_collect(tmp_path: Path, seed: int) -> None:
+    from pipelines.binarize import BinarizeOptions, binarize, collect
+    from pipelines.stats import compute_stats, store_stats
+
+    store = build_fixture_store(tmp_path / "ws", seed)
+    for gens, judge in ((None, None), (["g1", "g2"], "judge"), (None, "judge2")):
+        rows = collect(store, generator_ids=gens, judge_id=judge)
+        pairs = binarize(rows, BinarizeOptions()).pairs
+        want = compute_stats(rows, pairs)
+        got = store_stats(store, generator_ids=gens, judge_id=judge, pairs=pairs)
+        assert got["agreement"]["n"] == want["agreement"]["n"] > 0
+        assert got["agreement"] == pytest.approx(want["agreement"])
+        assert got["pairs"] == want["pairs"] and got["rating_source"] == want["rating_source"]
+        assert [m["model"] for m in got["models"]] == [m["model"] for m in want["models"]]
+        for g, w in zip(got["models"], want["models"], strict=True):
+            assert g == pytest.approx(w), (gens, judge)
+
+
+# -- streamed binarize + export ---------------------------------------------------------------
+def _bulk_store(path: Path, n: int, seed: int = 3) -> Store:
+    import time as _time
+
+    rng = random.Random(seed)
+    store = Store(path)
+    convs = [
+        Conversation(
+            messages=[{"role": "user", "content": f"question {i} " + "w" * rng.randint(5, 200)}]
+        )
+        for i in range(n)
+    ]
+    store.add_conversations(convs)
+    now = _time.time()
+    cands, judgs = [], []
+    for c in convs:
+        keys = []
+        for g in ("gen-a", "gen-b", "gen-c"):
+            text = f"{g} says " + "z" * rng.randint(10, 300)
+            cands.append((c.conversation_id, g, 0, "m-" + g, "{}", "done", text, 1, 1, 0.1,
+                          "stop", None, 1, now))  # fmt: skip
+            keys.append(f"{g}/0")
+        ratings = [rng.choice([1, 2, 3, 4, 5, None]) for _ in keys]
+        judgs.append((c.conversation_id, "judge", "jm", "done", json.dumps(keys),
+                      json.dumps(ratings), json.dumps(["r"] * 3), json.dumps([0, 1, 2]), 0,
+                      None, None, 1, now))  # fmt: skip
+    store.import_candidates(cands)
+    store.import_judgments(judgs)
+    for c in rng.sample(convs, n // 10):
+        store.put_review(c.conversation_id, "alice", "ui", ratings={"gen-a/0": 5, "gen-b/0": 1})
+    return store
+
+
+def _export_recipe(out: Path, formats: list[str]) -> Any:
+    from pipelines.recipe import Recipe
+
+    return Recipe.model_validate(
+        {
+            "name": "scale",
+            "source": {"path": "unused.jsonl"},
+            "generators": [{"id": g, "backend": "original"} for g in ("gen-a", "gen-b", "gen-c")],
+            "judge": {"id": "judge", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                      "model": "jm"},
+            "export": {"formats": formats, "out": str(out)},
+        }
+    )  # fmt: skip
+
+
+def test_streamed_export_writes_the_same_files_as_the_in_memory_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    from pipelines import run
+
+    monkeypatch.setattr(run, "EXPORT_CHUNK_ROWS", 97)  # many chunks, a ragged last one
+    store = _bulk_store(tmp_path / "ws", 1000)
+    fmts = ["parquet", "jsonl"]
+    old_recipe = _export_recipe(tmp_path / "old", fmts)
+    binarized, summary = run.binarize_stage(old_recipe, store)
+    old = run.export_stage(old_recipe, store, binarized)
+    new, new_summary = run.export_stage_streamed(_export_recipe(tmp_path / "new", fmts), store)
+    assert new_summary == summary and summary["pairs"] > 300
+    stem = "data/train-00000-of-00001"
+    assert pq.read_table(new / f"{stem}.parquet").equals(pq.read_table(old / f"{stem}.parquet"))
+    assert pq.ParquetFile(new / f"{stem}.parquet").num_row_groups > 5  # written as decided
+    assert (new / f"{stem}.jsonl").read_bytes() == (old / f"{stem}.jsonl").read_bytes()
+    card_old = (old / "README.md").read_text().replace(str(tmp_path / "old"), "OUT")
+    card_new = (new / "README.md").read_text().replace(str(tmp_path / "new"), "OUT")
+    assert card_new == card_old
+    # the recipe run takes the streamed path
+    summary_run = run.run_recipe(
+        _export_recipe(tmp_path / "run", ["parquet"]), store, stages=["binarize", "export"]
+    )
+    assert summary_run.status == "done", summary_run.error
+    assert summary_run.results["binarize"] == summary
+
+
+def test_streamed_export_memory_is_flat_in_n(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    from pipelines import run
+
+    monkeypatch.setattr(run, "EXPORT_CHUNK_ROWS", 250)
+    peaks = []
+    for n in (1000, 4000):
+        store = _bulk_store(tmp_path / f"ws{n}", n)
+        tracemalloc.start()
+        _, summary = run.export_stage_streamed(
+            _export_recipe(tmp_path / f"out{n}", ["parquet"]), store
+        )
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert summary["pairs"] > n // 3
+    assert peaks[1] < peaks[0] * 1.5, peaks  # four times the conversations, the same peak
