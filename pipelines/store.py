@@ -132,7 +132,8 @@ MIGRATIONS: list[str] = [
         ai_second = (SELECT value FROM json_each(judgments.ratings)
                      WHERE type IN ('integer', 'real') ORDER BY value DESC LIMIT 1 OFFSET 1)
     WHERE json_valid(ratings);
-    CREATE INDEX IF NOT EXISTS judgments_ai ON judgments (judge_id, ai_best, ai_second);
+    CREATE INDEX IF NOT EXISTS judgments_ai
+        ON judgments (judge_id, ai_best, ai_second, conversation_id);
     CREATE INDEX IF NOT EXISTS candidates_done ON candidates (conversation_id, generator_id)
         WHERE status = 'done';
     CREATE INDEX IF NOT EXISTS candidates_updated ON candidates (updated_at);
@@ -771,6 +772,9 @@ class Store:
         elif filter == "ai_tie":
             cond, cond_params = "j.ai_rated >= 2 AND j.ai_second = j.ai_best", []
         elif filter == "disagreement":
+            # only reviewed conversations can disagree: drive from the reviews (they grow with
+            # human work, not with the store), then sort the few matches into load order
+            where = "c.conversation_id IN (SELECT r0.conversation_id FROM reviews r0) AND " + where
             # some human rating >= 2 points from the AI's rating of the same candidate, or the
             # human's chosen candidate rated below the AI's best
             cond = (
@@ -839,7 +843,31 @@ class Store:
         where, params = self._queue_where(
             filter, generator_ids, judge_id, reviewer, low_threshold, review_source
         )
-        sql = f"SELECT COUNT(*) FROM conversations c WHERE {where}"
+        # drive the count from the few rows that can match: the judge's index range for the
+        # AI filters, the reviews for disagreement; the per-conversation tests then apply
+        if filter in ("low_ai", "ai_tie") and judge_id:
+            match = (
+                "(j0.ai_best IS NULL OR j0.ai_best <= ?)"
+                if filter == "low_ai"
+                else "j0.ai_second = j0.ai_best"
+            )
+            driver = (
+                "SELECT j0.conversation_id FROM judgments j0 INDEXED BY judgments_ai"
+                f" WHERE j0.judge_id = ? AND {match}"
+            )
+            driver_params: list[Any] = [judge_id] + (
+                [float(low_threshold)] if filter == "low_ai" else []
+            )
+        else:
+            driver, driver_params = "", []
+        if driver:
+            sql = (
+                f"SELECT COUNT(*) FROM ({driver}) m JOIN conversations c"
+                f" ON c.conversation_id = m.conversation_id WHERE {where}"
+            )
+            params = driver_params + params
+        else:
+            sql = f"SELECT COUNT(*) FROM conversations c WHERE {where}"
         return int(self._connection().execute(sql, params).fetchone()[0])
 
     def explain_review_queue(self, filter: str, **kwargs: Any) -> list[str]:
