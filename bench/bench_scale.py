@@ -46,6 +46,7 @@ WORDS = (
     "paper window market silver engine bridge letter winter summer castle planet"
 ).split()
 GENS = ["gen-a", "gen-b"]
+LEGACY_MAX = 10**9  # above this N, skip measurements that hold every conversation in memory
 JUDGE = "judge"
 
 
@@ -205,11 +206,12 @@ def child_results(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         stats.store_stats(store, generator_ids=GENS, judge_id=JUDGE)
         out["results stats (SQL)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    rows = collect(store, generator_ids=GENS, judge_id=JUDGE)
-    result = binarize(rows, BinarizeOptions())
-    stats.compute_stats(rows, result.pairs)
-    out["results (collect+binarize+stats)"] = time.perf_counter() - t
+    if args.n <= args.legacy_max:  # every conversation in memory: skipped at 1M (RSS)
+        t = time.perf_counter()
+        rows = collect(store, generator_ids=GENS, judge_id=JUDGE)
+        result = binarize(rows, BinarizeOptions())
+        stats.compute_stats(rows, result.pairs)
+        out["results (collect+binarize+stats)"] = time.perf_counter() - t
     out["rss_mb"] = rss_mb()
     return out
 
@@ -248,7 +250,8 @@ CHILDREN = {
 
 def run_child(task: str, code: Path, n: int, data: Path, ws: Path, reps: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", task, "--code", str(code), "--n", str(n),
-           "--data", str(data), "--ws", str(ws), "--reps", str(reps)]  # fmt: skip
+           "--data", str(data), "--ws", str(ws), "--reps", str(reps),
+           "--legacy-max", str(LEGACY_MAX)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -309,6 +312,13 @@ def main() -> None:
     ap.add_argument("--export-max", type=int, default=10**9, help="skip export above this N")
     ap.add_argument("--results-max", type=int, default=10**9, help="skip results above this N")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces")
+    ap.add_argument(
+        "--legacy-max",
+        type=int,
+        default=10**9,
+        help="skip the in-memory Results path (collect+binarize+stats) above this N",
+    )
+    ap.add_argument("--sides", default="ours,before", help="which code to run: ours,before")
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -322,7 +332,12 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    sides = [("ours", ROOT)] + ([("before", args.before)] if args.before else [])
+    global LEGACY_MAX
+    LEGACY_MAX = args.legacy_max
+    wanted = args.sides.split(",")
+    sides = [("ours", ROOT)] if "ours" in wanted else []
+    if args.before and "before" in wanted:
+        sides.append(("before", args.before))
     results: dict[tuple[str, int], dict[str, Any]] = {}
     bare: dict[int, dict[str, Any]] = {}
     for n in sizes:

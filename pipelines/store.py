@@ -186,6 +186,23 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - installed with gradio, pinned in requirements.txt
+    _orjson = None  # type: ignore[assignment]
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of stored messages / metadata: orjson where it can (a bulk load spends much
+    of its time here), else the json module (non-str keys, lone surrogates...)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value, default=str).decode("utf-8")
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def rating_facts(ratings: Iterable[Any]) -> tuple[float | None, float | None, int]:
     """``(best, second best, how many rated)`` of a judgment's ratings (nulls skipped); a tie
     at the top is ``rated >= 2 and second == best``. Kept on the judgment row for the review
@@ -338,33 +355,48 @@ class Store:
         return ConversationSink(self)
 
     def _add_chunk(self, chunk: list[Conversation], sink: ConversationSink) -> int:
+        """One transaction per chunk, statements batched (executemany): the ids seen earlier in
+        this load are duplicates; the rest are inserted unless already stored."""
         now = time.time()
-        dups = 0
         with self._conn() as db:
-            for c in chunk:
-                if not db.execute(
-                    "INSERT OR IGNORE INTO temp.load_seen VALUES (?)", (c.conversation_id,)
-                ).rowcount:
-                    dups += 1
-                    continue
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)",
+            ids = [c.conversation_id for c in chunk]
+            seen: set[str] = set()
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                seen.update(
+                    r[0]
+                    for r in db.execute(
+                        "SELECT conversation_id FROM temp.load_seen WHERE conversation_id IN"
+                        f" ({','.join('?' * len(part))})",
+                        part,
+                    )
+                )
+            fresh = [c for c in chunk if c.conversation_id not in seen]
+            db.executemany(
+                "INSERT OR IGNORE INTO temp.load_seen VALUES (?)",
+                ((c.conversation_id,) for c in fresh),
+            )
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)",
+                (
                     (
                         c.conversation_id,
                         c.source,
-                        json.dumps(c.messages, ensure_ascii=False),
+                        _dumps(c.messages),
                         c.original_response,
-                        json.dumps(c.metadata, ensure_ascii=False, default=str),
+                        _dumps(c.metadata),
                         c.num_turns,
                         now,
-                    ),
-                )
-                if cur.rowcount:
-                    sink.added += 1
-                else:
-                    sink.existing += 1
+                    )
+                    for c in fresh
+                ),
+            )
+            added = db.total_changes - before
+        sink.added += added
+        sink.existing += len(fresh) - added
         sink.chunks += 1
-        return dups
+        return len(chunk) - len(fresh)
 
     @staticmethod
     def _row_to_conversation(row: sqlite3.Row) -> Conversation:

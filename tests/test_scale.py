@@ -458,3 +458,38 @@ def test_streamed_export_memory_is_flat_in_n(
         tracemalloc.stop()
         assert summary["pairs"] > n // 3
     assert peaks[1] < peaks[0] * 1.5, peaks  # four times the conversations, the same peak
+
+
+def test_conversation_ids_are_unchanged_by_the_fast_encoder() -> None:
+    import hashlib
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pipelines.types import conversation_id_for
+
+    def reference(messages: list[dict[str, str]]) -> str:
+        canonical = json.dumps(
+            [[m["role"], m["content"]] for m in messages],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+
+    text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["user", "assistant", "system"]), text), max_size=4))
+    def check(pairs: list[tuple[str, str]]) -> None:
+        messages = [{"role": r, "content": c} for r, c in pairs]
+        assert conversation_id_for(messages) == reference(messages)
+
+    check()
+    for special in ["\x00\x1f\x7f", "\u2028\u2029", '"\\/', "\b\f\n\r\t", "é漢🙂"]:
+        messages = [{"role": "user", "content": special}]
+        assert conversation_id_for(messages) == reference(messages)
+    lone = [{"role": "user", "content": "\ud83d"}]  # as before: not encodable, same error
+    with pytest.raises(UnicodeEncodeError):
+        reference(lone)
+    with pytest.raises(UnicodeEncodeError):
+        conversation_id_for(lone)
