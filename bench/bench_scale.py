@@ -217,8 +217,8 @@ def child_results(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_export(args: argparse.Namespace) -> dict[str, Any]:
+    from pipelines import run
     from pipelines.recipe import Recipe
-    from pipelines.run import binarize_stage, export_stage
     from pipelines.store import Store
 
     store = Store(args.ws)
@@ -233,8 +233,11 @@ def child_export(args: argparse.Namespace) -> dict[str, Any]:
         }
     )  # fmt: skip
     t = time.perf_counter()
-    binarized, res = binarize_stage(recipe, store)
-    export_stage(recipe, store, binarized)
+    if hasattr(run, "export_stage_streamed"):  # streamed, chunk by chunk (issue 13)
+        _, res = run.export_stage_streamed(recipe, store)
+    else:
+        binarized, res = run.binarize_stage(recipe, store)
+        run.export_stage(recipe, store, binarized)
     return {"s": time.perf_counter() - t, "pairs": res["pairs"], "rss_mb": rss_mb()}
 
 

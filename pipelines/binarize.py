@@ -224,8 +224,10 @@ def collect(
     several generators present share that model name.
     """
     q = store.query
-    cand_sql, cand_params = _in_clause("generator_id", generator_ids)
-    # one chunk of conversations (collect_chunks): every query keyed by their ids
+    # one chunk of conversations (collect_chunks): every query keyed by their ids (the unary
+    # + keeps SQLite from walking the whole generator through its index instead)
+    gen_col = "generator_id" if conversation_ids is None else "+generator_id"
+    cand_sql, cand_params = _in_clause(gen_col, generator_ids)
     ids_sql, ids_params = _in_clause("conversation_id", conversation_ids)
     if conversation_ids is not None and not conversation_ids:
         return []

@@ -921,12 +921,11 @@ class Store:
     def _candidates_marker(self) -> tuple[Any, ...]:
         """Changes whenever a candidate row is written (any process): the newest write time
         (indexed) and the row count bound."""
-        row = (
-            self._connection()
-            .execute("SELECT MAX(updated_at), MAX(rowid) FROM candidates")
-            .fetchone()
-        )
-        return (row[0], row[1])
+        db = self._connection()
+        # two statements: SQLite answers a lone MAX() from the index end, a pair by a scan
+        newest = db.execute("SELECT MAX(updated_at) FROM candidates").fetchone()[0]
+        last = db.execute("SELECT MAX(rowid) FROM candidates").fetchone()[0]
+        return (newest, last)
 
     def count_reviewable(self, generator_ids: list[str] | None = None) -> int:
         """Conversations with at least one done candidate (of ``generator_ids``): a scan of the
