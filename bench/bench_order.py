@@ -8,8 +8,8 @@ of one model (SmolLM2 GGUF, temperature 0.7 and 1.0) on ONE llama.cpp server (ll
 started here on 127.0.0.1 with its log on). Sides, alternating rounds:
 
 * bare: an asyncio ``openai`` client that sends both requests of a conversation back to back,
-  conversation by conversation (2 in flight);
-* capyui: ``run_generation`` with the two generators (concurrency 1 each), a fresh store;
+  conversation by conversation (2 x ``--concurrency`` in flight);
+* capyui: ``run_generation`` with the two generators (``--concurrency`` each), a fresh store;
 * before (with ``--before DIR``): the same job with DIR's ``pipelines`` (e.g. main).
 
 Reported: median wall time, the ratio bare / side (goal >= 0.95: no slower than the bare client)
@@ -75,11 +75,11 @@ def evaluated(log: Path, start: int) -> int:
     return sum(int(m) for m in EVAL.findall(text))
 
 
-async def bare(url: str, convs: list[dict], max_tokens: int) -> float:
+async def bare(url: str, convs: list[dict], max_tokens: int, conc: int = 1) -> float:
     import openai
 
     client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=600)
-    sem = asyncio.Semaphore(2)
+    sem = asyncio.Semaphore(conc * len(SETTINGS))
 
     async def one(c: dict, temp: float) -> None:
         async with sem:
@@ -107,10 +107,10 @@ from pipelines.generate import run_generation
 from pipelines.store import Store
 from pipelines.types import Conversation
 url, max_tokens, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-SETTINGS = json.loads(sys.argv[4])
+SETTINGS, conc = json.loads(sys.argv[4]), int(sys.argv[5])
 convs = [Conversation(messages=c["messages"], source="sharegpt") for c in json.load(open(path))]
 gens = [GeneratorConfig(id=f"t{i}", backend="openai", base_url=url, model="smollm2",
-        temperature=t, max_tokens=max_tokens, seed=7, concurrency=1, max_retries=0,
+        temperature=t, max_tokens=max_tokens, seed=7, concurrency=conc, max_retries=0,
         timeout_s=600) for i, t in enumerate(SETTINGS)]
 with tempfile.TemporaryDirectory() as d:
     store = Store(d)
@@ -123,9 +123,18 @@ print(secs)
 """
 
 
-def job(code: Path, url: str, max_tokens: int, data: Path) -> float:
+def job(code: Path, url: str, max_tokens: int, data: Path, conc: int) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", JOB, url, str(max_tokens), str(data), json.dumps(SETTINGS)],
+        [
+            sys.executable,
+            "-c",
+            JOB,
+            url,
+            str(max_tokens),
+            str(data),
+            json.dumps(SETTINGS),
+            str(conc),
+        ],
         env={**os.environ, "PYTHONPATH": str(code)},
         capture_output=True,
         text=True,
@@ -141,6 +150,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-chars", type=int, default=6000)
     ap.add_argument("--before", type=Path)
+    ap.add_argument(
+        "--concurrency", type=int, default=4, help="per generator (the bare client: x2)"
+    )
     args = ap.parse_args()
     convs = sharegpt_conversations(args.conversations, args.max_chars)
     tmp = Path(tempfile.mkdtemp())
@@ -160,10 +172,10 @@ def main() -> None:
             for name in sides:
                 mark = log.stat().st_size
                 if name == "bare":
-                    secs = asyncio.run(bare(url, convs, args.max_tokens))
+                    secs = asyncio.run(bare(url, convs, args.max_tokens, args.concurrency))
                 else:
                     code = ROOT if name == "capyui" else args.before
-                    secs = job(code, url, args.max_tokens, data)
+                    secs = job(code, url, args.max_tokens, data, args.concurrency)
                 sides[name].append((secs, evaluated(log, mark)))
                 print(f"  {name}: {secs:.1f}s, {sides[name][-1][1]} prompt tokens", flush=True)
     finally:
