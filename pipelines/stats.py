@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -172,6 +173,12 @@ def store_stats(
     binarize run) add the chosen / rejected / win-rate columns, as in ``compute_stats``."""
     from pipelines.binarize import model_labels
 
+    cache_key = None
+    if pairs == ():  # the Results page's first look: reused until the store changes
+        cache_key = (tuple(generator_ids or ()), judge_id, store.change_marker())
+        cached = store.__dict__.get("_stats_cache")
+        if cached is not None and cached[0] == cache_key:
+            return copy.deepcopy(cached[1])
     hist_rows = store.rating_histogram(generator_ids, judge_id)
     label = model_labels({(gen, model) for gen, model, *_ in hist_rows})
     hist: dict[str, dict[str, int]] = {}
@@ -223,9 +230,12 @@ def store_stats(
         ],
         columns=["conversation_id", "candidate_key", "model", "reviewer", "ai", "human"],
     )
-    return {
+    out = {
         "models": models,
         "agreement": _agreement_of(df),
         "pairs": n_pairs,
         "rating_source": sources,
     }
+    if cache_key is not None:
+        store.__dict__["_stats_cache"] = (cache_key, copy.deepcopy(out))
+    return out

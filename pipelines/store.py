@@ -138,6 +138,8 @@ MIGRATIONS: list[str] = [
         WHERE status = 'done';
     CREATE INDEX IF NOT EXISTS candidates_updated ON candidates (updated_at);
     CREATE INDEX IF NOT EXISTS reviews_reviewer ON reviews (reviewer, source);
+    CREATE INDEX IF NOT EXISTS judgments_updated ON judgments (updated_at);
+    CREATE INDEX IF NOT EXISTS reviews_updated ON reviews (updated_at);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -926,6 +928,16 @@ class Store:
         newest = db.execute("SELECT MAX(updated_at) FROM candidates").fetchone()[0]
         last = db.execute("SELECT MAX(rowid) FROM candidates").fetchone()[0]
         return (newest, last)
+
+    def change_marker(self) -> tuple[Any, ...]:
+        """Changes whenever a candidate, judgment or review is written (by any process): each
+        table's newest write time and last rowid, every one read from an index end."""
+        db = self._connection()
+        out: list[Any] = list(self._candidates_marker())
+        for table in ("judgments", "reviews"):
+            out.append(db.execute(f"SELECT MAX(updated_at) FROM {table}").fetchone()[0])
+            out.append(db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0])
+        return tuple(out)
 
     def count_reviewable(self, generator_ids: list[str] | None = None) -> int:
         """Conversations with at least one done candidate (of ``generator_ids``): a scan of the

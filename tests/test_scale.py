@@ -493,3 +493,18 @@ def test_conversation_ids_are_unchanged_by_the_fast_encoder() -> None:
         reference(lone)
     with pytest.raises(UnicodeEncodeError):
         conversation_id_for(lone)
+
+
+def test_store_stats_are_reused_until_the_store_changes(tmp_path: Path) -> None:
+    from pipelines.stats import store_stats
+
+    store = build_fixture_store(tmp_path / "ws", 2, n=40)
+    first = store_stats(store, judge_id="judge")
+    calls = []
+    real = store.rating_histogram
+    store.rating_histogram = lambda *a: calls.append(a) or real(*a)  # type: ignore[method-assign]
+    assert store_stats(store, judge_id="judge") == first and calls == []  # cached
+    cid = store.conversation_ids()[0]
+    store.put_review(cid, "zed", "ui", ratings={"g1/0": 1})
+    store_stats(store, judge_id="judge")
+    assert len(calls) == 1  # a review was written: recomputed
