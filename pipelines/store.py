@@ -349,6 +349,10 @@ class Store:
         and de-duplicates across the chunks of one load in a temporary table (on disk, not in
         Python memory), so a million-row load holds one chunk at a time."""
         db = self._connection()
+        # ids arrive in hash order: a bounded 64 MB page cache keeps the two id indexes
+        # (conversations, load_seen) mostly in memory at a million rows
+        db.execute("PRAGMA main.cache_size = -65536")
+        db.execute("PRAGMA temp.cache_size = -32768")
         db.execute(
             "CREATE TEMP TABLE IF NOT EXISTS load_seen (conversation_id TEXT PRIMARY KEY)"
             " WITHOUT ROWID"
