@@ -95,11 +95,8 @@ def build_store(data_dir: Path, n: int, k: int) -> float:
                 now,
             )
         )
-    db = store._connection()
-    db.execute("BEGIN")
-    db.executemany("INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", cand_rows)
-    db.executemany("INSERT INTO judgments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", judg_rows)
-    db.execute("COMMIT")
+    store.import_candidates(cand_rows)
+    store.import_judgments(judg_rows)
     store.close()
     return time.perf_counter() - t0
 

@@ -125,15 +125,17 @@ def cmd_load(args: argparse.Namespace) -> int:
             raise CliError(f"--column takes logical=actual, got '{spec}'")
         k, v = spec.split("=", 1)
         columns[k] = v
+    store = _store(args)
+    sink = store.conversation_sink()  # streamed: one chunk in memory at a time
     result = load_source(
         args.source,
         format=args.format,
         columns=columns or None,
         split=args.split,
         limit=args.limit,
+        sink=sink,
     )
-    store = _store(args)
-    added, existing = store.add_conversations(result.conversations)
+    added, existing = sink.added, sink.existing
     report = {**result.summary(), "added": added, "already_in_store": existing}
     store.record_load(args.source, report)
     if args.json:

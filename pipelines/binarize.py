@@ -171,8 +171,49 @@ def model_labels(generators: Iterable[tuple[str, str]]) -> dict[tuple[str, str],
     }
 
 
+def collect_chunks(
+    store: Store,
+    *,
+    generator_ids: list[str] | None = None,
+    judge_id: str | None = None,
+    chunk_rows: int = 5000,
+) -> Iterator[list[JudgedConversation]]:
+    """``collect`` in load-order chunks of ``chunk_rows`` conversations (issue 13: streaming
+    binarize/export hold one chunk at a time). Model labels are computed once over the whole
+    store, so every chunk labels a model as ``collect`` would."""
+    cand_sql, cand_params = _in_clause("generator_id", generator_ids)
+    pairs = store.query(
+        "SELECT DISTINCT generator_id, model FROM candidates"
+        " WHERE status = 'done' AND text IS NOT NULL" + cand_sql,
+        cand_params,
+    )
+    labels = model_labels({(g, m) for g, m in pairs})
+    after = -1
+    while True:
+        rows = store.query(
+            "SELECT rowid, conversation_id FROM conversations WHERE rowid > ?"
+            " ORDER BY rowid LIMIT ?",
+            (after, int(chunk_rows)),
+        )
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield collect(
+            store,
+            generator_ids=generator_ids,
+            judge_id=judge_id,
+            conversation_ids=[r[1] for r in rows],
+            labels=labels,
+        )
+
+
 def collect(
-    store: Store, *, generator_ids: list[str] | None = None, judge_id: str | None = None
+    store: Store,
+    *,
+    generator_ids: list[str] | None = None,
+    judge_id: str | None = None,
+    conversation_ids: list[str] | None = None,
+    labels: dict[tuple[str, str], str] | None = None,
 ) -> list[JudgedConversation]:
     """Every stored conversation (load order) with its done candidates, the done judgment of
     ``judge_id`` (or, without one, the most recent done judgment) and its reviews.
@@ -183,15 +224,21 @@ def collect(
     several generators present share that model name.
     """
     q = store.query
-    cand_sql, cand_params = _in_clause("generator_id", generator_ids)
+    # one chunk of conversations (collect_chunks): every query keyed by their ids (the unary
+    # + keeps SQLite from walking the whole generator through its index instead)
+    gen_col = "generator_id" if conversation_ids is None else "+generator_id"
+    cand_sql, cand_params = _in_clause(gen_col, generator_ids)
+    ids_sql, ids_params = _in_clause("conversation_id", conversation_ids)
+    if conversation_ids is not None and not conversation_ids:
+        return []
     candidates: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
     cand_rows = q(
         "SELECT conversation_id, generator_id, sample_index, model, text FROM candidates"
-        " WHERE status = 'done' AND text IS NOT NULL" + cand_sql + " ORDER BY conversation_id,"
-        " generator_id, sample_index",
-        cand_params,
+        " WHERE status = 'done' AND text IS NOT NULL" + cand_sql + ids_sql + " ORDER BY"
+        " conversation_id, generator_id, sample_index",
+        cand_params + ids_params,
     )
-    label = model_labels({(gen, model) for _, gen, _, model, _ in cand_rows})
+    label = labels or model_labels({(gen, model) for _, gen, _, model, _ in cand_rows})
     for cid, gen, idx, model, text in cand_rows:
         candidates[cid].append((f"{gen}/{idx}", gen, label[gen, model], text))
 
@@ -202,15 +249,16 @@ def collect(
     # Oldest first so that, without a judge_id, the most recent judgment wins.
     for cid, model, keys, ratings, rationales in q(
         "SELECT conversation_id, model, candidate_keys, ratings, rationales FROM judgments"
-        " WHERE status = 'done'" + judge_sql + " ORDER BY updated_at",
-        judge_params,
+        " WHERE status = 'done'" + judge_sql + ids_sql + " ORDER BY updated_at",
+        judge_params + ids_params,
     ):
         judgments[cid] = (model, keys, ratings, rationales)
 
     reviews: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for cid, reviewer, source, ratings, chosen, rejected, discard, comment, ts in q(
         "SELECT conversation_id, reviewer, source, ratings, chosen, rejected, discard,"
-        " comment, updated_at FROM reviews ORDER BY updated_at"
+        " comment, updated_at FROM reviews WHERE 1 = 1" + ids_sql + " ORDER BY updated_at",
+        ids_params,
     ):
         reviews[cid].append(
             {
@@ -230,7 +278,8 @@ def collect(
     loads = json.loads
     for cid, source, messages, original, metadata in q(
         "SELECT conversation_id, source, messages, original_response, metadata"
-        " FROM conversations ORDER BY rowid"
+        " FROM conversations WHERE 1 = 1" + ids_sql + " ORDER BY rowid",
+        ids_params,
     ):
         conv = Conversation(
             messages=loads(messages),

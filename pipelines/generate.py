@@ -10,13 +10,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pipelines.backends import make_backend
 from pipelines.config import GeneratorConfig
 from pipelines.store import Store
-from pipelines.types import Conversation, GenerationRequest, Message, Progress
+from pipelines.types import (
+    Conversation,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    Progress,
+)
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -70,6 +76,30 @@ def plan_generation(
     return plans
 
 
+ReadyCallback = Callable[[Conversation], Awaitable[None]]
+
+
+def endpoint_key(generator: GeneratorConfig) -> tuple[str, ...]:
+    """Generators with the same key send to the same server, so their requests for one
+    conversation share a prompt prefix in its cache (llama.cpp's slot cache, vLLM's automatic
+    prefix caching): they are scheduled together, conversation by conversation."""
+    if generator.backend == "openai":
+        return ("openai", *sorted(generator.urls))
+    return (generator.backend, generator.id)
+
+
+def _request(gen: GeneratorConfig, conv: Conversation, idx: int | None) -> GenerationRequest:
+    params = gen.sampling()
+    if idx is not None and params.seed is not None:
+        params = type(params)(**{**params.as_dict(), "seed": params.seed + idx})
+    return GenerationRequest(
+        key=(conv.conversation_id, idx),
+        messages=prompt_messages(gen, conv),
+        params=params,
+        original_response=conv.original_response,
+    )
+
+
 async def run_generation_async(
     store: Store,
     generators: Sequence[GeneratorConfig],
@@ -78,8 +108,21 @@ async def run_generation_async(
     max_attempts: int = 3,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    on_ready: ReadyCallback | None = None,
+    use_n: bool = True,
 ) -> Progress:
-    """Generate every missing candidate; returns the final progress."""
+    """Generate every missing candidate; returns the final progress.
+
+    Cache-aware order: generators on one server (same ``endpoint_key``) share one pool of
+    workers fed conversation by conversation, so every request of a conversation (each
+    generator, each sample) is sent back to back and the server's prefix cache hits. Several
+    samples of one generator go as ONE request with ``n`` when the sampling has no seed and
+    the server honours ``n`` (vLLM, OpenAI); a server that ignores it (llama.cpp) is asked for
+    the rest one by one, from then on. Stored rows are the same either way.
+
+    ``on_ready(conversation)`` is awaited once per conversation as soon as every row this run
+    plans for it is finished (at once for conversations with nothing to do): the judge of a
+    pipelined run starts there while generation goes on (see ``run.run_pipelined``)."""
     plans = plan_generation(store, generators, conversations, max_attempts)
     skipped = sum(p.already_done for p in plans)
     progress = Progress(
@@ -98,46 +141,149 @@ async def run_generation_async(
         if on_progress is not None:
             on_progress(progress)
 
+    def cancelled() -> bool:
+        return cancel is not None and cancel.is_set()
+
     report("starting")
 
-    async def run_one(plan: GenerationPlan) -> None:
-        if not plan.todo:
+    # rows this run still has to finish, per conversation (for on_ready)
+    remaining: dict[str, int] = {}
+    by_id: dict[str, Conversation] = {}
+    for plan in plans:
+        for conv, _ in plan.todo:
+            remaining[conv.conversation_id] = remaining.get(conv.conversation_id, 0) + 1
+            by_id[conv.conversation_id] = conv
+
+    async def finished(conversation_id: str) -> None:
+        left = remaining[conversation_id] - 1
+        remaining[conversation_id] = left
+        if left == 0 and on_ready is not None and not cancelled():
+            await on_ready(by_id[conversation_id])
+
+    def commit(gen: GeneratorConfig, idx: int, result: GenerationResult) -> None:
+        record_params = {**gen.sampling().as_dict(), "system_prompt": gen.system_prompt}
+        store.put_candidate(result.key[0], gen.id, idx, result, record_params)
+        if result.ok:
+            progress.done += 1
+            progress.output_tokens += result.completion_tokens or 0
+        else:
+            progress.failed += 1
+            progress.message = f"{gen.id}: {result.error}"
+        report()
+
+    async def feed_ready() -> None:
+        """Conversations with nothing left to generate go to the judge at once."""
+        if on_ready is None:
             return
+        for conv in conversations:
+            if cancelled():
+                return
+            if conv.conversation_id not in remaining:
+                await on_ready(conv)
+
+    async def run_solo(plan: GenerationPlan) -> None:
+        """A backend that batches on its own (embedded, vllm, original): one request stream."""
         gen = plan.generator
         backend = make_backend(gen)
-        params = gen.sampling()
-        requests = []
-        for conv, idx in plan.todo:
-            p = params
-            if params.seed is not None:
-                p = type(params)(**{**params.as_dict(), "seed": params.seed + idx})
-            requests.append(
-                GenerationRequest(
-                    key=(conv.conversation_id, idx),
-                    messages=prompt_messages(gen, conv),
-                    params=p,
-                    original_response=conv.original_response,
-                )
-            )
-        record_params = {**params.as_dict(), "system_prompt": gen.system_prompt}
+        requests = [_request(gen, conv, idx) for conv, idx in plan.todo]
         try:
             async for result in backend.generate(requests):
                 conv_id, idx = result.key
-                store.put_candidate(conv_id, gen.id, idx, result, record_params)
-                if result.ok:
-                    progress.done += 1
-                    progress.output_tokens += result.completion_tokens or 0
-                else:
-                    progress.failed += 1
-                    progress.message = f"{gen.id}: {result.error}"
-                report()
-                if cancel is not None and cancel.is_set():
+                commit(gen, idx, result)
+                await finished(conv_id)
+                if cancelled():
                     break
         finally:
             await backend.aclose()
 
-    await asyncio.gather(*(run_one(p) for p in plans))
-    report("cancelled" if cancel is not None and cancel.is_set() else "finished")
+    async def run_shared(group: list[GenerationPlan]) -> None:
+        """OpenAI-compatible generators on one server: one conversation-ordered stream."""
+        from pipelines.backends.openai_backend import OpenAIBackend
+
+        backends = {p.generator.id: make_backend(p.generator) for p in group}
+        todo: dict[str, dict[str, list[int]]] = {}
+        for p in group:
+            per = todo.setdefault(p.generator.id, {})
+            for conv, idx in p.todo:
+                per.setdefault(conv.conversation_id, []).append(idx)
+        n_honoured: dict[str, bool | None] = {p.generator.id: None for p in group}
+
+        def units() -> Iterator[tuple[GeneratorConfig, Conversation, list[int]]]:
+            for conv in conversations:
+                for p in group:
+                    idxs = todo[p.generator.id].pop(conv.conversation_id, None)
+                    if not idxs:
+                        continue
+                    gen = p.generator
+                    if (
+                        use_n
+                        and len(idxs) > 1
+                        and gen.seed is None
+                        and n_honoured[gen.id] is not False
+                        and isinstance(backends[gen.id], OpenAIBackend)
+                    ):
+                        yield gen, conv, idxs  # one request, n samples
+                    else:
+                        for idx in idxs:
+                            yield gen, conv, [idx]
+
+        async def one(gen: GeneratorConfig, conv: Conversation, idx: int) -> None:
+            backend = backends[gen.id]
+            assert isinstance(backend, OpenAIBackend)
+            result = await backend.complete(_request(gen, conv, idx))
+            result.key = (conv.conversation_id, idx)
+            commit(gen, idx, result)
+            await finished(conv.conversation_id)
+
+        async def several(gen: GeneratorConfig, conv: Conversation, idxs: list[int]) -> None:
+            backend = backends[gen.id]
+            assert isinstance(backend, OpenAIBackend)
+            results = await backend.complete_n(_request(gen, conv, None), len(idxs))
+            got = [r for r in results if r.ok]
+            if len(got) < len(idxs):
+                n_honoured[gen.id] = False  # ignored or refused: one request per sample
+            elif n_honoured[gen.id] is None:
+                n_honoured[gen.id] = True
+            for idx, result in zip(idxs, got, strict=False):
+                result.key = (conv.conversation_id, idx)
+                commit(gen, idx, result)
+                await finished(conv.conversation_id)
+            rest = idxs[len(got) :]
+            if rest:
+                await asyncio.gather(*(one(gen, conv, idx) for idx in rest))
+
+        stream = units()
+
+        async def worker() -> None:
+            for gen, conv, idxs in stream:
+                if cancelled():
+                    return
+                if len(idxs) == 1:
+                    await one(gen, conv, idxs[0])
+                else:
+                    await several(gen, conv, idxs)
+
+        replicas = max((len(p.generator.urls) for p in group), default=1) or 1
+        workers = sum(p.generator.concurrency for p in group) * replicas
+        workers = min(workers, sum(len(p.todo) for p in group))
+        try:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        finally:
+            for b in backends.values():
+                await b.aclose()
+
+    groups: dict[tuple[str, ...], list[GenerationPlan]] = {}
+    for plan in plans:
+        if plan.todo:
+            groups.setdefault(endpoint_key(plan.generator), []).append(plan)
+    tasks = [feed_ready()]
+    for group in groups.values():
+        if group[0].generator.backend == "openai":
+            tasks.append(run_shared(group))
+        else:
+            tasks.extend(run_solo(p) for p in group)
+    await asyncio.gather(*tasks)
+    report("cancelled" if cancelled() else "finished")
     return progress
 
 

@@ -57,7 +57,10 @@ def plan_judging(
     max_attempts: int = 3,
 ) -> tuple[list[JudgeTask], int, int, int]:
     """(tasks to do, already done, given up, too few candidates)."""
-    states = store.judgment_states(judge.id)
+    few = len(conversations) <= 500  # a pipelined batch: look these up, not every judgment
+    states = store.judgment_states(
+        judge.id, [c.conversation_id for c in conversations] if few else None
+    )
     tasks: list[JudgeTask] = []
     done = given_up = too_few = 0
     for conv in conversations:

@@ -16,7 +16,7 @@ import html
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,6 +387,114 @@ def _export_table(table: Any, out: Path, formats: Sequence[str], card: CardConte
         written.append(f"data/{path.name}")
     (out / "README.md").write_text(render_card(card, table.num_rows, written), encoding="utf-8")
     return out
+
+
+def export_local_stream(
+    tables: Iterable[Any],
+    out_dir: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = ("parquet", "jsonl"),
+    card: Callable[[int], CardContext],
+    profile: str = "capyui",
+    filters: Any = None,
+) -> tuple[Path, int]:
+    """``export_local`` for pairs decided chunk by chunk (issue 13): each ``pyarrow.Table`` of
+    ``tables`` is appended to the Parquet file (one row group per chunk) and the JSON Lines
+    file as it arrives, so memory holds one chunk whatever the dataset size. The files are
+    written under temporary names and replace the old ones at the end; ``card(n_rows)`` builds
+    the card once every chunk is in. Returns ``(out_dir, n_rows)``.
+
+    An item of ``tables`` may be ``(table, row_sources)`` for the ``capybara-*`` profiles
+    (``profiles.to_profile``); ``filters`` drop pairs chunk by chunk, their counts summed
+    into the card, as ``export_local`` does."""
+    import pyarrow.parquet as pq
+
+    from pipelines.profiles import (
+        PROFILES,
+        ExportFilters,
+        apply_filters,
+        profile_schema,
+        to_profile,
+    )
+
+    unknown = set(formats) - {"parquet", "jsonl"}
+    if unknown or not formats:
+        raise PublishError(f"unknown export format(s): {sorted(unknown) or 'none given'}")
+    if profile not in PROFILES:
+        raise PublishError(
+            f"unknown export profile {profile!r}: expected one of {', '.join(PROFILES)}"
+        )
+    if isinstance(filters, Mapping):
+        filters = ExportFilters.model_validate(filters)
+    filter_counts: dict[str, int] = {}
+    out = Path(out_dir)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    pq_path, jl_path = data / f"{DATA_STEM}.parquet", data / f"{DATA_STEM}.jsonl"
+    pq_tmp, jl_tmp = pq_path.with_suffix(".parquet.tmp"), jl_path.with_suffix(".jsonl.tmp")
+    writer = None
+    if "parquet" in formats:
+        if profile == "capyui":
+            writer = pq.ParquetWriter(
+                pq_tmp,
+                arrow_schema(),
+                use_dictionary=list(DICTIONARY_COLUMNS),
+                write_statistics=list(STATISTICS_COLUMNS),
+            )
+        else:
+            writer = pq.ParquetWriter(pq_tmp, profile_schema(profile))
+    jsonl = jl_tmp.open("wb") if "jsonl" in formats else None
+    try:  # the same bytes as ``_write_jsonl``
+        import orjson
+
+        def dump(d: dict[str, Any]) -> bytes:
+            return orjson.dumps(d)
+    except ImportError:
+
+        def dump(d: dict[str, Any]) -> bytes:
+            return json.dumps(d, ensure_ascii=False).encode("utf-8")
+
+    n_rows = 0
+    try:
+        for chunk in tables:
+            chunk, row_sources = chunk if isinstance(chunk, tuple) else (chunk, None)
+            table = as_table(chunk)
+            if filters is not None and filters.active():
+                table, counts = apply_filters(table, filters)
+                for name, n in counts.items():
+                    filter_counts[name] = filter_counts.get(name, 0) + n
+            if profile != "capyui":
+                table = to_profile(table, profile, row_sources=row_sources)
+            n_rows += table.num_rows
+            if writer is not None and table.num_rows:
+                writer.write_table(table)
+            if jsonl is not None:
+                names = COLUMNS if profile == "capyui" else table.column_names
+                for batch in table.to_batches(JSONL_BATCH_ROWS):
+                    for p in batch.to_pylist():
+                        jsonl.write(dump({c: p[c] for c in names}) + b"\n")
+    finally:
+        if writer is not None:
+            writer.close()
+        if jsonl is not None:
+            jsonl.close()
+    for old in data.glob("train-*"):
+        if old not in (pq_tmp, jl_tmp):
+            old.unlink()
+    written: list[str] = []
+    if writer is not None:
+        pq_tmp.replace(pq_path)
+        written.append(f"data/{pq_path.name}")
+    if jsonl is not None:
+        jl_tmp.replace(jl_path)
+        written.append(f"data/{jl_path.name}")
+    context = card(n_rows)
+    context.profile = profile
+    if filters is not None and filters.active():
+        context.filters = filters.active()
+        context.filter_counts = filter_counts
+    (out / "README.md").write_text(render_card(context, n_rows, written), encoding="utf-8")
+    return out, n_rows
 
 
 # ---------------------------------------------------------------------------------------------

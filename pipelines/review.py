@@ -19,7 +19,6 @@ position never tells the reviewer which model wrote an answer.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,64 +73,9 @@ def display_order(conversation_id: str, n: int) -> list[int]:
     return order
 
 
-def _candidate_ids(store: Store, generator_ids: list[str] | None) -> list[str]:
-    sql, params = _in("generator_id", generator_ids)
-    rows = store.query(
-        "SELECT c.conversation_id FROM conversations c WHERE EXISTS (SELECT 1 FROM candidates d"
-        " WHERE d.conversation_id = c.conversation_id AND d.status = 'done'"
-        + sql.replace("generator_id", "d.generator_id")
-        + ") ORDER BY c.rowid",
-        params,
-    )
-    return [r[0] for r in rows]
-
-
-def _ratings_by_conversation(
-    store: Store, judge_id: str | None
-) -> dict[str, tuple[list[str], list[float | None]]]:
-    sql = "SELECT conversation_id, candidate_keys, ratings FROM judgments WHERE status != 'failed'"
-    params: list[Any] = []
-    if judge_id:
-        sql += " AND judge_id = ?"
-        params.append(judge_id)
-    out: dict[str, tuple[list[str], list[float | None]]] = {}
-    for cid, keys, ratings in store.query(sql + " ORDER BY updated_at", params):
-        out[cid] = (json.loads(keys), json.loads(ratings))
-    return out
-
-
-def _reviews_by_conversation(
-    store: Store, reviewer: str | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    sql = "SELECT conversation_id, reviewer, ratings, chosen, discard FROM reviews"
-    params: list[Any] = []
-    if reviewer:
-        sql += " WHERE reviewer = ? AND source = ?"
-        params = [reviewer, REVIEW_SOURCE]
-    out: dict[str, list[dict[str, Any]]] = {}
-    for cid, who, ratings, chosen, discard in store.query(sql, params):
-        out.setdefault(cid, []).append(
-            {
-                "reviewer": who,
-                "ratings": json.loads(ratings),
-                "chosen": chosen,
-                "discard": bool(discard),
-            }
-        )
-    return out
-
-
-def _disagrees(keys: list[str], ai: list[float | None], reviews: list[dict[str, Any]]) -> bool:
-    by_key = {k: r for k, r in zip(keys, ai, strict=False) if r is not None}
-    best = max(by_key.values(), default=None)
-    for review in reviews:
-        for key, human in (review.get("ratings") or {}).items():
-            if human is not None and key in by_key and abs(float(human) - by_key[key]) >= 2:
-                return True
-        chosen = review.get("chosen")
-        if chosen in by_key and best is not None and by_key[chosen] < best:
-            return True
-    return False
+def _check_filter(filter: str) -> None:
+    if filter not in FILTERS:
+        raise ReviewError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)})")
 
 
 def queue_ids(
@@ -142,35 +86,71 @@ def queue_ids(
     judge_id: str | None = None,
     reviewer: str | None = None,
     low_threshold: float = 2,
+    limit: int | None = None,
+    offset: int = 0,
+    after: str | None = None,
 ) -> list[str]:
-    """Conversation ids of the review queue for ``filter``, in load order."""
-    if filter not in FILTERS:
-        raise ReviewError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)})")
-    ids = _candidate_ids(store, generator_ids)
-    if filter == "all":
-        return ids
-    if filter == "unreviewed":
-        done = _reviews_by_conversation(store, reviewer or None)
-        return [c for c in ids if c not in done]
-    judged = _ratings_by_conversation(store, judge_id)
-    if filter == "low_ai":
-        out = []
-        for c in ids:
-            if c in judged:
-                rated = [r for r in judged[c][1] if r is not None]
-                if not rated or max(rated) <= low_threshold:
-                    out.append(c)
-        return out
-    if filter == "ai_tie":
-        out = []
-        for c in ids:
-            if c in judged:
-                rated = [r for r in judged[c][1] if r is not None]
-                if len(rated) >= 2 and rated.count(max(rated)) >= 2:
-                    out.append(c)
-        return out
-    reviews = _reviews_by_conversation(store)
-    return [c for c in ids if c in reviews and c in judged and _disagrees(*judged[c], reviews[c])]
+    """Conversation ids of the review queue for ``filter``, in load order: one indexed SQL
+    query (see ``Store.review_queue``). ``limit``/``offset`` or ``after`` (the last id of the
+    previous page) page it; without them every id is returned."""
+    _check_filter(filter)
+    return store.review_queue(
+        filter,
+        generator_ids=generator_ids,
+        judge_id=judge_id,
+        reviewer=reviewer,
+        low_threshold=low_threshold,
+        review_source=REVIEW_SOURCE,
+        limit=limit,
+        offset=offset,
+        after=after,
+    )
+
+
+def queue_page(
+    store: Store,
+    filter: str = "all",
+    *,
+    page_size: int = 50,
+    after: str | None = None,
+    generator_ids: list[str] | None = None,
+    judge_id: str | None = None,
+    reviewer: str | None = None,
+    low_threshold: float = 2,
+) -> list[str]:
+    """One page of the queue: the first ``page_size`` ids after ``after`` (keyset paging, so
+    opening a queue costs the same at 1k or 1M conversations)."""
+    return queue_ids(
+        store,
+        filter,
+        generator_ids=generator_ids,
+        judge_id=judge_id,
+        reviewer=reviewer,
+        low_threshold=low_threshold,
+        limit=page_size,
+        after=after,
+    )
+
+
+def queue_count(
+    store: Store,
+    filter: str = "all",
+    *,
+    generator_ids: list[str] | None = None,
+    judge_id: str | None = None,
+    reviewer: str | None = None,
+    low_threshold: float = 2,
+) -> int:
+    """How many conversations the queue for ``filter`` holds (an SQL aggregate)."""
+    _check_filter(filter)
+    return store.review_queue_count(
+        filter,
+        generator_ids=generator_ids,
+        judge_id=judge_id,
+        reviewer=reviewer,
+        low_threshold=low_threshold,
+        review_source=REVIEW_SOURCE,
+    )
 
 
 def review_item(
@@ -275,18 +255,9 @@ def submit_review(
 def review_progress(
     store: Store, *, generator_ids: list[str] | None = None, reviewer: str | None = None
 ) -> dict[str, int]:
-    """``{"reviewable", "reviewed" (by anyone), "mine", "discarded"}``."""
-    ids = set(_candidate_ids(store, generator_ids))
-    everyone = _reviews_by_conversation(store)
-    mine = _reviews_by_conversation(store, reviewer) if reviewer else {}
-    return {
-        "reviewable": len(ids),
-        "reviewed": sum(1 for c in everyone if c in ids),
-        "mine": sum(1 for c in mine if c in ids),
-        "discarded": sum(
-            1 for c, rs in everyone.items() if c in ids and any(r["discard"] for r in rs)
-        ),
-    }
+    """``{"reviewable", "reviewed" (by anyone), "mine", "discarded"}``: SQL aggregates (the
+    reviewable count is cached in the store until a candidate is written)."""
+    return store.review_counts(generator_ids, reviewer, REVIEW_SOURCE)
 
 
 def conversations_by_source(store: Store, source: str, limit: int = 20) -> list[Conversation]:

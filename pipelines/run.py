@@ -9,6 +9,7 @@ call ``run_recipe``; neither holds engine logic.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -89,9 +90,9 @@ def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[s
         split=src.split,
         limit=limit or src.limit,
         source_name=src.dataset or Path(src.path or "").name,
+        sink=(sink := store.conversation_sink()),
     )
-    added, existing = store.add_conversations(result.conversations)
-    report = {**result.summary(), "added": added, "already_in_store": existing}
+    report = {**result.summary(), "added": sink.added, "already_in_store": sink.existing}
     store.record_load(src.location, report)
     return report
 
@@ -184,6 +185,87 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
     )
 
 
+def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str, Any]]:
+    """Binarize and export in load-order chunks (issue 13): each chunk's pairs are written to
+    Parquet / JSON Lines as they are decided and dropped, so peak memory is one chunk whatever
+    the number of conversations; the card's statistics are SQL aggregates plus the pair
+    counts gathered on the way. Same files and card as ``binarize_stage`` + ``export_stage``.
+    Returns ``(out_dir, binarize summary)``."""
+    from collections import Counter
+
+    from pipelines.binarize import BinarizeOptions, binarize, collect_chunks
+    from pipelines.profiles import row_sources_of
+    from pipelines.publish import CardContext, export_local_stream
+    from pipelines.stats import store_stats
+
+    options = BinarizeOptions.model_validate(recipe.binarize)
+    generator_ids = [g.id for g in recipe.generators]
+    judge_id = recipe.judge.id if recipe.judge else None
+    dropped: Counter[str] = Counter()
+    labels: Counter[tuple[str, str, str]] = Counter()
+
+    def tables() -> Any:
+        for rows in collect_chunks(
+            store, generator_ids=generator_ids, judge_id=judge_id, chunk_rows=EXPORT_CHUNK_ROWS
+        ):
+            result = binarize(rows, options)
+            dropped.update(result.dropped)
+            cols = result.table.select(["chosen_model", "rejected_model", "rating_source"])
+            labels.update(zip(*(c.to_pylist() for c in cols.columns), strict=True))
+            yield result.table, row_sources_of(rows)
+
+    def pair_labels() -> Any:
+        for (chosen, rejected, source), n in labels.items():
+            for _ in range(n):
+                yield {"chosen_model": chosen, "rejected_model": rejected, "rating_source": source}
+
+    def card(n_rows: int) -> CardContext:
+        counts = store.candidate_counts()
+        judged = store.query(
+            "SELECT COUNT(*) FROM judgments WHERE status = 'done'"
+            + (" AND judge_id = ?" if judge_id else ""),
+            (judge_id,) if judge_id else (),
+        )[0][0]
+        reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+        human_reviews, accepted_ai = store.query(
+            "SELECT COUNT(*), COALESCE(SUM(accepted_ai), 0) FROM reviews"
+        )[0]
+        return CardContext(
+            dataset_name=recipe.export.dataset_name or recipe.name,
+            recipe=recipe.to_dict(),
+            load_reports=store.load_reports(),
+            stage_counts={
+                "conversations": store.count_conversations(),
+                "candidates generated": sum(c["done"] for c in counts.values()),
+                "candidates failed": sum(c["failed"] for c in counts.values()),
+                "conversations judged": int(judged),
+                "conversations reviewed": int(reviewed),
+            },
+            stats=store_stats(
+                store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
+            ),
+            generator_models=[g.display_name() for g in recipe.generators],
+            judge_model=recipe.judge.display_name() if recipe.judge else None,
+            dropped=dict(dropped),
+            strategy=str(recipe.binarize.get("strategy", "best-vs-worst")),
+            repo_id=recipe.publish.repo_id,
+            reviewed=int(reviewed),
+            human_reviews=human_reviews,
+            accepted_ai=accepted_ai,
+            judge_template=recipe.judge.template if recipe.judge else None,
+        )
+
+    out, n_pairs = export_local_stream(
+        tables(),
+        export_dir_for(recipe, store),
+        formats=tuple(recipe.export.formats),
+        card=card,
+        profile=recipe.export.profile,
+        filters=recipe.export.filters,
+    )
+    return out, {"pairs": n_pairs, "dropped": dict(dropped)}
+
+
 def publish_stage(recipe: Recipe, out_dir: Path) -> str:
     from pipelines.publish import push_to_hub
 
@@ -222,6 +304,97 @@ def argilla_stage(
     return result.as_dict()
 
 
+EXPORT_CHUNK_ROWS = 5000  # conversations binarized and written at a time by a streamed export
+PIPELINE_QUEUE = 256  # conversations waiting for the judge, at most
+JUDGE_BATCH = 4  # conversations one judge worker takes at a time
+
+
+async def generate_and_judge(
+    recipe: Recipe,
+    store: Store,
+    conversations: Sequence[Conversation],
+    progress: ProgressCallback,
+    cancel: threading.Event | None = None,
+) -> tuple[Progress, Progress]:
+    """Generation and judging pipelined: a conversation goes to the judge as soon as all of
+    its candidates are finished, while generation goes on. A bounded queue between them; the
+    judge runs ``judge.concurrency`` workers (each one request at a time, so the judge server
+    sees the concurrency it was given). Every row is committed as before, so a kill at any
+    moment loses nothing and a re-run does only what is missing."""
+    from pipelines.generate import run_generation_async
+    from pipelines.judge import run_judging_async
+
+    assert recipe.judge is not None
+    judge = recipe.judge
+    one_at_a_time = judge.model_copy(update={"concurrency": 1})
+    generator_ids = [g.id for g in recipe.generators]
+    queue: asyncio.Queue[Conversation | None] = asyncio.Queue(PIPELINE_QUEUE)
+    judged = Progress(stage="judge")
+    notes: list[str] = []
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        while True:
+            first = await queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < JUDGE_BATCH and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    queue.put_nowait(None)  # leave the stop for the others... and for us
+                    break
+                batch.append(nxt)
+            p = await run_judging_async(
+                store,
+                one_at_a_time,
+                generator_ids,
+                batch,
+                max_attempts=recipe.generation.max_attempts,
+                cancel=cancel,
+            )
+            judged.total += p.total
+            judged.done += p.done
+            judged.failed += p.failed
+            judged.skipped += p.skipped
+            judged.output_tokens += p.output_tokens
+            judged.notes.extend(n for n in p.notes if n not in judged.notes)
+            if p.message and p.message not in ("finished", "nothing to judge"):
+                notes.append(p.message)
+                judged.message = p.message
+            judged.elapsed_s = time.perf_counter() - start
+            progress(judged)
+
+    workers = [asyncio.create_task(worker()) for _ in range(judge.concurrency)]
+
+    async def ready(conv: Conversation) -> None:
+        await queue.put(conv)
+
+    try:
+        generated = await run_generation_async(
+            store,
+            recipe.generators,
+            conversations,
+            max_attempts=recipe.generation.max_attempts,
+            on_progress=progress,
+            cancel=cancel,
+            on_ready=ready,
+        )
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+    judged.elapsed_s = time.perf_counter() - start
+    cancelled = cancel is not None and cancel.is_set()
+    judged.message = "cancelled" if cancelled else "finished"
+    progress(judged)
+    if notes and not cancelled:
+        judged.message = notes[-1]
+    return generated, judged
+
+
 def run_recipe(
     recipe: Recipe,
     store: Store,
@@ -253,6 +426,7 @@ def run_recipe(
             on_progress(p)
 
     binarized = None
+    pipelined = False
     try:
         for stage in stages:
             if cancel is not None and cancel.is_set():
@@ -271,6 +445,19 @@ def run_recipe(
                             message="finished",
                         )
                     )
+            elif stage == "generate" and "judge" in stages and recipe.judge is not None:
+                # pipelined: the judge starts on each conversation as its candidates finish
+                convs = selected_conversations(store, limit)
+                gen_p, judge_p = asyncio.run(
+                    generate_and_judge(recipe, store, convs, progress, cancel)
+                )
+                summary.results["generate"] = gen_p.as_dict()
+                summary.results["judge"] = judge_p.as_dict()
+                pipelined = True
+                _fail_if_every_row_failed(gen_p, cancel)
+                _fail_if_every_row_failed(judge_p, cancel)
+            elif stage == "judge" and pipelined:
+                continue
             elif stage == "generate":
                 from pipelines.generate import run_generation
 
@@ -304,25 +491,23 @@ def run_recipe(
                 _fail_if_every_row_failed(p, cancel)
             elif stage in ("push-argilla", "pull-argilla"):
                 summary.results[stage] = argilla_stage(stage, recipe, store, progress, cancel)
+            elif stage == "binarize" and ("export" in stages or "publish" in stages):
+                continue  # streamed together with the export, chunk by chunk
             elif stage == "binarize":
                 binarized, summary.results["binarize"] = binarize_stage(recipe, store)
             elif stage == "export":
-                if binarized is None:
-                    binarized, summary.results["binarize"] = binarize_stage(recipe, store)
-                out = export_stage(recipe, store, binarized)
+                out, summary.results["binarize"] = export_stage_streamed(recipe, store)
                 summary.export_dir = str(out)
                 summary.results["export"] = {
                     "out": str(out),
-                    "pairs": binarized.num_pairs,
+                    "pairs": summary.results["binarize"]["pairs"],
                     "profile": recipe.export.profile,
                     "filters": recipe.export.filters.active(),
                 }
             elif stage == "publish":
                 out = Path(summary.export_dir) if summary.export_dir else None
                 if out is None:
-                    if binarized is None:
-                        binarized, summary.results["binarize"] = binarize_stage(recipe, store)
-                    out = export_stage(recipe, store, binarized)
+                    out, summary.results["binarize"] = export_stage_streamed(recipe, store)
                     summary.export_dir = str(out)
                 summary.published = publish_stage(recipe, out)
                 summary.results["publish"] = {"url": summary.published}

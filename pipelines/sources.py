@@ -28,7 +28,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -103,6 +103,7 @@ class LoadResult:
     examples: dict[str, list[str]] = field(default_factory=dict)
     duplicates: int = 0
     truncated: str | None = None
+    loaded: int = 0  # conversations kept (held in ``conversations`` unless streamed to a sink)
 
     def reject(self, reason: str, example: str) -> None:
         self.rejected[reason] += 1
@@ -116,7 +117,7 @@ class LoadResult:
         return {
             "format": self.format,
             "total_rows": self.total_rows,
-            "loaded": len(self.conversations),
+            "loaded": self.loaded,
             "duplicates": self.duplicates,
             "rejected": dict(self.rejected.most_common()),
             "examples": {k: list(v) for k, v in self.examples.items()},
@@ -784,8 +785,16 @@ def load_source(
     split: str = "train",
     limit: int | None = None,
     source_name: str | None = None,
+    sink: Callable[[list[Conversation]], int] | None = None,
+    chunk_size: int = 2000,
 ) -> LoadResult:
-    """Load and normalise ``source`` (a local file or a Hub dataset id); see the module doc."""
+    """Load and normalise ``source`` (a local file or a Hub dataset id); see the module doc.
+
+    With ``sink``, rows are streamed in bounded memory: every ``chunk_size`` kept conversations
+    (de-duplicated within the chunk) are handed to ``sink`` and dropped; ``sink`` commits them
+    and returns how many it found already seen earlier in this load (counted as duplicates),
+    so de-duplication across chunks lives where the rows are, not in a growing set here.
+    ``result.conversations`` then stays empty and ``result.loaded`` counts what was kept."""
     source = str(source).strip()
     if not source:
         raise SourceError("no source given: pass a file path or a Hub dataset id")
@@ -796,11 +805,31 @@ def load_source(
     rows, default_name = _rows_for(source, split, result)
     name = source_name or default_name
     seen: set[str] = set()
+    chunk: list[Conversation] = []
     fmt, decided = forced, forced is not None
     seen_columns: set[str] = set()
+    chunk_size = max(1, int(chunk_size))
+
+    def flush() -> None:
+        if not chunk:
+            return
+        dups = int(sink(list(chunk))) if sink is not None else 0
+        result.duplicates += dups
+        result.loaded += len(chunk) - dups
+        chunk.clear()
+        seen.clear()
+
+    def full() -> bool:
+        if limit is None:
+            return False
+        if result.loaded + len(chunk) < limit:
+            return False
+        flush()  # cross-chunk duplicates may leave room for more
+        return result.loaded >= limit
+
     try:
         for label, row in rows:
-            if limit is not None and len(result.conversations) >= limit:
+            if full():
                 break
             result.total_rows += 1
             if isinstance(row, Rejected):
@@ -838,7 +867,16 @@ def load_source(
             conv.source = name
             conv.metadata = _metadata(row, columns)
             conv.metadata["source_row"] = label
-            result.conversations.append(conv)
+            if sink is None:
+                result.conversations.append(conv)
+                result.loaded += 1
+                continue
+            chunk.append(conv)
+            if len(chunk) >= chunk_size or (
+                limit is not None and result.loaded + len(chunk) >= limit
+            ):
+                flush()
+        flush()
     except RecursionError:
         raise SourceError(f"{name}: a record is nested too deeply to read") from None
     except MemoryError:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -110,7 +111,10 @@ def rating_pairs(rows: Iterable[JudgedConversation]) -> pd.DataFrame:
 def agreement(rows: Iterable[JudgedConversation]) -> dict[str, Any]:
     """Judge/human agreement: ``n``, ``exact``, ``within_1`` (fractions), ``spearman``
     (None when fewer than 2 pairs or either side is constant)."""
-    df = rating_pairs(rows)
+    return _agreement_of(rating_pairs(rows))
+
+
+def _agreement_of(df: pd.DataFrame) -> dict[str, Any]:
     n = len(df)
     if n == 0:
         return {"n": 0, "exact": None, "within_1": None, "spearman": None}
@@ -154,3 +158,84 @@ def histogram_frame(stats: dict[str, Any]) -> pd.DataFrame:
         for col in HIST_COLUMNS
     ]
     return pd.DataFrame.from_records(records, columns=["model", "rating", "count"])
+
+
+def store_stats(
+    store: Any,
+    *,
+    generator_ids: list[str] | None = None,
+    judge_id: str | None = None,
+    pairs: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """``compute_stats`` read straight from the store with SQL aggregates (issue 13): the
+    per-model histogram is one GROUP BY over the candidates and their judgments, the agreement
+    is driven by the reviews; nothing is materialised per conversation. ``pairs`` (from a
+    binarize run) add the chosen / rejected / win-rate columns, as in ``compute_stats``."""
+    from pipelines.binarize import model_labels
+
+    cache_key = None
+    if pairs == ():  # the Results page's first look: reused until the store changes
+        cache_key = (tuple(generator_ids or ()), judge_id, store.change_marker())
+        cached = store.__dict__.get("_stats_cache")
+        if cached is not None and cached[0] == cache_key:
+            return copy.deepcopy(cached[1])
+    hist_rows = store.rating_histogram(generator_ids, judge_id)
+    label = model_labels({(gen, model) for gen, model, *_ in hist_rows})
+    hist: dict[str, dict[str, int]] = {}
+    total: dict[str, float] = {}
+    rated: dict[str, int] = {}
+    for gen, model, bucket, n, sum_ in hist_rows:
+        name = label[gen, model]
+        h = hist.setdefault(name, dict.fromkeys(HIST_COLUMNS, 0))
+        h["null" if bucket is None else str(bucket)] += int(n)
+        if bucket is not None:
+            total[name] = total.get(name, 0.0) + float(sum_ or 0.0)
+            rated[name] = rated.get(name, 0) + int(n)
+    chosen: dict[str, int] = {}
+    rejected: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    n_pairs = 0
+    for p in pairs:  # iterated once: a generator keeps a streamed export's memory flat
+        n_pairs += 1
+        chosen[p["chosen_model"]] = chosen.get(p["chosen_model"], 0) + 1
+        rejected[p["rejected_model"]] = rejected.get(p["rejected_model"], 0) + 1
+        sources[p["rating_source"]] = sources.get(p["rating_source"], 0) + 1
+    models = []
+    for model in sorted(set(hist) | set(chosen) | set(rejected)):
+        h = hist.get(model, dict.fromkeys(HIST_COLUMNS, 0))
+        c, r = chosen.get(model, 0), rejected.get(model, 0)
+        models.append(
+            {
+                "model": model,
+                "count": sum(h.values()),
+                **h,
+                "mean_rating": total[model] / rated[model] if rated.get(model) else None,
+                "chosen": c,
+                "rejected": r,
+                "win_rate": c / (c + r) if c + r else None,
+            }
+        )
+    both = store.rated_by_both(generator_ids, judge_id)
+    df = pd.DataFrame.from_records(
+        [
+            {
+                "conversation_id": cid,
+                "candidate_key": key,
+                "model": label.get((gen, model), model),
+                "reviewer": who,
+                "ai": float(ai),
+                "human": float(human),
+            }
+            for cid, key, gen, model, who, ai, human in both
+        ],
+        columns=["conversation_id", "candidate_key", "model", "reviewer", "ai", "human"],
+    )
+    out = {
+        "models": models,
+        "agreement": _agreement_of(df),
+        "pairs": n_pairs,
+        "rating_source": sources,
+    }
+    if cache_key is not None:
+        store.__dict__["_stats_cache"] = (cache_key, copy.deepcopy(out))
+    return out

@@ -116,6 +116,31 @@ MIGRATIONS: list[str] = [
     # 2: a review that kept the AI's suggested ratings untouched is recorded as such, so stats and
     # the dataset card count "accepted the AI" apart from human judgments
     "ALTER TABLE reviews ADD COLUMN accepted_ai INTEGER NOT NULL DEFAULT 0;",
+    # 3 (issue 13, scale): the AI's best / second-best rating and how many candidates it rated,
+    # kept on each judgment as it is written (backfilled here from the stored ratings), so the
+    # review filters (low AI, AI tie) and the Results statistics are indexed SQL, not a Python
+    # scan; indexes for done candidates per conversation, reviews per reviewer, and the facts.
+    """
+    ALTER TABLE judgments ADD COLUMN ai_best REAL;
+    ALTER TABLE judgments ADD COLUMN ai_second REAL;
+    ALTER TABLE judgments ADD COLUMN ai_rated INTEGER NOT NULL DEFAULT 0;
+    UPDATE judgments SET
+        ai_rated = (SELECT COUNT(*) FROM json_each(judgments.ratings)
+                    WHERE type IN ('integer', 'real')),
+        ai_best = (SELECT MAX(value) FROM json_each(judgments.ratings)
+                   WHERE type IN ('integer', 'real')),
+        ai_second = (SELECT value FROM json_each(judgments.ratings)
+                     WHERE type IN ('integer', 'real') ORDER BY value DESC LIMIT 1 OFFSET 1)
+    WHERE json_valid(ratings);
+    CREATE INDEX IF NOT EXISTS judgments_ai
+        ON judgments (judge_id, ai_best, ai_second, conversation_id);
+    CREATE INDEX IF NOT EXISTS candidates_done ON candidates (conversation_id, generator_id)
+        WHERE status = 'done';
+    CREATE INDEX IF NOT EXISTS candidates_updated ON candidates (updated_at);
+    CREATE INDEX IF NOT EXISTS reviews_reviewer ON reviews (reviewer, source);
+    CREATE INDEX IF NOT EXISTS judgments_updated ON judgments (updated_at);
+    CREATE INDEX IF NOT EXISTS reviews_updated ON reviews (updated_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -163,6 +188,38 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - installed with gradio, pinned in requirements.txt
+    _orjson = None  # type: ignore[assignment]
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of stored messages / metadata: orjson where it can (a bulk load spends much
+    of its time here), else the json module (non-str keys, lone surrogates...)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value, default=str).decode("utf-8")
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def rating_facts(ratings: Iterable[Any]) -> tuple[float | None, float | None, int]:
+    """``(best, second best, how many rated)`` of a judgment's ratings (nulls skipped); a tie
+    at the top is ``rated >= 2 and second == best``. Kept on the judgment row for the review
+    filters; migration 3 computes the same from stored JSON."""
+    nums = sorted(
+        (float(r) for r in ratings if isinstance(r, int | float) and not isinstance(r, bool)),
+        reverse=True,
+    )
+    return (
+        nums[0] if nums else None,
+        nums[1] if len(nums) > 1 else None,
+        len(nums),
+    )
+
+
 def candidate_key(generator_id: str, sample_index: int) -> str:
     return f"{generator_id}/{sample_index}"
 
@@ -178,6 +235,21 @@ class Candidate:
     @property
     def key(self) -> str:
         return candidate_key(self.generator_id, self.sample_index)
+
+
+class ConversationSink:
+    """Commits streamed chunks of conversations (see ``Store.conversation_sink``); counts
+    ``added`` (new to the store), ``existing`` (stored by an earlier load) and ``chunks``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.added = 0
+        self.existing = 0
+        self.chunks = 0
+
+    def __call__(self, chunk: list[Conversation]) -> int:
+        """Commit one chunk; returns how many were duplicates of earlier rows of this load."""
+        return self.store._add_chunk(chunk, self)
 
 
 def default_data_dir() -> Path:
@@ -271,6 +343,66 @@ class Store:
         if batch:
             flush()
         return added, existing
+
+    def conversation_sink(self) -> ConversationSink:
+        """A sink for ``sources.load_source(sink=...)``: commits each chunk in one transaction
+        and de-duplicates across the chunks of one load in a temporary table (on disk, not in
+        Python memory), so a million-row load holds one chunk at a time."""
+        db = self._connection()
+        # ids arrive in hash order: a bounded 64 MB page cache keeps the two id indexes
+        # (conversations, load_seen) mostly in memory at a million rows
+        db.execute("PRAGMA main.cache_size = -65536")
+        db.execute("PRAGMA temp.cache_size = -32768")
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS load_seen (conversation_id TEXT PRIMARY KEY)"
+            " WITHOUT ROWID"
+        )
+        db.execute("DELETE FROM temp.load_seen")
+        return ConversationSink(self)
+
+    def _add_chunk(self, chunk: list[Conversation], sink: ConversationSink) -> int:
+        """One transaction per chunk, statements batched (executemany): the ids seen earlier in
+        this load are duplicates; the rest are inserted unless already stored."""
+        now = time.time()
+        with self._conn() as db:
+            ids = [c.conversation_id for c in chunk]
+            seen: set[str] = set()
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                seen.update(
+                    r[0]
+                    for r in db.execute(
+                        "SELECT conversation_id FROM temp.load_seen WHERE conversation_id IN"
+                        f" ({','.join('?' * len(part))})",
+                        part,
+                    )
+                )
+            fresh = [c for c in chunk if c.conversation_id not in seen]
+            db.executemany(
+                "INSERT OR IGNORE INTO temp.load_seen VALUES (?)",
+                ((c.conversation_id,) for c in fresh),
+            )
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)",
+                (
+                    (
+                        c.conversation_id,
+                        c.source,
+                        _dumps(c.messages),
+                        c.original_response,
+                        _dumps(c.metadata),
+                        c.num_turns,
+                        now,
+                    )
+                    for c in fresh
+                ),
+            )
+            added = db.total_changes - before
+        sink.added += added
+        sink.existing += len(fresh) - added
+        sink.chunks += 1
+        return len(chunk) - len(fresh)
 
     @staticmethod
     def _row_to_conversation(row: sqlite3.Row) -> Conversation:
@@ -459,6 +591,7 @@ class Store:
             raw_output,
             error,
             now,
+            *rating_facts(ratings),
         )
         with self._conn() as db:
             old = db.execute(
@@ -470,14 +603,15 @@ class Store:
                 db.execute(
                     "INSERT INTO judgments (conversation_id, judge_id, model, status,"
                     " candidate_keys, ratings, rationales, order_shown, seed, raw_output, error,"
-                    " attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?)",
+                    " updated_at, ai_best, ai_second, ai_rated, attempts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
                     (conversation_id, judge_id, *values),
                 )
             elif rank[status] >= rank[old[0]] or json.loads(old[1]) != candidate_keys:
                 db.execute(
                     "UPDATE judgments SET model=?, status=?, candidate_keys=?, ratings=?,"
                     " rationales=?, order_shown=?, seed=?, raw_output=?, error=?,"
-                    " updated_at=?, attempts=attempts + 1"
+                    " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, attempts=attempts + 1"
                     " WHERE conversation_id = ? AND judge_id = ?",
                     (*values, conversation_id, judge_id),
                 )
@@ -488,6 +622,40 @@ class Store:
                     (now, conversation_id, judge_id),
                 )
 
+    CANDIDATE_COLUMNS = (
+        "conversation_id, generator_id, sample_index, model, params, status, text, prompt_tokens,"
+        " completion_tokens, latency_s, finish_reason, error, attempts, updated_at"
+    )
+    JUDGMENT_COLUMNS = (
+        "conversation_id, judge_id, model, status, candidate_keys, ratings, rationales,"
+        " order_shown, seed, raw_output, error, attempts, updated_at"
+    )
+
+    def import_candidates(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Bulk insert of candidate rows (tuples in ``CANDIDATE_COLUMNS`` order) in one
+        transaction, keeping rows already stored: for imports and benchmarks."""
+        sql = (
+            f"INSERT OR IGNORE INTO candidates ({self.CANDIDATE_COLUMNS})"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        with self._conn() as db:
+            return db.executemany(sql, rows).rowcount
+
+    def import_judgments(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Bulk insert of judgment rows (tuples in ``JUDGMENT_COLUMNS`` order, ratings as JSON)
+        in one transaction, with the AI facts the review filters read; keeps stored rows."""
+        sql = (
+            f"INSERT OR IGNORE INTO judgments ({self.JUDGMENT_COLUMNS}, ai_best, ai_second,"
+            " ai_rated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )
+
+        def with_facts() -> Iterator[tuple[Any, ...]]:
+            for row in rows:
+                yield (*row, *rating_facts(json.loads(row[5])))
+
+        with self._conn() as db:
+            return db.executemany(sql, with_facts()).rowcount
+
     @staticmethod
     def _judgment_row(r: sqlite3.Row) -> dict[str, Any]:
         d = dict(r)
@@ -495,13 +663,24 @@ class Store:
             d[k] = json.loads(d[k])
         return d
 
-    def judgment_states(self, judge_id: str) -> dict[str, tuple[str, int, list[str]]]:
-        """``conversation_id -> (status, attempts, candidate_keys)`` for one judge."""
-        rows = self.query(
+    def judgment_states(
+        self, judge_id: str, conversation_ids: Iterable[str] | None = None
+    ) -> dict[str, tuple[str, int, list[str]]]:
+        """``conversation_id -> (status, attempts, candidate_keys)`` for one judge (only
+        ``conversation_ids`` when given: primary-key lookups, for small batches)."""
+        sql = (
             "SELECT conversation_id, status, attempts, candidate_keys FROM judgments"
-            " WHERE judge_id = ?",
-            (judge_id,),
+            " WHERE judge_id = ?"
         )
+        if conversation_ids is None:
+            rows = self.query(sql, (judge_id,))
+        else:
+            wanted = list(conversation_ids)
+            rows = []
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self.query(f"{sql} AND conversation_id IN ({marks})", (judge_id, *chunk))
         return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
 
     def judgment(self, conversation_id: str, judge_id: str | None = None) -> dict[str, Any] | None:
@@ -578,6 +757,304 @@ class Store:
             d["accepted_ai"] = bool(d["accepted_ai"])
             out.append(d)
         return out
+
+    # -- review queue (issue 13: indexed SQL, paged) -------------------------------------------
+    def _queue_where(
+        self,
+        filter: str,
+        generator_ids: list[str] | None,
+        judge_id: str | None,
+        reviewer: str | None,
+        low_threshold: float,
+        review_source: str,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (over ``conversations c``) of one review-queue filter; every test is
+        an index lookup keyed by the conversation (candidates_done, the judgments and reviews
+        primary keys), so a page costs what it shows, not what the store holds."""
+        gens = list(generator_ids or [])
+        params: list[Any] = list(gens)
+        where = (
+            "EXISTS (SELECT 1 FROM candidates d WHERE d.conversation_id = c.conversation_id"
+            " AND d.status = 'done'"
+            + (f" AND d.generator_id IN ({','.join('?' * len(gens))})" if gens else "")
+            + ")"
+        )
+        if filter == "all":
+            return where, params
+        if filter == "unreviewed":
+            if reviewer:
+                where += (
+                    " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE"
+                    " r.conversation_id = c.conversation_id AND r.reviewer = ? AND r.source = ?)"
+                )
+                params += [reviewer, review_source]
+            else:
+                where += (
+                    " AND NOT EXISTS (SELECT 1 FROM reviews r"
+                    " WHERE r.conversation_id = c.conversation_id)"
+                )
+            return where, params
+        # the judgment a filter reads: this judge's, or the latest usable one
+        if judge_id:
+            judged = "j.conversation_id = c.conversation_id AND j.judge_id = ?"
+            judged_params: list[Any] = [judge_id]
+        else:
+            judged = (
+                "j.rowid = (SELECT j2.rowid FROM judgments j2 WHERE"
+                " j2.conversation_id = c.conversation_id AND j2.status != 'failed'"
+                " ORDER BY j2.updated_at DESC, j2.rowid DESC LIMIT 1)"
+            )
+            judged_params = []
+        if filter == "low_ai":
+            cond, cond_params = "(j.ai_rated = 0 OR j.ai_best <= ?)", [float(low_threshold)]
+        elif filter == "ai_tie":
+            cond, cond_params = "j.ai_rated >= 2 AND j.ai_second = j.ai_best", []
+        elif filter == "disagreement":
+            # only reviewed conversations can disagree: drive from the reviews (they grow with
+            # human work, not with the store), then sort the few matches into load order
+            where = "c.conversation_id IN (SELECT r0.conversation_id FROM reviews r0) AND " + where
+            # some human rating >= 2 points from the AI's rating of the same candidate, or the
+            # human's chosen candidate rated below the AI's best
+            cond = (
+                "EXISTS (SELECT 1 FROM reviews r WHERE r.conversation_id = c.conversation_id AND ("
+                " EXISTS (SELECT 1 FROM json_each(r.ratings) h, json_each(j.candidate_keys) k,"
+                "  json_each(j.ratings) a WHERE k.value = h.key AND a.key = k.key"
+                "  AND h.type != 'null' AND a.type IN ('integer', 'real')"
+                "  AND abs(CAST(h.value AS REAL) - a.value) >= 2)"
+                " OR EXISTS (SELECT 1 FROM json_each(j.candidate_keys) k, json_each(j.ratings) a"
+                "  WHERE k.value = r.chosen AND a.key = k.key AND a.type IN ('integer', 'real')"
+                "  AND a.value < j.ai_best)))"
+            )
+            cond_params = []
+        else:
+            raise ValueError(f"unknown review filter {filter!r}")
+        where += (
+            f" AND EXISTS (SELECT 1 FROM judgments j WHERE {judged} AND j.status != 'failed'"
+            f" AND {cond})"
+        )
+        return where, params + judged_params + cond_params
+
+    def review_queue(
+        self,
+        filter: str = "all",
+        *,
+        generator_ids: list[str] | None = None,
+        judge_id: str | None = None,
+        reviewer: str | None = None,
+        low_threshold: float = 2,
+        review_source: str = "ui",
+        limit: int | None = None,
+        offset: int = 0,
+        after: str | None = None,
+    ) -> list[str]:
+        """Conversation ids of a review-queue filter in load order. ``limit``/``offset`` page it;
+        ``after`` (a conversation id) starts after that conversation (keyset paging: a deep page
+        costs the same as the first)."""
+        where, params = self._queue_where(
+            filter, generator_ids, judge_id, reviewer, low_threshold, review_source
+        )
+        if after is not None:
+            where += (
+                " AND c.rowid > COALESCE((SELECT rowid FROM conversations"
+                " WHERE conversation_id = ?), -1)"
+            )
+            params.append(after)
+        sql = f"SELECT c.conversation_id FROM conversations c WHERE {where} ORDER BY c.rowid"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        return [r[0] for r in self._connection().execute(sql, params)]
+
+    def review_queue_count(
+        self,
+        filter: str = "all",
+        *,
+        generator_ids: list[str] | None = None,
+        judge_id: str | None = None,
+        reviewer: str | None = None,
+        low_threshold: float = 2,
+        review_source: str = "ui",
+    ) -> int:
+        """How many conversations a review-queue filter holds (one SQL aggregate)."""
+        if filter == "all":
+            return self.count_reviewable(generator_ids)
+        where, params = self._queue_where(
+            filter, generator_ids, judge_id, reviewer, low_threshold, review_source
+        )
+        # drive the count from the few rows that can match: the judge's index range for the
+        # AI filters, the reviews for disagreement; the per-conversation tests then apply
+        if filter in ("low_ai", "ai_tie") and judge_id:
+            match = (
+                "(j0.ai_best IS NULL OR j0.ai_best <= ?)"
+                if filter == "low_ai"
+                else "j0.ai_second = j0.ai_best"
+            )
+            driver = (
+                "SELECT j0.conversation_id FROM judgments j0 INDEXED BY judgments_ai"
+                f" WHERE j0.judge_id = ? AND {match}"
+            )
+            driver_params: list[Any] = [judge_id] + (
+                [float(low_threshold)] if filter == "low_ai" else []
+            )
+        else:
+            driver, driver_params = "", []
+        if driver:
+            sql = (
+                f"SELECT COUNT(*) FROM ({driver}) m JOIN conversations c"
+                f" ON c.conversation_id = m.conversation_id WHERE {where}"
+            )
+            params = driver_params + params
+        else:
+            sql = f"SELECT COUNT(*) FROM conversations c WHERE {where}"
+        return int(self._connection().execute(sql, params).fetchone()[0])
+
+    def explain_review_queue(self, filter: str, **kwargs: Any) -> list[str]:
+        """SQLite's query plan of a review-queue page (for tests and benchmarks)."""
+        where, params = self._queue_where(
+            filter,
+            kwargs.get("generator_ids"),
+            kwargs.get("judge_id"),
+            kwargs.get("reviewer"),
+            kwargs.get("low_threshold", 2),
+            kwargs.get("review_source", "ui"),
+        )
+        sql = (
+            "EXPLAIN QUERY PLAN SELECT c.conversation_id FROM conversations c"
+            f" WHERE {where} ORDER BY c.rowid LIMIT 50"
+        )
+        return [r[3] for r in self._connection().execute(sql, params)]
+
+    def _candidates_marker(self) -> tuple[Any, ...]:
+        """Changes whenever a candidate row is written (any process): the newest write time
+        (indexed) and the row count bound."""
+        db = self._connection()
+        # two statements: SQLite answers a lone MAX() from the index end, a pair by a scan
+        newest = db.execute("SELECT MAX(updated_at) FROM candidates").fetchone()[0]
+        last = db.execute("SELECT MAX(rowid) FROM candidates").fetchone()[0]
+        return (newest, last)
+
+    def change_marker(self) -> tuple[Any, ...]:
+        """Changes whenever a candidate, judgment or review is written (by any process): each
+        table's newest write time and last rowid, every one read from an index end."""
+        db = self._connection()
+        out: list[Any] = list(self._candidates_marker())
+        for table in ("judgments", "reviews"):
+            out.append(db.execute(f"SELECT MAX(updated_at) FROM {table}").fetchone()[0])
+            out.append(db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0])
+        return tuple(out)
+
+    def count_reviewable(self, generator_ids: list[str] | None = None) -> int:
+        """Conversations with at least one done candidate (of ``generator_ids``): a scan of the
+        candidates_done index, cached until a candidate is written."""
+        gens = tuple(generator_ids or ())
+        marker = self._candidates_marker()
+        cache = self.__dict__.setdefault("_reviewable_cache", {})
+        hit = cache.get(gens)
+        if hit is not None and hit[0] == marker:
+            return int(hit[1])
+        sql = (
+            "SELECT COUNT(DISTINCT conversation_id) FROM candidates INDEXED BY candidates_done"
+            " WHERE status = 'done'"
+        )
+        if gens:
+            sql += f" AND generator_id IN ({','.join('?' * len(gens))})"
+        n = int(self._connection().execute(sql, gens).fetchone()[0])
+        cache[gens] = (marker, n)
+        return n
+
+    def review_counts(
+        self,
+        generator_ids: list[str] | None = None,
+        reviewer: str | None = None,
+        review_source: str = "ui",
+    ) -> dict[str, int]:
+        """``{"reviewable", "reviewed", "mine", "discarded"}`` as SQL aggregates; the review
+        counts are driven from the reviews table (they grow with human work, not with N)."""
+        gens = list(generator_ids or [])
+        has = (
+            "EXISTS (SELECT 1 FROM candidates d WHERE d.conversation_id = r.conversation_id"
+            " AND d.status = 'done'"
+            + (f" AND d.generator_id IN ({','.join('?' * len(gens))})" if gens else "")
+            + ")"
+        )
+        row = (
+            self._connection()
+            .execute(
+                "SELECT COUNT(DISTINCT r.conversation_id),"
+                " COUNT(DISTINCT CASE WHEN r.reviewer = ? AND r.source = ? THEN r.conversation_id"
+                " END),"
+                " COUNT(DISTINCT CASE WHEN r.discard THEN r.conversation_id END)"
+                f" FROM reviews r WHERE {has}",
+                [reviewer or "", review_source, *gens],
+            )
+            .fetchone()
+        )
+        return {
+            "reviewable": self.count_reviewable(gens or None),
+            "reviewed": int(row[0]),
+            "mine": int(row[1]) if reviewer else 0,
+            "discarded": int(row[2]),
+        }
+
+    # -- Results statistics (issue 13: SQL aggregates, no Python pass over conversations) ------
+    def _stats_judgment(self, judge_id: str | None) -> tuple[str, list[Any]]:
+        """Join condition of the done judgment the statistics read (as ``binarize.collect``)."""
+        if judge_id is not None:
+            return (
+                "j.conversation_id = c.conversation_id AND j.judge_id = ? AND j.status = 'done'",
+                [judge_id],
+            )
+        return (
+            "j.rowid = (SELECT j2.rowid FROM judgments j2 WHERE j2.conversation_id ="
+            " c.conversation_id AND j2.status = 'done' ORDER BY j2.updated_at DESC,"
+            " j2.rowid DESC LIMIT 1)",
+            [],
+        )
+
+    def rating_histogram(
+        self, generator_ids: list[str] | None = None, judge_id: str | None = None
+    ) -> list[tuple[str, str, int | None, int, float | None]]:
+        """``(generator_id, model, bucket 1..5 or None, candidates, sum of ratings)`` over every
+        done candidate and the AI rating its judgment gave it (None: not rated); one GROUP BY."""
+        gens = list(generator_ids or [])
+        judged, params = self._stats_judgment(judge_id)
+        gen_sql = f" AND c.generator_id IN ({','.join('?' * len(gens))})" if gens else ""
+        rated = "a.type IN ('integer', 'real')"
+        sql = (
+            "SELECT c.generator_id, c.model,"
+            f" CASE WHEN {rated} THEN MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))) END AS b,"
+            f" COUNT(*), SUM(CASE WHEN {rated} THEN a.value END)"
+            f" FROM candidates c LEFT JOIN judgments j ON {judged}"
+            " LEFT JOIN json_each(j.candidate_keys) k"
+            "  ON k.value = c.generator_id || '/' || c.sample_index"
+            " LEFT JOIN json_each(j.ratings) a ON a.key = k.key"
+            f" WHERE c.status = 'done' AND c.text IS NOT NULL{gen_sql}"
+            " GROUP BY c.generator_id, c.model, b"
+        )
+        return [tuple(r) for r in self._connection().execute(sql, [*params, *gens])]
+
+    def rated_by_both(
+        self, generator_ids: list[str] | None = None, judge_id: str | None = None
+    ) -> list[tuple[str, str, str, str, str, float, float]]:
+        """Every (candidate, reviewer) rated by the judge and a human: ``(conversation_id,
+        candidate_key, generator_id, model, reviewer, ai, human)``; driven by the reviews."""
+        gens = list(generator_ids or [])
+        judged, params = self._stats_judgment(judge_id)
+        gen_sql = f" AND c.generator_id IN ({','.join('?' * len(gens))})" if gens else ""
+        sql = (
+            "SELECT r.conversation_id, h.key, c.generator_id, c.model, r.reviewer, a.value,"
+            " CAST(h.value AS REAL)"
+            " FROM reviews r, json_each(r.ratings) h"
+            " JOIN candidates c ON c.conversation_id = r.conversation_id"
+            "  AND c.generator_id || '/' || c.sample_index = h.key"
+            f"  AND c.status = 'done' AND c.text IS NOT NULL{gen_sql}"
+            f" JOIN judgments j ON {judged}"
+            " JOIN json_each(j.candidate_keys) k ON k.value = h.key"
+            " JOIN json_each(j.ratings) a ON a.key = k.key"
+            " WHERE a.type IN ('integer', 'real') AND h.type != 'null'"
+            " ORDER BY r.updated_at, r.rowid"
+        )
+        return [tuple(r) for r in self._connection().execute(sql, [*gens, *params])]
 
     # -- jobs -------------------------------------------------------------------------------
     def start_job(self, kind: str, recipe: dict[str, Any] | None = None) -> str:

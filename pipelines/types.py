@@ -12,15 +12,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - installed with gradio, pinned in requirements.txt
+    _orjson = None  # type: ignore[assignment]
+
 Role = Literal["system", "user", "assistant"]
 Message = dict[str, str]
 
 
 def conversation_id_for(messages: list[Message]) -> str:
     """Stable id of a prompt: a hash of its role/content pairs (sources never change it)."""
-    canonical = json.dumps(
-        [[m["role"], m["content"]] for m in messages], ensure_ascii=False, separators=(",", ":")
-    )
+    pairs = [[m["role"], m["content"]] for m in messages]
+    if _orjson is not None:
+        try:  # the same bytes as the json.dumps below, several times faster (issue 13)
+            return hashlib.sha256(_orjson.dumps(pairs)).hexdigest()[:24]
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # e.g. a lone surrogate: the json module's bytes decide, as before
+    canonical = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
 
 

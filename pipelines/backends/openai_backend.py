@@ -203,6 +203,54 @@ class OpenAIBackend(Backend):
             key=req.key, error=last_error, model=self.model_name, response_format=fmt
         )
 
+    async def complete_n(self, req: GenerationRequest, n: int) -> list[GenerationResult]:
+        """``n`` samples of one prompt in ONE request (the server prefills the prompt once).
+        Returns one result per choice the server sent: fewer than ``n`` means it ignores ``n``
+        (llama.cpp); the caller asks for the rest one by one. Errors: one result with the
+        error. Completion tokens are split over the choices by their length (the usage is a
+        total); the prompt tokens are the prompt's, as for a single request."""
+        kwargs = {**self._request_kwargs(req), "n": int(n)}
+        replica = self._pick(set())
+        replica.in_flight += 1
+        replica.requests += 1
+        start = time.perf_counter()
+        try:
+            resp = await replica.client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            return [
+                GenerationResult(
+                    key=req.key,
+                    error=f"HTTP {exc.status_code}: {short_error(exc)}",
+                    model=self.model_name,
+                )
+            ]
+        except Exception as exc:  # noqa: BLE001 - recorded on the row
+            return [GenerationResult(key=req.key, error=short_error(exc), model=self.model_name)]
+        finally:
+            replica.in_flight -= 1
+        latency = time.perf_counter() - start
+        choices = sorted(resp.choices or [], key=lambda c: c.index)
+        usage = resp.usage
+        texts = [c.message.content or "" for c in choices]
+        total = usage.completion_tokens if usage else None
+        shares: list[int | None] = [None] * len(choices)
+        if total is not None and choices:
+            weight = sum(len(t) for t in texts) or len(texts)
+            shares = [int(total * (len(t) if sum(map(len, texts)) else 1) / weight) for t in texts]
+            shares[-1] = total - sum(shares[:-1])
+        return [
+            GenerationResult(
+                key=req.key,
+                text=text,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=share,
+                latency_s=latency,
+                finish_reason=choice.finish_reason,
+                model=self.model_name,
+            )
+            for choice, text, share in zip(choices, texts, shares, strict=True)
+        ]
+
     async def generate(
         self, requests: Sequence[GenerationRequest]
     ) -> AsyncIterator[GenerationResult]:
