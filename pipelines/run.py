@@ -152,7 +152,7 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
             "conversations judged": int(judged),
             "conversations reviewed": int(reviewed),
         },
-        stats=compute_stats(binarized.rows, binarized.pair_labels()),
+        stats=compute_stats(binarized.rows, binarized.pair_labels(), store.reviews()),
         generator_models=[g.display_name() for g in recipe.generators],
         judge_model=recipe.judge.display_name() if recipe.judge else None,
         dropped=dict(binarized.result.dropped),
@@ -217,14 +217,18 @@ def run_recipe(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     job_kind: str = "run",
+    on_job: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run the given stages (default: all the recipe configures). Records a job in the store.
 
     Raises nothing for a failing stage: the summary carries status 'failed' and a one-line
-    error, the job row too. ``limit`` bounds how many conversations are loaded and processed.
+    error, the job row too. ``limit`` bounds how many conversations are loaded and processed
+    (stored with the job, so a resume can reuse it). ``on_job`` gets the job id once recorded.
     """
     stages = list(stages) if stages else default_stages(recipe)
-    job_id = store.start_job(f"{job_kind}:{','.join(stages)}", recipe.to_dict())
+    job_id = store.start_job(f"{job_kind}:{','.join(stages)}", recipe.to_dict(), limit=limit)
+    if on_job is not None:
+        on_job(job_id)
     summary = RunSummary(job_id=job_id, stages=stages)
     last_write = 0.0
 

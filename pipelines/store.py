@@ -116,6 +116,9 @@ MIGRATIONS: list[str] = [
     # 2: a review that kept the AI's suggested ratings untouched is recorded as such, so stats and
     # the dataset card count "accepted the AI" apart from human judgments
     "ALTER TABLE reviews ADD COLUMN accepted_ai INTEGER NOT NULL DEFAULT 0;",
+    # issue 12: a job remembers the conversation limit it ran with, so that resuming it (after a
+    # reload of the page or a restart) does the same conversations, not every one
+    "ALTER TABLE jobs ADD COLUMN run_limit INTEGER;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -580,12 +583,15 @@ class Store:
         return out
 
     # -- jobs -------------------------------------------------------------------------------
-    def start_job(self, kind: str, recipe: dict[str, Any] | None = None) -> str:
+    def start_job(
+        self, kind: str, recipe: dict[str, Any] | None = None, *, limit: int | None = None
+    ) -> str:
+        """Record a new running job; ``limit`` is the conversation limit it runs with."""
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self._conn() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, kind, recipe, status, counters, pid, started_at)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (job_id, kind, recipe, status, counters, pid, started_at,"
+                " run_limit) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     kind,
@@ -594,6 +600,7 @@ class Store:
                     "{}",
                     os.getpid(),
                     time.time(),
+                    limit,
                 ),
             )
         return job_id
