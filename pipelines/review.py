@@ -76,9 +76,11 @@ def display_order(conversation_id: str, n: int) -> list[int]:
 
 def _candidate_ids(store: Store, generator_ids: list[str] | None) -> list[str]:
     sql, params = _in("generator_id", generator_ids)
+    # an uncorrelated IN (one pass over candidates): the correlated EXISTS made SQLite walk the
+    # (generator_id, status) index once per conversation, ~40 s on 10k conversations (issue 12)
     rows = store.query(
-        "SELECT c.conversation_id FROM conversations c WHERE EXISTS (SELECT 1 FROM candidates d"
-        " WHERE d.conversation_id = c.conversation_id AND d.status = 'done'"
+        "SELECT c.conversation_id FROM conversations c WHERE c.conversation_id IN (SELECT"
+        " d.conversation_id FROM candidates d WHERE d.status = 'done'"
         + sql.replace("generator_id", "d.generator_id")
         + ") ORDER BY c.rowid",
         params,

@@ -582,6 +582,18 @@ class Store:
             out.append(d)
         return out
 
+    def change_marker(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of everything binarization reads (row counts and latest update
+        of conversations, candidates, judgments, reviews): equal markers mean unchanged data,
+        so a view computed from them can be reused (the Results tab's preview)."""
+        row = self.query(
+            "SELECT (SELECT COUNT(*) FROM conversations), (SELECT MAX(rowid) FROM conversations),"
+            " (SELECT COUNT(*) FROM candidates), (SELECT MAX(updated_at) FROM candidates),"
+            " (SELECT COUNT(*) FROM judgments), (SELECT MAX(updated_at) FROM judgments),"
+            " (SELECT COUNT(*) FROM reviews), (SELECT MAX(updated_at) FROM reviews)"
+        )[0]
+        return tuple(row)
+
     # -- jobs -------------------------------------------------------------------------------
     def start_job(
         self, kind: str, recipe: dict[str, Any] | None = None, *, limit: int | None = None
