@@ -161,6 +161,8 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
                 render.notice_html(warning, "warn"), elem_id="cu-storage-warning", js_on_load=None
             )
         gr.HTML(render.notice_html(f"Workspace: {ws.data_dir.resolve()}", "info"), js_on_load=None)
+        # the reviewer's name as this browser remembers it (read at page load, so outside tabs)
+        reviewer_memory = gr.BrowserState("", storage_key=review.REVIEWER_KEY)
         with gr.Tabs():
             with gr.Tab("Data", id="data") as t:
                 data.build(ws, t)
@@ -169,7 +171,7 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
             with gr.Tab("Run", id="run") as t:
                 run.build(ws, t, demo)
             with gr.Tab("Review", id="review") as t:
-                review.build(ws, t, demo)
+                review.build(ws, t, demo, remembered=reviewer_memory)
             with gr.Tab("Results", id="results") as t:
                 results.build(ws, t)
             with gr.Tab("Recipe", id="recipe") as t:

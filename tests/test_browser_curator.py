@@ -229,7 +229,7 @@ def test_review_needs_a_judgment_and_accepting_the_ai_is_recorded(
         page.locator("#cu-use-ai").click()
         page.locator("#cu-review-status").get_by_text("Filled in the AI's ratings").wait_for()
         page.locator("#cu-submit").click()
-        page.locator("#cu-review-status").get_by_text("accepted the AI's suggestion").wait_for()
+        page.locator("#cu-review-status").get_by_text("Saved as 'accepted").wait_for()
         reviews = Store(app.data_dir).reviews()
         assert len(reviews) == 1 and reviews[0]["accepted_ai"] is True
         assert reviews[0]["ratings"] == {"alpha/0": 4, "beta/0": 2, "gamma/0": 5}

@@ -217,7 +217,9 @@ def render_item(
     ]
 
 
-def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
+def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | None = None) -> None:
+    """The Review tab. ``remembered``: the browser-stored reviewer name; it must be rendered
+    outside the tabs (a tab not shown yet reads nothing from localStorage at page load)."""
     with gr.Column(elem_id="cu-review"):
         with gr.Row():
             reviewer = gr.Textbox(
@@ -276,7 +278,8 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     pos = gr.State(0)
     keys = gr.State([])
     drafts = gr.State({})  # conversation id -> unsaved form values (this browser tab)
-    remembered = gr.BrowserState("", storage_key=REVIEWER_KEY)
+    if remembered is None:
+        remembered = gr.BrowserState("", storage_key=REVIEWER_KEY)
 
     view = [header, chat, *slot_outputs, chosen, rejected, discard, comment, keys, pos, status]
     form = [*ratings, chosen, rejected, discard, comment]
