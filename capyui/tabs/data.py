@@ -212,9 +212,12 @@ def build(ws: Any, tab: gr.Tab) -> None:
             )
             with gr.Row(visible=False) as hub_row:
                 hub_id = gr.Textbox(
-                    label="Hub dataset id", placeholder="argilla/Capybara-Preferences"
+                    label="Hub dataset id",
+                    placeholder="argilla/Capybara-Preferences",
+                    max_lines=1,
+                    elem_id="cu-hub-id",
                 )
-                split = gr.Textbox(label="Split", value="train")
+                split = gr.Textbox(label="Split", value="train", max_lines=1)
         with gr.Column(scale=1):
             fmt = gr.Dropdown(FORMATS, value="auto", label="Format (auto-detected unless set)")
             limit = gr.Number(label="Limit (rows; 0 = all)", precision=0, value=0)

@@ -111,8 +111,11 @@ def counts_html(summary: dict[str, Any], stats: dict[str, Any] | None = None) ->
         ["conversations with candidates", "kept", "pairs", "with human ratings/picks"],
         [(summary["rows_in"], summary["rows_kept"], summary["pairs"], summary["human_rows"])],
     )
-    dropped = render.table_html(
-        ["dropped by filter", "conversations"], list(summary["dropped"].items())
+    reasons = [(k, v) for k, v in summary["dropped"].items() if v]
+    dropped = (
+        render.table_html(["dropped by filter", "conversations"], reasons)
+        if reasons
+        else render.notice_html("No conversation dropped by the filters.", "info")
     )
     notes = []
     if stats.get("not_generated"):
