@@ -181,6 +181,47 @@ def plots(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     return hist, mean, win
 
 
+def cached(ws: Any, options: dict[str, Any]) -> bool:
+    """True when ``compute(ws, options)`` would answer from the cache (cheap to check)."""
+    from pipelines.binarize import BinarizeOptions
+
+    recipe = ws.recipe
+    try:
+        opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
+    except ValueError:
+        return True  # an error is instant too
+    gens = [g.id for g in recipe.generators]
+    judge_id = recipe.judge.id if recipe.judge is not None else None
+    key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
+    with _cache_lock:
+        hit = _cache.get(str(ws.data_dir))
+    return hit is not None and hit[0] == key
+
+
+def warm(ws: Any) -> None:
+    """Compute the default preview in a background thread (app start, after a job), so the
+    first visit of the Results tab finds it ready instead of waiting on a large workspace."""
+
+    def work() -> None:
+        try:
+            compute(ws, {})
+        except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
+            pass
+
+    threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
+
+
+def on_select(ws: Any, *args: Any) -> list[Any]:
+    """Opening the tab never waits on a recomputation: a fresh cached preview is shown at
+    once; otherwise a notice is, and the preview follows (``preview`` chained after)."""
+    if cached(ws, _options(*args)):
+        return preview(ws, *args)
+    notice = render.notice_html(
+        f"Computing the preview over {ws.store.count_conversations():,} conversations…", "info"
+    )
+    return [notice, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
+
+
 def preview(ws: Any, *args: Any) -> list[Any]:
     from pydantic import ValidationError
 
@@ -401,4 +442,10 @@ def build(ws: Any, tab: gr.Tab) -> None:
         return publish(ws, repo, priv, oauth)
 
     publish_btn.click(do_publish, [repo_id, private], publish_status, api_name="publish")
-    tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
+    tab.select(lambda *a: on_select(ws, *a), options, outputs, show_progress="hidden").then(
+        lambda *a: preview(ws, *a) if not cached(ws, _options(*a)) else [gr.update()] * 7,
+        options,
+        outputs,
+        show_progress="hidden",
+    )
+    warm(ws)
