@@ -37,6 +37,15 @@ class Workspace:
         self.jobs = JobManager(self.store)
         self._lock = threading.Lock()
         self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_recipe_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap; start a thread for real work) after every recipe change."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     @property
     def recipe_path(self) -> Path:
@@ -74,6 +83,7 @@ class Workspace:
         with self._lock:
             self._recipe = recipe
             self._save(recipe)
+        self._changed()
 
     @property
     def base_dir(self) -> str:
@@ -88,7 +98,8 @@ class Workspace:
             recipe = parse_recipe(data, name="recipe", base_dir=self._recipe.base_dir)
             self._recipe = recipe
             self._save(recipe)
-            return recipe
+        self._changed()
+        return recipe
 
     def candidate_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
         """The recipe ``change`` would give, validated but NOT made current (raises

@@ -39,6 +39,7 @@ def _options(
 
 _cache: dict[str, Any] = {}
 _cache_lock = threading.Lock()
+_warming: set[str] = set()
 
 
 def compute(ws: Any, options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
@@ -199,27 +200,25 @@ def cached(ws: Any, options: dict[str, Any]) -> bool:
 
 
 def warm(ws: Any) -> None:
-    """Compute the default preview in a background thread (app start, after a job), so the
+    """Compute the default preview in a background thread (app start, recipe saved), so the
     first visit of the Results tab finds it ready instead of waiting on a large workspace."""
+
+    key = str(ws.data_dir)
+    with _cache_lock:
+        if key in _warming:
+            return
+        _warming.add(key)
 
     def work() -> None:
         try:
             compute(ws, {})
         except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
             pass
+        finally:
+            with _cache_lock:
+                _warming.discard(key)
 
     threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
-
-
-def on_select(ws: Any, *args: Any) -> list[Any]:
-    """Opening the tab never waits on a recomputation: a fresh cached preview is shown at
-    once; otherwise a notice is, and the preview follows (``preview`` chained after)."""
-    if cached(ws, _options(*args)):
-        return preview(ws, *args)
-    notice = render.notice_html(
-        f"Computing the preview over {ws.store.count_conversations():,} conversations…", "info"
-    )
-    return [notice, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()]
 
 
 def preview(ws: Any, *args: Any) -> list[Any]:
@@ -442,10 +441,7 @@ def build(ws: Any, tab: gr.Tab) -> None:
         return publish(ws, repo, priv, oauth)
 
     publish_btn.click(do_publish, [repo_id, private], publish_status, api_name="publish")
-    tab.select(lambda *a: on_select(ws, *a), options, outputs, show_progress="hidden").then(
-        lambda *a: preview(ws, *a) if not cached(ws, _options(*a)) else [gr.update()] * 7,
-        options,
-        outputs,
-        show_progress="hidden",
-    )
+    # the preview is usually ready (warmed at start and whenever the recipe changes)
+    tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
     warm(ws)
+    ws.on_recipe_change(lambda: warm(ws))
