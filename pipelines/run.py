@@ -141,6 +141,9 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
     )[0][0]
     reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
     options = recipe.binarize
+    stats = compute_stats(binarized.rows, binarized.pair_labels(), store.reviews())
+    review_kinds = stats["reviews"]
+    quality = stats["judge_quality"]
     return CardContext(
         dataset_name=recipe.export.dataset_name or recipe.name,
         recipe=recipe.to_dict(),
@@ -151,8 +154,12 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
             "candidates failed": sum(c["failed"] for c in counts.values()),
             "conversations judged": int(judged),
             "conversations reviewed": int(reviewed),
+            # issue 12: a review that kept the AI's suggestion is not a human judgment
+            "reviews: human judgments": review_kinds["human_judged"],
+            "reviews: accepted the AI's suggestion": review_kinds["accepted_ai"],
+            "judge failures: placeholder rationales": quality["placeholder_rationales"],
         },
-        stats=compute_stats(binarized.rows, binarized.pair_labels(), store.reviews()),
+        stats=stats,
         generator_models=[g.display_name() for g in recipe.generators],
         judge_model=recipe.judge.display_name() if recipe.judge else None,
         dropped=dict(binarized.result.dropped),

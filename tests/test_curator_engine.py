@@ -174,3 +174,26 @@ def test_a_job_remembers_its_limit(tmp_path: Path) -> None:
     other = s.start_job("ui:generate", {})
     by = {j["job_id"]: j for j in s.jobs()}
     assert by[job]["run_limit"] == 3 and by[other]["run_limit"] is None
+
+
+def test_the_card_counts_accepted_ai_apart_from_human_judgments(store: Store) -> None:
+    from pipelines.recipe import parse_recipe
+    from pipelines.run import run_recipe
+
+    ai = {"a/0": 4, "b/0": 2, "c/0": 5}
+    submit_review(store, store.cid, "bob", candidate_keys=KEYS, ratings=ai, judge_id="judge")
+    submit_review(store, store.cid, "eve", candidate_keys=KEYS, ratings={**ai, "a/0": 1})
+    recipe = parse_recipe(
+        {
+            "name": "card",
+            "source": {"path": "unused.jsonl"},
+            "generators": [{"id": g, "backend": "original"} for g in ("a", "b", "c")],
+            "judge": {"id": "judge", "backend": "embedded"},
+        }
+    )
+    summary = run_recipe(recipe, store, stages=["binarize", "export"])
+    assert summary.status == "done", summary.error
+    card = (Path(summary.export_dir) / "README.md").read_text()
+    assert "| reviews: human judgments | 1 |" in card
+    assert "| reviews: accepted the AI's suggestion | 1 |" in card
+    assert "| judge failures: placeholder rationales | 1 |" in card
