@@ -140,9 +140,9 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
         (recipe.judge.id,) if recipe.judge else (),
     )[0][0]
     reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+    human_reviews = store.reviews()
     options = recipe.binarize
-    stats = compute_stats(binarized.rows, binarized.pair_labels(), store.reviews())
-    review_kinds = stats["reviews"]
+    stats = compute_stats(binarized.rows, binarized.pair_labels(), human_reviews)
     quality = stats["judge_quality"]
     return CardContext(
         dataset_name=recipe.export.dataset_name or recipe.name,
@@ -154,9 +154,7 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
             "candidates failed": sum(c["failed"] for c in counts.values()),
             "conversations judged": int(judged),
             "conversations reviewed": int(reviewed),
-            # issue 12: a review that kept the AI's suggestion is not a human judgment
-            "reviews: human judgments": review_kinds["human_judged"],
-            "reviews: accepted the AI's suggestion": review_kinds["accepted_ai"],
+            # issue 12: a rationale that is the template's placeholder is a judge failure
             "judge failures: placeholder rationales": quality["placeholder_rationales"],
         },
         stats=stats,
@@ -166,6 +164,9 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
         strategy=str(options.get("strategy", "best-vs-worst")),
         repo_id=recipe.publish.repo_id,
         reviewed=int(reviewed),
+        human_reviews=len(human_reviews),
+        accepted_ai=sum(1 for r in human_reviews if r.get("accepted_ai")),
+        judge_template=recipe.judge.template if recipe.judge else None,
     )
 
 
@@ -174,7 +175,17 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
 
     out = export_dir_for(recipe, store)
     card = card_context(store, recipe, binarized)
-    return export_local(binarized.result, out, formats=tuple(recipe.export.formats), card=card)
+    from pipelines.profiles import row_sources_of
+
+    return export_local(
+        binarized.result,
+        out,
+        formats=tuple(recipe.export.formats),
+        card=card,
+        profile=recipe.export.profile,
+        filters=recipe.export.filters,
+        row_sources=row_sources_of(binarized.rows),
+    )
 
 
 def publish_stage(recipe: Recipe, out_dir: Path) -> str:
@@ -281,6 +292,7 @@ def run_recipe(
                     cancel=cancel,
                 )
                 summary.results["generate"] = p.as_dict()
+                _fail_if_every_row_failed(p, cancel)
             elif stage == "judge":
                 from pipelines.judge import run_judging
 
@@ -297,6 +309,7 @@ def run_recipe(
                     cancel=cancel,
                 )
                 summary.results["judge"] = p.as_dict()
+                _fail_if_every_row_failed(p, cancel)
             elif stage in ("push-argilla", "pull-argilla"):
                 summary.results[stage] = argilla_stage(stage, recipe, store, progress, cancel)
             elif stage == "binarize":
@@ -306,7 +319,12 @@ def run_recipe(
                     binarized, summary.results["binarize"] = binarize_stage(recipe, store)
                 out = export_stage(recipe, store, binarized)
                 summary.export_dir = str(out)
-                summary.results["export"] = {"out": str(out), "pairs": binarized.num_pairs}
+                summary.results["export"] = {
+                    "out": str(out),
+                    "pairs": binarized.num_pairs,
+                    "profile": recipe.export.profile,
+                    "filters": recipe.export.filters.active(),
+                }
             elif stage == "publish":
                 out = Path(summary.export_dir) if summary.export_dir else None
                 if out is None:
@@ -333,11 +351,27 @@ def run_recipe(
     return summary
 
 
+def _fail_if_every_row_failed(p: Progress, cancel: threading.Event | None) -> None:
+    """A stage that failed on every row it had to do ends the job failed, saying why (the
+    rows stay recorded failed, with their reasons, for a resume to retry)."""
+    if cancel is not None and cancel.is_set():
+        return
+    to_do = p.total - p.skipped
+    if to_do > 0 and p.done - p.skipped <= 0 and p.failed >= to_do:
+        why = p.message if p.message and p.message not in ("finished", "cancelled") else ""
+        notes = "; ".join(p.notes)
+        detail = "; ".join(x for x in (why, notes) if x)
+        raise StageError(
+            f"{p.stage}: every one of the {to_do} rows failed" + (f" ({detail})" if detail else "")
+        )
+
+
 def is_user_error(exc: BaseException) -> bool:
     """Errors whose message is already a one-line explanation for the user (bad input,
     unreachable service), as opposed to bugs."""
     from pipelines.argilla_queue import ArgillaQueueError
     from pipelines.backends import BackendError
+    from pipelines.judge_format import RubricUnavailable
     from pipelines.publish import PublishError
     from pipelines.recipe import RecipeError
     from pipelines.sources import SourceError
@@ -349,5 +383,6 @@ def is_user_error(exc: BaseException) -> bool:
         SourceError,
         PublishError,
         ArgillaQueueError,
+        RubricUnavailable,
     )
     return isinstance(exc, user_errors)

@@ -188,8 +188,9 @@ def test_failed_load_keeps_the_recipe_and_says_what_to_do(page: Any, tmp_path: P
         # the box stays inside the page (no text running off it)
         box = error.bounding_box()
         assert box is not None and box["x"] + box["width"] <= 1400 and box["height"] < 200
-        # checked locally: as quick as any click round trip, nowhere near a network timeout
-        assert took < scaled_ms(5) / 1000, took
+        # the local check answered (the Hub client's own errors read differently); the time is
+        # printed, not asserted (no absolute times in tests)
+        print(f"20,000-character Hub id refused in {took:.2f}s")
         _shot(page, "tab-data-error")
         # the recipe still points at the data that loaded
         assert (app.data_dir / "recipe.yaml").read_text() == recipe_before

@@ -194,6 +194,5 @@ def test_the_card_counts_accepted_ai_apart_from_human_judgments(store: Store) ->
     summary = run_recipe(recipe, store, stages=["binarize", "export"])
     assert summary.status == "done", summary.error
     card = (Path(summary.export_dir) / "README.md").read_text()
-    assert "| reviews: human judgments | 1 |" in card
-    assert "| reviews: accepted the AI's suggestion | 1 |" in card
+    assert "2 human reviews, of which 1 accepted the AI judge's suggested ratings" in card
     assert "| judge failures: placeholder rationales | 1 |" in card
