@@ -287,9 +287,9 @@ def test_reviewer_is_remembered_and_errors_show_by_the_name(page: Any, tmp_path:
         )
         page.locator("#cu-load-queue").click()
         header = page.locator("#cu-review-header")
-        header.get_by_text("All done").wait_for()
+        header.get_by_text("All done: you have reviewed").wait_for()
         assert "Generate them in the Run tab" not in header.inner_text()
-        assert "by you: 1" in page.locator("#cu-review-progress").inner_text()
+        page.locator("#cu-review-progress").get_by_text("by you: 1").wait_for()
 
 
 # -- 4: unsaved ratings are kept as a draft; feedback at the last conversation ---------------
