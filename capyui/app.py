@@ -37,6 +37,15 @@ class Workspace:
         self.jobs = JobManager(self.store)
         self._lock = threading.Lock()
         self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_recipe_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap; start a thread for real work) after every recipe change."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     @property
     def recipe_path(self) -> Path:
@@ -74,6 +83,7 @@ class Workspace:
         with self._lock:
             self._recipe = recipe
             self._save(recipe)
+        self._changed()
 
     @property
     def base_dir(self) -> str:
@@ -88,7 +98,17 @@ class Workspace:
             recipe = parse_recipe(data, name="recipe", base_dir=self._recipe.base_dir)
             self._recipe = recipe
             self._save(recipe)
-            return recipe
+        self._changed()
+        return recipe
+
+    def candidate_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
+        """The recipe ``change`` would give, validated but NOT made current (raises
+        RecipeError). Use ``set_recipe`` once whatever depends on it has worked (a load)."""
+        with self._lock:
+            data = self._recipe.model_dump(mode="json", exclude_none=True)
+            base_dir = self._recipe.base_dir
+        change(data)
+        return parse_recipe(data, name="recipe", base_dir=base_dir)
 
     def storage_warning(self) -> str | None:
         """A warning when running on a Space whose data would not survive a restart."""
@@ -120,58 +140,15 @@ def get_workspace(data_dir: str | os.PathLike[str] | None = None) -> Workspace:
         return _workspaces[key]
 
 
-# Keyboard shortcuts of the Review tab (j/k next/previous, h/l or ←/→ move the focused
-# candidate, 1-5 rate it, s submit). Ignored while typing in a text field.
-SHORTCUTS_JS = r"""
-<script>
-(() => {
-  if (window.__capyuiKeys) return;
-  window.__capyuiKeys = true;
-  let focus = 0;
-  const slots = () => Array.from(document.querySelectorAll('#cu-review .cu-cand-slot'))
-    .filter(el => el.offsetParent !== null);
-  const show = () => {
-    const all = slots();
-    if (focus >= all.length) focus = 0;
-    document.querySelectorAll('#cu-review .cu-cand-slot')
-      .forEach(el => el.classList.remove('cu-focus'));
-    if (all[focus]) all[focus].classList.add('cu-focus');
-  };
-  const click = id => { const b = document.getElementById(id); if (b) b.click(); };
-  document.addEventListener('click', e => {
-    const slot = e.target.closest && e.target.closest('#cu-review .cu-cand-slot');
-    if (slot) { focus = Math.max(0, slots().indexOf(slot)); show(); }
-  }, true);
-  document.addEventListener('keydown', e => {
-    const t = e.target;
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
-        (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)))) return;
-    const review = document.getElementById('cu-review');
-    if (!review || review.offsetParent === null) return;
-    const k = e.key;
-    if (k === 'j') { focus = 0; click('cu-next'); }
-    else if (k === 'k') { focus = 0; click('cu-prev'); }
-    else if (k === 's') { click('cu-submit'); }
-    else if (k === 'l' || k === 'ArrowRight') {
-      focus = Math.min(focus + 1, slots().length - 1); show();
-    }
-    else if (k === 'h' || k === 'ArrowLeft') { focus = Math.max(focus - 1, 0); show(); }
-    else if ('12345'.includes(k) && k.length === 1) {
-      const slot = slots()[focus];
-      if (!slot) return;
-      const input = slot.querySelectorAll('input[type=radio]')[Number(k) - 1];
-      if (input) { input.click(); show(); }
-    } else return;
-    e.preventDefault();
-  });
-  new MutationObserver(() => {
-    const r = document.getElementById('cu-review');
-    if (r && !r.querySelector('.cu-focus')) show();
-  }).observe(document.documentElement, {subtree: true, childList: true});
-})();
-</script>
-"""
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def shortcuts_js() -> str:
+    """The Review tab's keyboard shortcuts (``static/review_keys.js``) as a ``<head>`` script."""
+    return "<script>\n" + (STATIC_DIR / "review_keys.js").read_text("utf-8") + "</script>\n"
+
+
+SHORTCUTS_JS = shortcuts_js()
 
 
 def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
@@ -195,6 +172,8 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
                 render.notice_html(warning, "warn"), elem_id="cu-storage-warning", js_on_load=None
             )
         gr.HTML(render.notice_html(f"Workspace: {ws.data_dir.resolve()}", "info"), js_on_load=None)
+        # the reviewer's name as this browser remembers it (read at page load, so outside tabs)
+        reviewer_memory = gr.BrowserState("", storage_key=review.REVIEWER_KEY)
         with gr.Tabs():
             with gr.Tab("Data", id="data") as t:
                 data.build(ws, t)
@@ -203,7 +182,7 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
             with gr.Tab("Run", id="run") as t:
                 run.build(ws, t, demo)
             with gr.Tab("Review", id="review") as t:
-                review.build(ws, t, demo)
+                review.build(ws, t, demo, remembered=reviewer_memory)
             with gr.Tab("Results", id="results") as t:
                 results.build(ws, t)
             with gr.Tab("Recipe", id="recipe") as t:

@@ -141,6 +141,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS judgments_updated ON judgments (updated_at);
     CREATE INDEX IF NOT EXISTS reviews_updated ON reviews (updated_at);
     """,
+    # 4 (issue 12): a job remembers the conversation limit it ran with, so that resuming it (after a
+    # reload of the page or a restart) does the same conversations, not every one
+    "ALTER TABLE jobs ADD COLUMN run_limit INTEGER;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -934,10 +937,13 @@ class Store:
         return (newest, last)
 
     def change_marker(self) -> tuple[Any, ...]:
-        """Changes whenever a candidate, judgment or review is written (by any process): each
-        table's newest write time and last rowid, every one read from an index end."""
+        """Changes whenever a conversation is loaded or a candidate, judgment or review is
+        written (by any process): each table's newest write time and last rowid, every one read
+        from an index end. Equal markers mean unchanged data, so a view computed from them can
+        be reused (the Results tab's preview)."""
         db = self._connection()
         out: list[Any] = list(self._candidates_marker())
+        out.append(db.execute("SELECT MAX(rowid) FROM conversations").fetchone()[0])
         for table in ("judgments", "reviews"):
             out.append(db.execute(f"SELECT MAX(updated_at) FROM {table}").fetchone()[0])
             out.append(db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0])
@@ -1057,12 +1063,15 @@ class Store:
         return [tuple(r) for r in self._connection().execute(sql, [*gens, *params])]
 
     # -- jobs -------------------------------------------------------------------------------
-    def start_job(self, kind: str, recipe: dict[str, Any] | None = None) -> str:
+    def start_job(
+        self, kind: str, recipe: dict[str, Any] | None = None, *, limit: int | None = None
+    ) -> str:
+        """Record a new running job; ``limit`` is the conversation limit it runs with."""
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self._conn() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, kind, recipe, status, counters, pid, started_at)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (job_id, kind, recipe, status, counters, pid, started_at,"
+                " run_limit) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     kind,
@@ -1071,6 +1080,7 @@ class Store:
                     "{}",
                     os.getpid(),
                     time.time(),
+                    limit,
                 ),
             )
         return job_id

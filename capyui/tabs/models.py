@@ -200,7 +200,44 @@ def test_connection(ws: Any, choice: str | None) -> str:
     try:
         return render.notice_html(asyncio.run(check()), "ok")
     except Exception as exc:  # noqa: BLE001 - BackendError and transport errors, one line
-        return render.notice_html(f"{cfg.id}: {short_error(exc)}", "error")
+        where = ", ".join(cfg.urls) or cfg.backend
+        problem = short_error(exc)
+        return render.error_html(f"{cfg.id} at {where}: {problem}", connection_hint(problem))
+
+
+def connection_hint(problem: str) -> str:
+    """What to check for a failed connection test, from the error's text."""
+    low = problem.lower()
+    if "401" in low or "403" in low or "auth" in low or "api key" in low or "api_key" in low:
+        return "Check the key: the env var named in the model must hold a valid key"
+    if "404" in low or "not found" in low or "does not exist" in low:
+        return "Check the model name the server serves and that the base URL ends in /v1"
+    if "timeout" in low or "timed out" in low:
+        return "The server answered too slowly: check its load, or raise the timeout"
+    if "connect" in low or "refused" in low or "resolve" in low or "unreachable" in low:
+        return (
+            "Is the server running and reachable from the app's machine? Check host, port "
+            "and that the base URL ends in /v1"
+        )
+    return "Check the base URL, the model name and the server's log"
+
+
+def confirm_remove(ws: Any, choice: str | None) -> tuple[Any, str, str]:
+    """First step of Remove: (confirm row update, question html, error html)."""
+    cfg = _config(ws, choice)
+    if cfg is None:
+        return gr.update(visible=False), "", render.notice_html("Pick a model to remove.", "error")
+    role = choice.split(":", 1)[0]  # type: ignore[union-attr]
+    what = (
+        "the candidates already generated stay in the workspace"
+        if role == "generator"
+        else "its judgments stay in the workspace"
+    )
+    return (
+        gr.update(visible=True),
+        render.notice_html(f"Remove {role} '{cfg.id}' from the recipe? ({what})", "warn"),
+        "",
+    )
 
 
 def load_form(ws: Any, choice: str | None) -> list[Any]:
@@ -226,8 +263,12 @@ def build(ws: Any, tab: gr.Tab) -> None:
     with gr.Row():
         pick = gr.Dropdown(_choices(ws), label="Model", value=None, scale=2)
         test_btn = gr.Button("Test connection", scale=1)
-        remove_btn = gr.Button("Remove", variant="stop", scale=1)
-    status = gr.HTML(js_on_load=None)
+        remove_btn = gr.Button("Remove…", variant="stop", scale=1, elem_id="cu-remove")
+    with gr.Row(visible=False, elem_classes=["cu-confirm"]) as confirm_row:
+        question = gr.HTML(js_on_load=None, elem_id="cu-remove-question")
+        yes_btn = gr.Button("Yes, remove", variant="stop", scale=0, elem_id="cu-remove-yes")
+        keep_btn = gr.Button("Keep it", scale=0, elem_id="cu-remove-keep")
+    status = gr.HTML(js_on_load=None, elem_id="cu-models-status")
     gr.Markdown("#### Add or edit a model (saving an existing id updates it)")
     with gr.Row():
         role = gr.Radio(["generator", "judge"], value="generator", label="Role")
@@ -261,9 +302,28 @@ def build(ws: Any, tab: gr.Tab) -> None:
     save_btn.click(
         lambda *a: save_model(ws, *a), form, [table, status, pick], api_name="save_model"
     )
+    # Remove asks first (Yes / Keep it); the model only goes on "Yes, remove"
     remove_btn.click(
-        lambda c: remove_model(ws, c), pick, [table, status, pick], api_name="remove_model"
+        lambda c: confirm_remove(ws, c),
+        pick,
+        [confirm_row, question, status],
+        queue=False,
+        show_progress="hidden",
     )
+    keep_btn.click(
+        lambda: (gr.update(visible=False), render.notice_html("Nothing removed.", "info")),
+        None,
+        [confirm_row, status],
+        queue=False,
+        show_progress="hidden",
+    )
+    yes_btn.click(
+        lambda c: (*remove_model(ws, c), gr.update(visible=False)),
+        pick,
+        [table, status, pick, confirm_row],
+        api_name="remove_model",
+    )
+    pick.input(lambda: gr.update(visible=False), None, confirm_row, queue=False)
     test_btn.click(
         lambda c: test_connection(ws, c), pick, status, api_name="test_model", concurrency_limit=2
     )
