@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.store import Store
+from pipelines.store import StaleReviewError, Store
 from pipelines.types import Conversation
 
 FILTERS = {
@@ -227,8 +227,12 @@ def submit_review(
     rejected: str | None = None,
     discard: bool = False,
     comment: str | None = None,
+    expected_version: str | None = None,
 ) -> dict[str, Any]:
-    """Validate and store one review (source ``ui``); returns what was stored."""
+    """Validate and store one review (source ``ui``); returns what was stored.
+
+    ``expected_version``: ``store.review_version`` when the view was rendered; a stale view (the
+    conversation or this reviewer's review changed since) is refused, never silently applied."""
     reviewer = (reviewer or "").strip()
     if not reviewer:
         raise ReviewError("give a reviewer name (or sign in) before submitting")
@@ -253,16 +257,23 @@ def submit_review(
     if chosen and rejected and chosen == rejected:
         raise ReviewError("chosen and rejected must be different candidates")
     comment = (comment or "").strip() or None
-    store.put_review(
-        conversation_id,
-        reviewer,
-        REVIEW_SOURCE,
-        ratings=clean,
-        chosen=chosen or None,
-        rejected=rejected or None,
-        discard=bool(discard),
-        comment=comment,
-    )
+    try:
+        store.put_review(
+            conversation_id,
+            reviewer,
+            REVIEW_SOURCE,
+            ratings=clean,
+            chosen=chosen or None,
+            rejected=rejected or None,
+            discard=bool(discard),
+            comment=comment,
+            expected_version=expected_version,
+        )
+    except StaleReviewError:
+        raise ReviewError(
+            "this conversation changed since you opened it (new candidates or ratings, or your "
+            "review saved from another tab): nothing was saved; reload it and review again"
+        ) from None
     return {
         "ratings": clean,
         "chosen": chosen or None,

@@ -133,6 +133,15 @@ class Progress:
         remaining = max(self.total - self.done - self.failed, 0)
         return remaining * self.elapsed_s / finished
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # issue 10: a progress message can carry a backend's error text; it reaches the UI, the
+        # CLI and logs, so it is masked as it is set
+        if name == "message" and isinstance(value, str) and value:
+            from pipelines.secrets import mask_tokens
+
+            value = mask_tokens(value)
+        super().__setattr__(name, value)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,

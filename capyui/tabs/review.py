@@ -81,6 +81,7 @@ def render_item(
             [],
             0,
             render.notice_html(message, "info") if message else "",
+            None,
         ]
     mine = item.my_review or {}
     reveal = (not blind) or bool(item.my_review)
@@ -138,14 +139,20 @@ def render_item(
         keys,
         pos,
         status,
+        # what this view was rendered from: a submit from a stale view is refused (issue 10)
+        ws.store.review_version(conv.conversation_id, reviewer) if reviewer else None,
     ]
 
 
 def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     with gr.Column(elem_id="cu-review"):
         with gr.Row():
+            # the reviewer is the signed-in identity (issue 10): shown, never typed
             reviewer = gr.Textbox(
-                label="Reviewer (your name, or sign in)", scale=2, elem_id="cu-reviewer"
+                label="Reviewer (you, as signed in)",
+                scale=2,
+                elem_id="cu-reviewer",
+                interactive=False,
             )
             flt = gr.Dropdown(
                 [(v, k) for k, v in FILTERS.items()], value="unreviewed", label="Queue", scale=2
@@ -186,10 +193,29 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     queue = gr.State([])
     pos = gr.State(0)
     keys = gr.State([])
+    seen = gr.State(None)
 
-    view = [header, chat, *slot_outputs, chosen, rejected, discard, comment, keys, pos, status]
+    view = [
+        header,
+        chat,
+        *slot_outputs,
+        chosen,
+        rejected,
+        discard,
+        comment,
+        keys,
+        pos,
+        status,
+        seen,
+    ]
+
+    def _me() -> str:
+        from capyui.guard import current_actor
+
+        return current_actor().name or ""
 
     def load_queue(filter_: str, who: str, blind_: bool, ai_: bool) -> list[Any]:
+        who = _me()
         gens_, judge_ = _ids(ws)
         try:
             ids = queue_ids(
@@ -205,15 +231,16 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
 
     def step(delta: int) -> Any:
         def go(q: list[str], p: int, who: str, blind_: bool, ai_: bool) -> list[Any]:
-            return render_item(ws, q, (p or 0) + delta, who, blind_, ai_)
+            return render_item(ws, q, (p or 0) + delta, _me(), blind_, ai_)
 
         return go
 
     def submit(
         q: list[str], p: int, ks: list[str], who: str, blind_: bool, ai_: bool, *rest: Any
     ) -> list[Any]:
+        who = _me()  # never the text box: the signed-in identity
         rates = rest[:SLOTS]
-        ch, rj, disc, com = rest[SLOTS:]
+        ch, rj, disc, com, version = rest[SLOTS:]
         if not q or not ks:
             return [gr.update(), *render_item(ws, q, p, who, blind_, ai_, "Nothing to submit.")]
         letter_key = dict(zip(LETTERS, ks, strict=False))
@@ -228,6 +255,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
                 rejected=letter_key.get(rj or ""),
                 discard=bool(disc),
                 comment=com,
+                expected_version=version,
             )
         except ReviewError as exc:
             # keep the view (and the reviewer's unsaved input) as it is; say why
@@ -243,6 +271,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
                 ks,
                 p,
                 render.notice_html(str(exc), "error"),
+                gr.update(),
             ]
         return [
             progress_html(ws, who),
@@ -259,13 +288,26 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         box.input(step(0), nav_inputs, view, show_progress="hidden")
     submit_btn.click(
         submit,
-        [queue, pos, keys, reviewer, blind, show_ai, *ratings, chosen, rejected, discard, comment],
+        [
+            queue,
+            pos,
+            keys,
+            reviewer,
+            blind,
+            show_ai,
+            *ratings,
+            chosen,
+            rejected,
+            discard,
+            comment,
+            seen,
+        ],
         [progress, *view],
         api_name="review_submit",
     )
 
-    def who_am_i(profile: gr.OAuthProfile | None) -> Any:
-        return profile.username if profile is not None else gr.update()
+    def who_am_i() -> Any:
+        return _me() or gr.update()
 
     demo.load(who_am_i, None, reviewer, show_progress="hidden", api_visibility="private")
 
@@ -273,6 +315,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         q: list[str], p: int, filter_: str, who: str, blind_: bool, ai_: bool
     ) -> list[Any]:
         # coming back to the tab keeps your place in the queue; a first visit loads it
+        who = _me()
         if q:
             return [q, progress_html(ws, who), *render_item(ws, q, p or 0, who, blind_, ai_)]
         return load_queue(filter_, who, blind_, ai_)
