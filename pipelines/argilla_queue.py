@@ -353,6 +353,11 @@ class ArgillaQueue:
 
     def _raise_for(self, resp: httpx.Response, what: str) -> None:
         code = resp.status_code
+        if 300 <= code < 400:  # redirects are not followed (they would carry the key along)
+            raise ArgillaQueueError(
+                f"Argilla at {self.api_url} answered with a redirect (HTTP {code}): set the API "
+                "URL to the server's final address"
+            )
         if code < 400:
             return
         if code == 401:
