@@ -186,7 +186,7 @@ def export(ws: Any, formats: list[str], *args: Any) -> tuple[Any, str, list[str]
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, render.notice_html(f"Export failed: {msg}", "error"), []
     made = sorted(str(p) for p in (Path(out) / "data").glob("train-*"))
-    files = _downloadable([*made, str(Path(out) / "README.md")])
+    files = downloadable([*made, str(Path(out) / "README.md")])
     return (
         files,
         render.notice_html(f"Exported {len(binarized.pairs)} pair(s) to {out}.", "ok"),
@@ -194,7 +194,7 @@ def export(ws: Any, formats: list[str], *args: Any) -> tuple[Any, str, list[str]
     )
 
 
-def _downloadable(paths: list[str]) -> list[str]:
+def downloadable(paths: list[str]) -> list[str]:
     """Copies of the export in a fresh temporary folder, which Gradio serves to the caller only.
 
     Gradio refuses to send files from outside its temp dir and the working directory (the
