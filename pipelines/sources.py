@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import itertools
 import json
 import os
 import re
@@ -706,13 +707,23 @@ def _hub_rows(source: str, split: str, limit: int | None = None) -> Iterator[tup
             f"{source!r} is not a local file and the `datasets` package (for Hub datasets) "
             "is not installed"
         ) from None
-    try:
-        # issue 10: a limit reads only that many rows (split slicing), not the whole dataset
-        ds = datasets.load_dataset(
-            source, split=f"{split}[:{int(limit)}]" if limit and "[" not in split else split
-        )
-    except Exception as exc:  # noqa: BLE001 - datasets/hub raise many unrelated types
-        raise SourceError(_hub_message(source, split, exc)) from None
+    ds: Any = None
+    if limit:
+        # issue 10: a limit reads only that many rows: streamed (nothing else downloaded) where
+        # the Hub is reachable, else split slicing of what is cached
+        try:
+            ds = itertools.islice(
+                datasets.load_dataset(source, split=split, streaming=True), int(limit)
+            )
+        except Exception:  # noqa: BLE001 - offline / no streaming: the sliced split below
+            ds = None
+    if ds is None:
+        try:
+            ds = datasets.load_dataset(
+                source, split=f"{split}[:{int(limit)}]" if limit and "[" not in split else split
+            )
+        except Exception as exc:  # noqa: BLE001 - datasets/hub raise many unrelated types
+            raise SourceError(_hub_message(source, split, exc)) from None
     for i, row in enumerate(ds, 1):
         yield f"row {i}", row
 

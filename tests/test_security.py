@@ -399,15 +399,23 @@ def test_a_hub_id_is_never_read_as_a_local_file(monkeypatch: pytest.MonkeyPatch)
 
     import datasets
 
-    def fake(path: str, **kw: Any) -> list[dict[str, Any]]:
+    def fake(path: str, **kw: Any) -> Any:
         calls.append({"path": path, **kw})
-        return []
+        if kw.get("streaming"):
+            if fail_streaming:
+                raise ConnectionError("offline")
+            return iter({"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(10**6))
+        return [{"messages": [{"role": "user", "content": "q"}]}]
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
-    with pytest.raises(SourceError):
-        load_source("someone/data", hub=True, limit=5)
-    # the limit reaches the Hub load (split slicing), not only the rows kept
-    assert calls == [{"path": "someone/data", "split": "train[:5]"}]
+    fail_streaming = False
+    # the limit reaches the Hub load: 5 rows streamed out of a million, nothing else read
+    assert len(load_source("someone/data", hub=True, limit=5).conversations) == 5
+    assert calls == [{"path": "someone/data", "split": "train", "streaming": True}]
+    calls.clear()
+    fail_streaming = True  # offline: split slicing of the cached copy
+    load_source("someone/data", hub=True, limit=5)
+    assert calls[-1] == {"path": "someone/data", "split": "train[:5]"}
 
 
 # -- 7. limits -------------------------------------------------------------------------------------

@@ -463,6 +463,23 @@ def test_a_restarted_app_offers_the_job_for_resume(app: AppServer, clients: dict
     assert offered == job
 
 
+def test_no_secret_in_any_byte_the_app_wrote(app: AppServer, clients: dict[str, Any]) -> None:
+    """After every action above (the owner's included): no key in the store (SQLite and WAL),
+    job rows, recipes, exports, cards or the app's log."""
+    olga = clients["olga"]
+    olga.predict(["load"], 1, api_name="/start_job")
+    for _ in range(100):
+        if "running" not in str(olga.predict(api_name="/job_status")[0]):
+            break
+        time.sleep(0.2)
+    written = [p for p in app.data_dir.rglob("*") if p.is_file()] + [app.log]
+    assert any(p.name.startswith("capyui.sqlite") for p in written)
+    assert any(p.suffix == ".md" for p in written)  # the card of the export above
+    blob = b"".join(p.read_bytes() for p in written)
+    for secret in (HF, SK, GSK, "argilla.apikey." + "s" * 24):
+        assert secret.encode() not in blob, secret
+
+
 @pytest.mark.browser
 def test_reviewer_in_chromium(app: AppServer) -> None:
     if not CHROMIUM.exists():
