@@ -616,3 +616,119 @@ def test_the_servers_hf_token_is_never_used_on_a_space(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the Gradio layer: identity, every event guarded, owner-only views -------------------------
+def test_identity_is_the_servers_never_the_browsers() -> None:
+    from types import SimpleNamespace
+
+    from capyui.guard import username_of
+
+    future, past = time.time() + 3600, time.time() - 1
+    oauth = {"userinfo": {"preferred_username": "alice"}, "expires_at": future}
+    assert username_of(SimpleNamespace(username="bob", session={})) == ("bob", "web")
+    assert username_of(SimpleNamespace(username=None, session={"oauth_info": oauth})) == (
+        "alice",
+        "oauth",
+    )
+    expired = {**oauth, "expires_at": past}
+    assert username_of(SimpleNamespace(username=None, session={"oauth_info": expired})) == (
+        None,
+        "web",
+    )
+    # headers, query and body are never read: a claimed name in them changes nothing
+    spoof = SimpleNamespace(
+        username=None, session={}, headers={"x-user": "olga"}, query_params={"user": "olga"}
+    )
+    assert username_of(spoof) == (None, "web")
+
+
+def test_a_named_event_without_an_action_stops_the_app() -> None:
+    import gradio as gr
+
+    from capyui.guard import protect
+
+    with gr.Blocks() as demo:
+        btn = gr.Button()
+        out = gr.Textbox()
+        btn.click(lambda: "x", None, out, api_name="sneaky_new_endpoint")
+    with pytest.raises(RuntimeError, match="sneaky_new_endpoint"):
+        protect(demo, Policy.from_env("127.0.0.1", {}))
+
+
+def test_models_table_shows_key_state_only_to_owners(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from capyui import guard
+    from capyui.app import Workspace
+    from capyui.tabs.models import models_html
+
+    clean_env.setenv("CAPYUI_AUTH", "o:pw")
+    clean_env.setenv("OPENAI_API_KEY", SK)
+    clean_env.setenv(
+        "CAPYUI_ENDPOINTS",
+        yaml.safe_dump([{"id": "oa", "base_url": "https://api.example/v1", "api_key_env": "REG"}]),
+    )
+    ws = Workspace(tmp_path)
+
+    def add(data: dict[str, Any]) -> None:
+        data["generators"].append(
+            {
+                "id": "a",
+                "backend": "openai",
+                "base_url": "https://x/v1",
+                "model": "m",
+                "api_key_env": "OPENAI_API_KEY",
+            }
+        )
+        data["generators"].append(
+            {
+                "id": "b",
+                "backend": "openai",
+                "base_url": "https://api.example/v1",
+                "model": "m",
+                "api_key_env": "REG",
+            }
+        )
+
+    ws.update_recipe(add)
+    for role, expect in ((Role.OWNER, True), (Role.REVIEWER, False)):
+        token = guard._actor.set(Actor("u", role))
+        try:
+            html = models_html(ws)
+        finally:
+            guard._actor.reset(token)
+        assert ("REG (NOT set)" in html) == expect
+        assert "OPENAI_API_KEY (" not in html  # not a registry variable: never said
+
+
+def test_publish_on_a_space_uses_only_the_signed_in_users_token(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from capyui.app import Workspace
+    from capyui.tabs.results import publish
+    from pipelines.run import export_dir_for
+
+    url, handler, server = serve(_hub_reply([]))
+    try:
+        clean_env.setenv("SPACE_ID", "owner/space")
+        clean_env.setenv("HF_TOKEN", HF)
+        clean_env.setenv("HF_ENDPOINT", url)
+        import huggingface_hub.constants as hc
+
+        clean_env.setattr(hc, "ENDPOINT", url)
+        ws = Workspace(tmp_path)
+        out = export_dir_for(ws.recipe, ws.store)
+        out.mkdir(parents=True)
+        (out / "README.md").write_text("card")
+        assert "Sign in with Hugging Face" in publish(ws, "visitor/d", True, None)
+        assert handler.seen == []
+        visitor = "hf_" + "V1s" * 12
+        publish(ws, "visitor/d", True, SimpleNamespace(token=visitor))
+        sent = received_bytes(handler)
+        assert handler.seen and visitor.encode() in sent and HF.encode() not in sent
+    finally:
+        server.shutdown()
+        server.server_close()
