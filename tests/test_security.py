@@ -22,7 +22,6 @@ import yaml
 from pipelines.recipe import RecipeError, load_recipe, parse_recipe, parse_recipe_yaml
 from pipelines.secrets import mask_tokens, redact
 from pipelines.store import Store
-from pipelines.workspace import ACTIONS, Actor, Forbidden, Policy, Role, authorize
 from tests.conftest import ROOT
 
 # The key shapes of the issue (and the ones masked before it), all fake.
@@ -104,6 +103,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 # -- roles: the one authorization table ----------------------------------------------------------
 def test_every_action_and_role_is_decided_by_the_table() -> None:
+    from pipelines.workspace import ACTIONS, Actor, Forbidden, Role, authorize
+
     expected_owner_only = {a for a, r in ACTIONS.items() if r == Role.OWNER}
     assert {"load_data", "configure_models", "publish", "run_jobs", "export"} <= (
         expected_owner_only
@@ -121,6 +122,8 @@ def test_every_action_and_role_is_decided_by_the_table() -> None:
 
 
 def test_roles_come_from_the_owners_settings() -> None:
+    from pipelines.workspace import Policy, Role
+
     env = {"CAPYUI_AUTH": "olga:pw,rita:pw,eve:pw", "CAPYUI_OWNERS": "olga"}
     p = Policy.from_env("127.0.0.1", {**env, "CAPYUI_REVIEWERS": "rita"})
     assert p.actor("olga").role == Role.OWNER
@@ -431,7 +434,7 @@ h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
 i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 """
 ENGINE_BOMB = """name: bomb
-source: {path: x.jsonl}
+source: {path: SAMPLE}
 generators:
   - id: g
     backend: vllm
@@ -441,8 +444,10 @@ generators:
       seed: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
       max_model_len: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
       revision: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
-      quantization: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
-"""
+      quantization: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+      swap_space: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+      kv_cache_dtype: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+""".replace("SAMPLE", str(ROOT / "pipelines/recipes/data/quickstart.jsonl"))
 
 
 def _timed(fn: Any) -> float:
@@ -475,7 +480,7 @@ def test_alias_bomb_from_the_cli_exits_at_once(tmp_path: Path) -> None:
             [sys.executable, "-m", "capyui.cli", "run", str(path), "--data-dir", str(tmp_path)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=60,
             env=env,
             cwd=ROOT,
         )
@@ -647,6 +652,7 @@ def test_a_named_event_without_an_action_stops_the_app() -> None:
     import gradio as gr
 
     from capyui.guard import protect
+    from pipelines.workspace import Policy
 
     with gr.Blocks() as demo:
         btn = gr.Button()
@@ -662,6 +668,7 @@ def test_models_table_shows_key_state_only_to_owners(
     from capyui import guard
     from capyui.app import Workspace
     from capyui.tabs.models import models_html
+    from pipelines.workspace import Actor, Role
 
     clean_env.setenv("CAPYUI_AUTH", "o:pw")
     clean_env.setenv("OPENAI_API_KEY", SK)

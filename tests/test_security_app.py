@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from capyui.guard import API_ACTIONS
 from pipelines.store import Store
 from pipelines.types import GenerationResult
-from pipelines.workspace import ACTIONS, Role
 from tests.conftest_ui import ARTIFACTS, CHROMIUM_ARGS, AppServer
 from tests.test_security import BOMB, GSK, HF, SK, _hub_reply, received_bytes, serve
 
@@ -30,7 +28,7 @@ gradio_client = pytest.importorskip("gradio_client")
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 USERS = {"olga": "pw-olga-1", "rita": "pw-rita-1", "eve": "pw-eve-1"}
-ROLE = {"olga": Role.OWNER, "rita": Role.REVIEWER, "eve": Role.ANONYMOUS}
+ROLE = {"olga": 2, "rita": 1, "eve": 0}  # pipelines.workspace.Role
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -196,6 +194,9 @@ def _args(tmp: Path) -> dict[str, tuple[Any, ...]]:
 def test_each_role_calls_every_endpoint_and_only_allowed_ones_succeed(
     app: AppServer, clients: dict[str, Any], servers: dict[str, Any], tmp_path: Path
 ) -> None:
+    from capyui.guard import API_ACTIONS
+    from pipelines.workspace import ACTIONS
+
     listener_url, listener = servers["listener"]
     (tmp_path / "recipe.yaml").write_text(clients["olga"].predict(api_name="/recipe_export")[0])
     args = _args(tmp_path)
