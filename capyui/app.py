@@ -249,6 +249,8 @@ def build_app(
         )
     demo.capyui_workspace = ws  # type: ignore[attr-defined]
     demo.capyui_actions = guard.protect(demo, policy)  # type: ignore[attr-defined]
+    if not policy.local_owner:  # the page itself is public: nothing of the workspace in it
+        guard.blank_initial_values(demo)
     return demo
 
 

@@ -195,3 +195,19 @@ def whoami_text() -> str:
     if actor.role == Role.ANONYMOUS:
         return f"Signed in as {actor.name}, without a role: ask the owner for access."
     return f"Signed in as {actor.name} ({actor.role.label})."
+
+
+def blank_initial_values(demo: gr.Blocks) -> int:
+    """Empty the values the page is built with (tables, the recipe, job history...), which
+    Gradio serves in the page config to anyone who can open the page. Each view fills in from
+    its own guarded event (tab select, page load) for those allowed to look. Returns how many
+    components were emptied."""
+    n = 0
+    for block in demo.blocks.values():
+        if isinstance(block, (gr.HTML, gr.Code, gr.Textbox)) and block.value:
+            block.value = ""
+            n += 1
+        elif isinstance(block, gr.JSON) and block.value:
+            block.value = None
+            n += 1
+    return n

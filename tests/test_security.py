@@ -739,3 +739,19 @@ def test_publish_on_a_space_uses_only_the_signed_in_users_token(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_public_page_carries_nothing_of_the_workspace(tmp_path: Path) -> None:
+    """The page config is served to anyone who can open the page (a Space's visitors): outside
+    local use, its initial values hold nothing of the workspace (recipe, tables, jobs)."""
+    from capyui.app import build_app
+    from pipelines.workspace import Policy
+
+    store = Store(tmp_path / "ws")
+    store.start_job("ui:generate", {})
+    local = build_app(tmp_path / "ws")
+    public = build_app(tmp_path / "ws", policy=Policy.from_env("0.0.0.0", {}))
+    local_cfg = json.dumps(local.get_config_file(), default=str)
+    public_cfg = json.dumps(public.get_config_file(), default=str)
+    for text in ("name: quickstart", "ui:generate", "The workspace holds"):
+        assert text in local_cfg and text not in public_cfg, text
