@@ -165,8 +165,10 @@ def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def notice_html(text: str, kind: str = "info") -> str:
+    from pipelines.secrets import mask_tokens  # every message of the page: masked (issue 10)
+
     kind = kind if kind in ("info", "warn", "error", "ok") else "info"
-    return f'<div class="cu-notice cu-{kind}">{esc(text)}</div>'
+    return f'<div class="cu-notice cu-{kind}">{esc(mask_tokens(str(text)))}</div>'
 
 
 MAX_ERROR_CHARS = 240

@@ -138,7 +138,9 @@ class JobManager:
                         on_job=on_job,
                     )
                 except Exception as exc:  # noqa: BLE001 - surfaced in the UI as one line
-                    handle.error = f"{type(exc).__name__}: {exc}"
+                    from pipelines.secrets import mask_tokens
+
+                    handle.error = mask_tokens(f"{type(exc).__name__}: {exc}")
 
             handle.thread = threading.Thread(target=work, name=f"capyui-job-{name}", daemon=True)
             self.current = handle

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.store import Store
+from pipelines.store import StaleReviewError, Store
 from pipelines.types import Conversation
 
 FILTERS = {
@@ -244,6 +244,7 @@ def submit_review(
     comment: str | None = None,
     judge_id: str | None = None,
     picks_from_ratings: bool = True,
+    expected_version: str | None = None,
 ) -> dict[str, Any]:
     """Validate and store one review (source ``ui``); returns what was stored.
 
@@ -252,7 +253,10 @@ def submit_review(
     the ratings (``default_picks``) unless ``picks_from_ratings`` is False. When the ratings
     are exactly the judge's (``ai_suggestion``) for every candidate and the picks are the ones
     they imply, the review is stored with ``accepted_ai=True``: the reviewer accepted the AI's
-    suggestion rather than judging independently (stats and the card count it apart)."""
+    suggestion rather than judging independently (stats and the card count it apart).
+
+    ``expected_version``: ``store.review_version`` when the view was rendered; a stale view (the
+    conversation or this reviewer's review changed since) is refused, never silently applied."""
     reviewer = (reviewer or "").strip()
     if not reviewer:
         raise ReviewError("give a reviewer name (or sign in) before submitting")
@@ -293,17 +297,24 @@ def submit_review(
         and (chosen or None, rejected or None) == default_picks(suggestion)
     )
     comment = (comment or "").strip() or None
-    store.put_review(
-        conversation_id,
-        reviewer,
-        REVIEW_SOURCE,
-        ratings=clean,
-        chosen=chosen or None,
-        rejected=rejected or None,
-        discard=bool(discard),
-        comment=comment,
-        accepted_ai=accepted_ai,
-    )
+    try:
+        store.put_review(
+            conversation_id,
+            reviewer,
+            REVIEW_SOURCE,
+            ratings=clean,
+            chosen=chosen or None,
+            rejected=rejected or None,
+            discard=bool(discard),
+            comment=comment,
+            accepted_ai=accepted_ai,
+            expected_version=expected_version,
+        )
+    except StaleReviewError:
+        raise ReviewError(
+            "this conversation changed since you opened it (new candidates or ratings, or your "
+            "review saved from another tab): nothing was saved; reload it and review again"
+        ) from None
     return {
         "ratings": clean,
         "chosen": chosen or None,

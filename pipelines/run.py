@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.recipe import STAGES, Recipe
+from pipelines.recipe import STAGES, Recipe, RecipeError
 from pipelines.store import Store
 from pipelines.types import Conversation, Progress
 
@@ -71,8 +71,16 @@ def parse_stages(text: str | None, recipe: Recipe) -> list[str]:
 
 
 def export_dir_for(recipe: Recipe, store: Store) -> Path:
+    """Where ``recipe`` exports: inside the workspace, checked after resolving symlinks (issue
+    10). Only the CLI's explicit ``--out`` may name an absolute folder."""
     out = Path(recipe.export.out)
-    return out if out.is_absolute() else store.data_dir / out / recipe.name
+    if out.is_absolute():
+        return out
+    root = store.data_dir.resolve()
+    target = (root / out / recipe.name).resolve()
+    if not target.is_relative_to(root):
+        raise RecipeError(f"export folder {recipe.export.out}/{recipe.name} leaves the workspace")
+    return store.data_dir / out / recipe.name
 
 
 def selected_conversations(store: Store, limit: int | None) -> list[Conversation]:
@@ -91,6 +99,7 @@ def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[s
         limit=limit or src.limit,
         source_name=src.dataset or Path(src.path or "").name,
         sink=(sink := store.conversation_sink()),
+        hub=bool(src.dataset),  # a Hub id is never read as a local path (issue 10)
     )
     report = {**result.summary(), "added": sink.added, "already_in_store": sink.existing}
     store.record_load(src.location, report)

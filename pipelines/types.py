@@ -169,6 +169,15 @@ class Progress:
         finished = self.done + self.failed - self.skipped
         return 60.0 * finished / elapsed if elapsed > 0 and finished > 0 else 0.0
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # issue 10: a progress message can carry a backend's error text; it reaches the UI, the
+        # CLI and logs, so it is masked as it is set
+        if name == "message" and isinstance(value, str) and value:
+            from pipelines.secrets import mask_tokens
+
+            value = mask_tokens(value)
+        super().__setattr__(name, value)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,

@@ -19,16 +19,23 @@ gradio_client = pytest.importorskip("gradio_client")
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
+# The app's owner signs in (issue 10: roles are checked on the server; the reviewer of a review
+# is the signed-in user), and registers the endpoint whose key variable the Models test names.
+OWNER = ("alice", "alice-pass-1")
+REGISTRY = "[{id: remote, base_url: 'http://127.0.0.1:9/v1', api_key_env: MY_TEST_KEY}]"
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("ui-events")
-    with AppServer(root / "workspace") as server:
+    env = {"CAPYUI_AUTH": ":".join(OWNER), "CAPYUI_OWNERS": OWNER[0], "CAPYUI_ENDPOINTS": REGISTRY}
+    with AppServer(root / "workspace", env=env) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def client(app: AppServer) -> Any:
-    return gradio_client.Client(app.url, verbose=False)
+    return gradio_client.Client(app.url, auth=OWNER, verbose=False)
 
 
 def _json_output(result: tuple[Any, ...], key: str) -> dict[str, Any]:
@@ -296,7 +303,7 @@ def test_public_bind_without_auth_warns(monkeypatch: pytest.MonkeyPatch) -> None
         def launch(self, **kw: Any) -> None:
             calls.append(kw)
 
-    monkeypatch.setattr(capp, "build_app", lambda data_dir=None: FakeDemo())
+    monkeypatch.setattr(capp, "build_app", lambda data_dir=None, **kw: FakeDemo())
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.delenv("CAPYUI_AUTH", raising=False)
     import contextlib
@@ -313,4 +320,4 @@ def test_public_bind_without_auth_warns(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CAPYUI_AUTH", "a:b")
     with contextlib.redirect_stderr(err):
         capp.launch(host="0.0.0.0", port=1)
-    assert err.getvalue() == "" and calls[-1]["auth"] == ("a", "b")
+    assert err.getvalue() == "" and calls[-1]["auth"] == [("a", "b")]

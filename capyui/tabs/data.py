@@ -20,6 +20,7 @@ HUB = "Hub dataset"
 SAMPLE_PATH = "data/quickstart.jsonl"
 FORMATS = ["auto", "capybara", "messages", "sharegpt"]
 PREVIEW = 8
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w\-]*(\.[\w\-]+)*/[\w\-]+(\.[\w\-]+)*$")
 
 
 def _safe_name(name: str) -> str:
@@ -27,11 +28,29 @@ def _safe_name(name: str) -> str:
     return base[-80:]
 
 
+def _max_upload_bytes() -> int:
+    from capyui.app import max_upload
+
+    return int(max_upload().removesuffix("mb")) << 20
+
+
 def store_upload(ws: Any, upload: str) -> Path:
     """Copy an upload (a file Gradio received into its own cache) into the workspace, as data.
 
     The copy is named by a hash of its bytes, so the same file uploaded twice is one source."""
-    src = Path(upload)
+    import os
+    import tempfile
+
+    src = Path(upload).resolve()
+    # only what Gradio received (its upload cache), never a path on the server (issue 10)
+    roots = [Path(tempfile.gettempdir()).resolve()]
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        roots.append(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())
+    if not any(src.is_relative_to(r) for r in roots) or not src.is_file():
+        raise ValueError("the upload is not a file this server received")
+    limit = _max_upload_bytes()
+    if src.stat().st_size > limit:
+        raise ValueError(f"the file is larger than the upload limit ({limit >> 20} MB)")
     dest_dir = ws.data_dir / "uploads"
     dest_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -152,11 +171,15 @@ def load_data(
     if kind == UPLOAD:
         if not upload:
             return render.notice_html("Choose a file to upload first.", "error"), "", {}, ""
-        source: dict[str, Any] = {"path": str(store_upload(ws, upload))}
+        try:
+            source: dict[str, Any] = {"path": str(store_upload(ws, upload))}
+        except (ValueError, OSError) as exc:
+            return render.notice_html(str(exc), "error"), "", {}, ""
         base_dir = ws.base_dir
     elif kind == HUB:
         hub_id = (hub_id or "").strip()
-        if not hub_id:
+        if not hub_id or not HUB_ID.match(hub_id) or Path(hub_id).exists():
+            # a Hub id only, never a local path (issue 10)
             return render.notice_html("Enter a Hub dataset id (owner/name).", "error"), "", {}, ""
         split = (split or "train").strip() or "train"
         problem = hub_id_error(hub_id, split)

@@ -51,8 +51,28 @@ def _config(ws: Any, choice: str | None) -> Any:
     return next((g for g in r.generators if g.id == mid), None)
 
 
+def _shown_env_names() -> set[str]:
+    """Env var names whose set / not set state the caller may see (issue 10)."""
+    from capyui.guard import current_actor
+    from pipelines.endpoints import EndpointError, load_registry, strict
+    from pipelines.workspace import Role
+
+    if current_actor().role < Role.OWNER:
+        return set()
+    try:
+        registry = load_registry()
+    except EndpointError:
+        return set()
+    if not strict(registry):
+        return {k for k in os.environ if k.isupper()} | {"*"}
+    return {e.api_key_env for e in registry if e.api_key_env}
+
+
 def models_html(ws: Any) -> str:
     r = ws.recipe
+    shown = _shown_env_names()
+    if "*" in shown:
+        shown = {m.api_key_env for m in r.generators + ([r.judge] if r.judge else [])}
     rows = []
     items = [("generator", g) for g in r.generators]
     if r.judge is not None:
@@ -60,7 +80,9 @@ def models_html(ws: Any) -> str:
     for role, m in items:
         key = "—"
         if m.api_key_env:
-            key = f"{m.api_key_env} ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
+            key = m.api_key_env
+            if m.api_key_env in shown:  # set / not set: only owners, only registry variables
+                key += f" ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
         rows.append(
             (
                 role,
@@ -118,6 +140,12 @@ def save_model(
         "model": (model or "").strip(),
     }
     if (base_url or "").strip():
+        from pipelines.endpoints import EndpointError, check_urls
+
+        try:
+            check_urls([base_url.strip()])
+        except EndpointError as exc:
+            return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
         fields["base_url"] = base_url.strip()
     if key_env:
         fields["api_key_env"] = key_env
@@ -198,11 +226,14 @@ def test_connection(ws: Any, choice: str | None) -> str:
             await backend.aclose()
 
     try:
-        return render.notice_html(asyncio.run(check()), "ok")
+        asyncio.run(check())
+        return render.notice_html(f"{cfg.id}: reachable, the model answered.", "ok")
     except Exception as exc:  # noqa: BLE001 - BackendError and transport errors, one line
         where = ", ".join(cfg.urls) or cfg.backend
         problem = short_error(exc)
-        return render.error_html(f"{cfg.id} at {where}: {problem}", connection_hint(problem))
+        return render.error_html(
+            f"{cfg.id} at {where}: {connection_verdict(problem)}", connection_hint(problem)
+        )
 
 
 def connection_hint(problem: str) -> str:
@@ -238,6 +269,23 @@ def confirm_remove(ws: Any, choice: str | None) -> tuple[Any, str, str]:
         render.notice_html(f"Remove {role} '{cfg.id}' from the recipe? ({what})", "warn"),
         "",
     )
+
+
+def connection_verdict(error: str) -> str:
+    """reachable / refused / status N: never the server's response body (issue 10)."""
+    import re
+
+    low = error.lower()
+    if "registry" in low or "is not set" in low or "not allowed" in low:
+        return error.removeprefix("BackendError: ")  # our own reasons, never a server's text
+    status = re.search(r"(?:Error code|HTTP|status)[: ]+(\d{3})\b", error)
+    if status:
+        return f"reachable, but it answered with status {status.group(1)}"
+    if "timed out" in low or "timeout" in low:
+        return "no answer in time (timed out)"
+    if "connect" in low or "refused" in low or "resolve" in low or "unreachable" in low:
+        return "refused or unreachable"
+    return "failed (the server's answer was not a valid completion)"
 
 
 def load_form(ws: Any, choice: str | None) -> list[Any]:
@@ -298,7 +346,14 @@ def build(ws: Any, tab: gr.Tab) -> None:
 
     backend.input(on_preset, backend, [base_url, model], queue=False, show_progress="hidden")
     form = [role, backend, mid, model, base_url, key_env, temperature, max_tokens, samples]
-    pick.input(lambda c: load_form(ws, c), pick, form, queue=False, show_progress="hidden")
+    pick.input(
+        lambda c: load_form(ws, c),
+        pick,
+        form,
+        queue=False,
+        show_progress="hidden",
+        api_name="model_form",
+    )
     save_btn.click(
         lambda *a: save_model(ws, *a), form, [table, status, pick], api_name="save_model"
     )

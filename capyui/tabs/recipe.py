@@ -25,9 +25,11 @@ def export_recipe(ws: Any) -> tuple[str, Any, str]:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", recipe.name).strip("._") or "recipe"
     path = out_dir / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
+    from capyui.tabs.results import downloadable  # a temp copy Gradio may serve (issue 10)
+
     return (
         text,
-        gr.update(value=str(path), visible=True),
+        gr.update(value=downloadable([str(path)])[0], visible=True),
         render.notice_html(f"Recipe '{recipe.name}' exported: download it below.", "ok"),
     )
 
@@ -39,9 +41,9 @@ def import_recipe(ws: Any, text: str) -> tuple[str, str]:
         return render.notice_html(err, "error"), err
     try:
         recipe = parse_recipe_yaml(text or "", name="recipe", base_dir=ws.base_dir)
+        ws.set_recipe(recipe)  # (refuses a source outside the workspace)
     except RecipeError as exc:
         return render.error_html(str(exc), "Fix the YAML above and save again"), str(exc)
-    ws.set_recipe(recipe)
     return render.notice_html(
         f"Recipe '{recipe.name}' saved: {len(recipe.generators)} generator(s), judge "
         f"{recipe.judge.id if recipe.judge else 'none'}.",

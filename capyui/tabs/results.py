@@ -288,9 +288,8 @@ def export(
     except Exception as exc:  # noqa: BLE001 - PublishError and friends: one line
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, render.notice_html(f"Export failed: {msg}", "error"), []
-    files = sorted(str(p) for p in (Path(out) / "data").glob("train-*")) + [
-        str(Path(out) / "README.md")
-    ]
+    made = sorted(str(p) for p in (Path(out) / "data").glob("train-*"))
+    files = downloadable([*made, str(Path(out) / "README.md")])
     return (
         files,
         render.notice_html(f"Exported {len(binarized.pairs)} pair(s) to {out}.", "ok"),
@@ -298,7 +297,31 @@ def export(
     )
 
 
-def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = None) -> str:
+def downloadable(paths: list[str]) -> list[str]:
+    """Copies of the export in a fresh temporary folder, which Gradio serves to the caller only.
+
+    Gradio refuses to send files from outside its temp dir and the working directory (the
+    workspace on a Space is under /data); adding the workspace to ``allowed_paths`` would let
+    anyone download it by URL, so the owner's download goes through a copy (issue 10)."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="capyui-export-"))
+    out = []
+    for p in paths:
+        dest = tmp / Path(p).name
+        shutil.copyfile(p, dest)
+        out.append(str(dest))
+    return out
+
+
+def publish(
+    ws: Any,
+    repo_id: str,
+    private: bool,
+    oauth: gr.OAuthToken | None = None,
+    replace: bool = False,
+) -> str:
     from pipelines.publish import PublishError, push_to_hub
     from pipelines.run import export_dir_for
 
@@ -309,7 +332,11 @@ def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = 
     out = export_dir_for(recipe, ws.store)
     if not (out / "README.md").is_file():
         return render.notice_html("Export the dataset first (Download section).", "error")
-    token = oauth.token if oauth is not None else os.environ.get(recipe.publish.token_env)
+    if os.environ.get("SPACE_ID"):
+        # on a Space: the signed-in user's own token, never the Space owner's HF_TOKEN (issue 10)
+        token = oauth.token if oauth is not None else None
+    else:
+        token = oauth.token if oauth is not None else os.environ.get(recipe.publish.token_env)
     if not token:
         where = (
             "Sign in with Hugging Face above"
@@ -318,7 +345,7 @@ def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = 
         )
         return render.notice_html(f"No Hugging Face token. {where}.", "error")
     try:
-        url = push_to_hub(out, repo_id, token=token, private=bool(private))
+        url = push_to_hub(out, repo_id, token=token, private=bool(private), overwrite=bool(replace))
     except PublishError as exc:
         return render.notice_html(str(exc), "error")
 
@@ -451,13 +478,16 @@ def build(ws: Any, tab: gr.Tab) -> None:
             value=ws.recipe.publish.repo_id or "",
         )
         private = gr.Checkbox(label="Private", value=ws.recipe.publish.private)
+        replace = gr.Checkbox(
+            label="Replace the dataset if it exists", value=False, elem_id="cu-publish-replace"
+        )
         publish_btn = gr.Button("Publish")
-    publish_status = gr.HTML(js_on_load=None)
+    publish_status = gr.HTML(js_on_load=None, elem_id="cu-publish-status")
 
-    def do_publish(repo: str, priv: bool, oauth: gr.OAuthToken | None) -> str:
-        return publish(ws, repo, priv, oauth)
+    def do_publish(repo: str, priv: bool, repl: bool, oauth: gr.OAuthToken | None) -> str:
+        return publish(ws, repo, priv, oauth, replace=repl)
 
-    publish_btn.click(do_publish, [repo_id, private], publish_status, api_name="publish")
+    publish_btn.click(do_publish, [repo_id, private, replace], publish_status, api_name="publish")
     # the preview is usually ready (warmed at start and whenever the recipe changes)
     tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
     warm(ws)

@@ -156,6 +156,7 @@ def render_item(
             [],
             0,
             render.notice_html(message, "info") if message else "",
+            None,
         ]
     mine = dict(item.my_review or {})
     if draft:
@@ -216,6 +217,8 @@ def render_item(
         keys,
         pos,
         status,
+        # what this view was rendered from: a submit from a stale view is refused (issue 10)
+        ws.store.review_version(conv.conversation_id, reviewer) if reviewer else None,
     ]
 
 
@@ -224,6 +227,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
     outside the tabs (a tab not shown yet reads nothing from localStorage at page load)."""
     with gr.Column(elem_id="cu-review"):
         with gr.Row():
+            # the reviewer is the signed-in identity (issue 10): shown, never typed
             reviewer = gr.Textbox(
                 label="Reviewer (your name, or sign in)",
                 scale=2,
@@ -280,13 +284,38 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
     pos = gr.State(0)
     keys = gr.State([])
     drafts = gr.State({})  # conversation id -> unsaved form values (this browser tab)
+    seen = gr.State(None)  # review_version of the conversation shown (stale views are refused)
     if remembered is None:
         remembered = gr.BrowserState("", storage_key=REVIEWER_KEY)
 
-    view = [header, chat, *slot_outputs, chosen, rejected, discard, comment, keys, pos, status]
+    view = [
+        header,
+        chat,
+        *slot_outputs,
+        chosen,
+        rejected,
+        discard,
+        comment,
+        keys,
+        pos,
+        status,
+        seen,
+    ]
     form = [*ratings, chosen, rejected, discard, comment]
 
+    def _me(typed: str | None = None) -> str:
+        """The reviewer: the signed-in identity (issue 10), never a typed name; only the one
+        local user of an app without sign-in (who owns the workspace anyway) names themself,
+        and this browser remembers it."""
+        from capyui.guard import current_actor
+
+        actor = current_actor()
+        if actor.via == "local":
+            return (typed or "").strip()[:100]
+        return actor.name or ""
+
     def load_queue(filter_: str, who: str, blind_: bool, ai_: bool) -> list[Any]:
+        who = _me(who)
         gens_, judge_ = _ids(ws)
         try:
             ids = queue_ids(
@@ -344,6 +373,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
             ai_: bool,
             *values: Any,
         ) -> list[Any]:
+            who = _me(who)
             d, kept = _stash(d, q, p, ks, who, values)
             p = p or 0
             target = p + delta
@@ -377,9 +407,10 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
         ai_: bool,
         *rest: Any,
     ) -> list[Any]:
+        who = _me(who)  # the signed-in identity; a typed name only for the local user
         rates = rest[:SLOTS]
-        ch, rj, disc, com = rest[SLOTS:]
-        keep = [gr.update()] * (len(view) - 3)
+        ch, rj, disc, com, version = rest[SLOTS:]
+        keep = [gr.update()] * (len(view) - 4)  # all but keys, pos, status, seen
         if not q or not ks:
             return [gr.update(), *render_item(ws, q, p, who, blind_, ai_, "Nothing to submit."), d]
         if not (who or "").strip():
@@ -391,6 +422,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
                 ks,
                 p,
                 render.notice_html(miss + " The field is at the top of the tab.", "error"),
+                gr.update(),
                 d,
             ]
         letter_key = dict(zip(LETTERS, ks, strict=False))
@@ -407,10 +439,19 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
                 discard=bool(disc),
                 comment=com,
                 judge_id=judge_,
+                expected_version=version,
             )
         except ReviewError as exc:
             # keep the view (and the reviewer's unsaved input) as it is; say why
-            return [gr.update(), *keep, ks, p, render.notice_html(str(exc), "error"), d]
+            return [
+                gr.update(),
+                *keep,
+                ks,
+                p,
+                render.notice_html(str(exc), "error"),
+                gr.update(),
+                d,
+            ]
         d = {k: v for k, v in (d or {}).items() if k != q[p]}
         msg = "Saved. Press j for the next one."
         if stored.get("accepted_ai"):
@@ -455,7 +496,9 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
     )
     for box in (blind, show_ai):
         box.input(step(0), nav_inputs, [*view, drafts], show_progress="hidden")
-    submit_btn.click(submit, nav_inputs, [progress, *view, drafts], api_name="review_submit")
+    submit_btn.click(
+        submit, [*nav_inputs, seen], [progress, *view, drafts], api_name="review_submit"
+    )
     use_ai_btn.click(
         use_ai,
         [queue, pos, keys],
@@ -464,10 +507,14 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
         api_visibility="private",
     )
 
-    def who_am_i(saved: str, request: gr.Request, profile: gr.OAuthProfile | None = None) -> Any:
-        name, signed_in = resolve_reviewer(request, profile, saved)
-        if signed_in:
+    def who_am_i(saved: str) -> Any:
+        from capyui.guard import current_actor
+
+        actor = current_actor()
+        if actor.via != "local":  # signed in: the identity, shown, never typed
+            name = actor.name or ""
             return gr.update(value=name, interactive=False, label="Reviewer (signed in)")
+        name = _me(saved)
         return gr.update(value=name) if name else gr.update()
 
     demo.load(who_am_i, remembered, reviewer, show_progress="hidden", api_visibility="private")
@@ -485,6 +532,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
         q: list[str], p: int, filter_: str, who: str, blind_: bool, ai_: bool
     ) -> list[Any]:
         # coming back to the tab keeps your place in the queue; a first visit loads it
+        who = _me(who)
         if q:
             return [q, progress_html(ws, who), *render_item(ws, q, p or 0, who, blind_, ai_)]
         return load_queue(filter_, who, blind_, ai_)
