@@ -221,7 +221,7 @@ def main() -> int:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(app.url)
                 page.get_by_role("tab", name="Review").click()
-                page.locator("#cu-reviewer textarea").fill("bench")
+                # (the reviewer is the signed-in identity: here the local owner, "local")
                 page.wait_for_timeout(1000)  # the tab's own first queue load
                 t0 = time.perf_counter()
                 page.locator("#cu-load-queue").click()  # unreviewed: all of them here

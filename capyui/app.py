@@ -9,7 +9,6 @@ no stage logic lives here.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 import threading
@@ -24,6 +23,7 @@ from capyui import render
 from pipelines.jobs import JobManager
 from pipelines.recipe import RECIPES_DIR, Recipe, RecipeError, load_recipe, parse_recipe
 from pipelines.store import Store, default_data_dir
+from pipelines.workspace import Policy, auth_users, is_loopback
 
 DEFAULT_RECIPE = "quickstart"
 
@@ -37,6 +37,15 @@ class Workspace:
         self.jobs = JobManager(self.store)
         self._lock = threading.Lock()
         self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_recipe_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap; start a thread for real work) after every recipe change."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     @property
     def recipe_path(self) -> Path:
@@ -68,12 +77,30 @@ class Workspace:
         with self._lock:
             return self._recipe
 
+    def check_paths(self, recipe: Recipe) -> None:
+        """A recipe of the app reads files only from the workspace or the bundled recipes,
+        checked after resolving symlinks (issue 10). RecipeError otherwise."""
+        if not recipe.source.path:
+            return
+        try:
+            target = Path(recipe.source_path()).resolve()
+        except (OSError, RuntimeError):
+            raise RecipeError("source.path: cannot be resolved") from None
+        roots = [self.data_dir.resolve(), RECIPES_DIR.resolve()]
+        if not any(target.is_relative_to(r) for r in roots):
+            raise RecipeError(
+                "source.path: only files in the workspace (upload them in the Data tab) or "
+                "the bundled samples can be read"
+            )
+
     def set_recipe(self, recipe: Recipe) -> None:
         if recipe.base_dir is None:
             recipe.base_dir = self.base_dir
+        self.check_paths(recipe)
         with self._lock:
             self._recipe = recipe
             self._save(recipe)
+        self._changed()
 
     @property
     def base_dir(self) -> str:
@@ -86,9 +113,20 @@ class Workspace:
             data = self._recipe.model_dump(mode="json", exclude_none=True)
             change(data)
             recipe = parse_recipe(data, name="recipe", base_dir=self._recipe.base_dir)
+            self.check_paths(recipe)
             self._recipe = recipe
             self._save(recipe)
-            return recipe
+        self._changed()
+        return recipe
+
+    def candidate_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
+        """The recipe ``change`` would give, validated but NOT made current (raises
+        RecipeError). Use ``set_recipe`` once whatever depends on it has worked (a load)."""
+        with self._lock:
+            data = self._recipe.model_dump(mode="json", exclude_none=True)
+            base_dir = self._recipe.base_dir
+        change(data)
+        return parse_recipe(data, name="recipe", base_dir=base_dir)
 
     def storage_warning(self) -> str | None:
         """A warning when running on a Space whose data would not survive a restart."""
@@ -120,65 +158,35 @@ def get_workspace(data_dir: str | os.PathLike[str] | None = None) -> Workspace:
         return _workspaces[key]
 
 
-# Keyboard shortcuts of the Review tab (j/k next/previous, h/l or ←/→ move the focused
-# candidate, 1-5 rate it, s submit). Ignored while typing in a text field.
-SHORTCUTS_JS = r"""
-<script>
-(() => {
-  if (window.__capyuiKeys) return;
-  window.__capyuiKeys = true;
-  let focus = 0;
-  const slots = () => Array.from(document.querySelectorAll('#cu-review .cu-cand-slot'))
-    .filter(el => el.offsetParent !== null);
-  const show = () => {
-    const all = slots();
-    if (focus >= all.length) focus = 0;
-    document.querySelectorAll('#cu-review .cu-cand-slot')
-      .forEach(el => el.classList.remove('cu-focus'));
-    if (all[focus]) all[focus].classList.add('cu-focus');
-  };
-  const click = id => { const b = document.getElementById(id); if (b) b.click(); };
-  document.addEventListener('click', e => {
-    const slot = e.target.closest && e.target.closest('#cu-review .cu-cand-slot');
-    if (slot) { focus = Math.max(0, slots().indexOf(slot)); show(); }
-  }, true);
-  document.addEventListener('keydown', e => {
-    const t = e.target;
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
-        (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)))) return;
-    const review = document.getElementById('cu-review');
-    if (!review || review.offsetParent === null) return;
-    const k = e.key;
-    if (k === 'j') { focus = 0; click('cu-next'); }
-    else if (k === 'k') { focus = 0; click('cu-prev'); }
-    else if (k === 's') { click('cu-submit'); }
-    else if (k === 'l' || k === 'ArrowRight') {
-      focus = Math.min(focus + 1, slots().length - 1); show();
-    }
-    else if (k === 'h' || k === 'ArrowLeft') { focus = Math.max(focus - 1, 0); show(); }
-    else if ('12345'.includes(k) && k.length === 1) {
-      const slot = slots()[focus];
-      if (!slot) return;
-      const input = slot.querySelectorAll('input[type=radio]')[Number(k) - 1];
-      if (input) { input.click(); show(); }
-    } else return;
-    e.preventDefault();
-  });
-  new MutationObserver(() => {
-    const r = document.getElementById('cu-review');
-    if (r && !r.querySelector('.cu-focus')) show();
-  }).observe(document.documentElement, {subtree: true, childList: true});
-})();
-</script>
-"""
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
-    """The whole app for the workspace in ``store_dir`` (default: ``default_data_dir()``)."""
+def shortcuts_js() -> str:
+    """The Review tab's keyboard shortcuts (``static/review_keys.js``) as a ``<head>`` script."""
+    return "<script>\n" + (STATIC_DIR / "review_keys.js").read_text("utf-8") + "</script>\n"
+
+
+SHORTCUTS_JS = shortcuts_js()
+
+
+def default_host() -> str:
+    return os.environ.get("GRADIO_SERVER_NAME") or (
+        "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"
+    )
+
+
+def build_app(
+    store_dir: str | os.PathLike[str] | None = None, policy: Policy | None = None
+) -> gr.Blocks:
+    """The whole app for the workspace in ``store_dir`` (default: ``default_data_dir()``).
+
+    Every event is authorized on the server (``capyui.guard.protect``) with ``policy`` (default:
+    roles from the environment, for the address in ``GRADIO_SERVER_NAME``)."""
+    from capyui import guard
     from capyui.tabs import data, models, recipe, results, review, run
 
     ws = get_workspace(store_dir)
+    policy = policy or Policy.from_env(default_host())
     on_space = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="CapyUI", analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
@@ -194,7 +202,10 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
             gr.HTML(
                 render.notice_html(warning, "warn"), elem_id="cu-storage-warning", js_on_load=None
             )
+        who = gr.HTML(js_on_load=None, elem_id="cu-whoami")
         gr.HTML(render.notice_html(f"Workspace: {ws.data_dir.resolve()}", "info"), js_on_load=None)
+        # the reviewer's name as this browser remembers it (read at page load, so outside tabs)
+        reviewer_memory = gr.BrowserState("", storage_key=review.REVIEWER_KEY)
         with gr.Tabs():
             with gr.Tab("Data", id="data") as t:
                 data.build(ws, t)
@@ -203,12 +214,22 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
             with gr.Tab("Run", id="run") as t:
                 run.build(ws, t, demo)
             with gr.Tab("Review", id="review") as t:
-                review.build(ws, t, demo)
+                review.build(ws, t, demo, remembered=reviewer_memory)
             with gr.Tab("Results", id="results") as t:
                 results.build(ws, t)
             with gr.Tab("Recipe", id="recipe") as t:
                 recipe.build(ws, t)
+        demo.load(
+            lambda: render.notice_html(guard.whoami_text(), "info"),
+            None,
+            who,
+            api_name="whoami",
+            show_progress="hidden",
+        )
     demo.capyui_workspace = ws  # type: ignore[attr-defined]
+    demo.capyui_actions = guard.protect(demo, policy)  # type: ignore[attr-defined]
+    if not policy.local_owner:  # the page itself is public: nothing of the workspace in it
+        guard.blank_initial_values(demo)
     return demo
 
 
@@ -216,23 +237,28 @@ LAUNCH_STYLE = {"css": render.CSS, "head": SHORTCUTS_JS}
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
 
 
-def auth_from_env() -> tuple[str, str] | None:
-    """``CAPYUI_AUTH="user:password"`` -> (user, password); None when unset."""
+def auth_from_env() -> list[tuple[str, str]] | None:
+    """``CAPYUI_AUTH="user:password[,user2:password2]"`` -> [(user, password)]; None if unset."""
     raw = os.environ.get("CAPYUI_AUTH", "").strip()
     if not raw:
         return None
-    user, sep, password = raw.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("error: CAPYUI_AUTH must be 'user:password'")
-    return user, password
+    try:
+        return auth_users(raw)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def max_upload() -> str:
+    """Largest upload Gradio accepts (``CAPYUI_MAX_UPLOAD_MB``, default 200)."""
+    raw = os.environ.get("CAPYUI_MAX_UPLOAD_MB", "").strip()
+    try:
+        mb = max(1, int(raw)) if raw else 200
+    except ValueError:
+        mb = 200
+    return f"{mb}mb"
 
 
 def launch(
@@ -243,15 +269,24 @@ def launch(
 
     configure_logging()
     auth = auth_from_env()
+    policy = Policy.from_env(host)
     if auth is None and not os.environ.get("SPACE_ID") and not _is_loopback(host):
         print(
-            f"WARNING: serving CapyUI on {host} without authentication: anyone who can reach "
-            "this address can read and change the workspace. Set CAPYUI_AUTH=user:password "
-            "or bind to 127.0.0.1.",
+            f"WARNING: serving CapyUI on {host} without authentication: visitors are anonymous "
+            "and can do nothing (set CAPYUI_DEMO=1 to let them look). Set "
+            "CAPYUI_AUTH=user:password (and CAPYUI_OWNERS / CAPYUI_REVIEWERS) or bind to "
+            "127.0.0.1.",
             file=sys.stderr,
             flush=True,
         )
-    demo = build_app(data_dir)
+    if os.environ.get("SPACE_ID") and not policy.owners:
+        print(
+            "WARNING: no owner on this Space: set CAPYUI_OWNERS (or SPACE_AUTHOR_NAME) so "
+            "someone can configure it.",
+            file=sys.stderr,
+            flush=True,
+        )
+    demo = build_app(data_dir, policy=policy)
     demo.queue(default_concurrency_limit=8)
     demo.launch(
         server_name=host,
@@ -259,5 +294,6 @@ def launch(
         auth=auth,
         ssr_mode=False,
         show_error=True,
+        max_file_size=max_upload(),
         **LAUNCH_STYLE,
     )

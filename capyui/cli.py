@@ -47,6 +47,15 @@ def _fmt_progress(p: Progress) -> str:
     return f"[{p.stage}] {p.done}/{p.total}{fail}{rate}{eta}{msg}"
 
 
+def _authorize(*actions: str) -> None:
+    """The CLI's user holds the shell (and the workspace files): the owner. Checked through the
+    same table as the app's events (``pipelines.workspace``)."""
+    from pipelines.workspace import CLI_ACTOR, authorize
+
+    for action in actions:
+        authorize(CLI_ACTOR, action)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.recipe import load_recipe
     from pipelines.run import parse_stages, run_recipe
@@ -55,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.profile:
         recipe.export.profile = args.profile
     stages = parse_stages(args.stages, recipe)
+    _authorize("run_jobs", *(["publish"] if "publish" in stages else []))
     store = _store(args)
     cancel = threading.Event()
 
@@ -196,6 +206,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pipelines.run import export_dir_for, run_recipe
 
     recipe = load_recipe(args.recipe)
+    _authorize("export")
     recipe.export.formats = [args.format] if args.format else recipe.export.formats
     if args.profile:
         recipe.export.profile = args.profile

@@ -127,12 +127,27 @@ def candidate_html(
     rationale: str | None = None,
     show_ai: bool = True,
 ) -> str:
-    """One candidate answer card. ``model`` is shown only when given (blind review hides it)."""
+    """One candidate answer card. ``model`` is shown only when given (blind review hides it).
+
+    A rationale that is only the judge template's placeholder (``[rationale for text 2]``) is
+    flagged as a judge failure instead of being shown as a judgment."""
+    from pipelines.judge_quality import placeholder_rationale
+
     who = f' <span class="cu-model">{esc(model)}</span>' if model else ""
     ai = ""
     if show_ai:
         rating = "—" if ai_rating is None else f"{ai_rating:g}"
-        why = markdown_html(rationale) if rationale else '<p class="cu-muted">no rationale</p>'
+        if placeholder_rationale(rationale):
+            why = (
+                '<span class="cu-flag cu-placeholder" title="The judge copied the prompt\'s '
+                "placeholder instead of writing a rationale; treat this rating as a judge "
+                f'failure">judge failure: placeholder rationale</span> <code>{esc(rationale)}'
+                "</code>"
+            )
+        elif rationale:
+            why = markdown_html(rationale)
+        else:
+            why = '<p class="cu-muted">no rationale</p>'
         ai = (
             f'<div class="cu-ai"><div class="cu-ai-rating">AI rating: <b>{esc(rating)}</b></div>'
             f'<div class="cu-ai-why">{why}</div></div>'
@@ -150,8 +165,40 @@ def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def notice_html(text: str, kind: str = "info") -> str:
+    from pipelines.secrets import mask_tokens  # every message of the page: masked (issue 10)
+
     kind = kind if kind in ("info", "warn", "error", "ok") else "info"
-    return f'<div class="cu-notice cu-{kind}">{esc(text)}</div>'
+    return f'<div class="cu-notice cu-{kind}">{esc(mask_tokens(str(text)))}</div>'
+
+
+MAX_ERROR_CHARS = 240
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """The first non-empty line of ``text``, at most ``limit`` characters (with an ellipsis)."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def error_html(problem: str, hint: str | None = None) -> str:
+    """An error notice: one capped line saying what went wrong, then what to do about it."""
+    text = one_line(problem)
+    if hint:
+        text = f"{text.rstrip('.')}. {one_line(hint, 160)}"
+    return notice_html(text, "error")
+
+
+def progress_bar_html(done: int, total: int, label: str = "") -> str:
+    """A labelled bar (``done``/``total``) that screen readers read as a progress bar."""
+    total = max(int(total or 0), 0)
+    done = min(max(int(done or 0), 0), total) if total else max(int(done or 0), 0)
+    pct = 100.0 * done / total if total else 0.0
+    return (
+        f'<div class="cu-bar" role="progressbar" aria-valuemin="0" aria-valuemax="{total}" '
+        f'aria-valuenow="{done}" aria-label="{esc(label)}"><div class="cu-bar-fill" '
+        f'style="width:{pct:.1f}%"></div><span class="cu-bar-text">{esc(label)} '
+        f"{done}/{total}</span></div>"
+    )
 
 
 CSS = """
@@ -174,9 +221,22 @@ CSS = """
 .cu-table{border-collapse:collapse;font-size:13px;margin:4px 0;}
 .cu-table th,.cu-table td{border:1px solid var(--border-color-primary);padding:3px 8px;
   text-align:left;vertical-align:top;}
-.cu-notice{padding:8px 12px;border-radius:8px;margin:4px 0;}
+.cu-notice{padding:8px 12px;border-radius:8px;margin:4px 0;overflow-wrap:anywhere;
+  max-width:100%;box-sizing:border-box;}
 .cu-info{background:var(--background-fill-secondary);}
 .cu-warn{background:#fff3cd;color:#664d03;} .cu-error{background:#f8d7da;color:#842029;}
 .cu-ok{background:#d1e7dd;color:#0f5132;}
 .cu-cand-slot.cu-focus{outline:3px solid var(--color-accent);border-radius:10px;}
+.cu-bar{position:relative;height:20px;border-radius:6px;background:var(--background-fill-secondary);
+  border:1px solid var(--border-color-primary);min-width:160px;overflow:hidden;}
+.cu-bar-fill{position:absolute;left:0;top:0;bottom:0;background:var(--color-accent-soft);
+  border-right:2px solid var(--color-accent);}
+.cu-bar-text{position:relative;padding:0 6px;font-size:12px;line-height:20px;white-space:nowrap;}
+.cu-pulse{display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:6px;
+  background:var(--color-accent);animation:cu-pulse 1s ease-in-out infinite;}
+@keyframes cu-pulse{0%,100%{opacity:.25}50%{opacity:1}}
+.cu-flag{display:inline-block;font-size:12px;padding:1px 6px;border-radius:6px;
+  background:#fff3cd;color:#664d03;margin:2px 0;}
+.cu-inline-error:empty{display:none;}
+.cu-confirm{border:1px solid #f1aeb5;border-radius:8px;padding:4px 8px;background:#fff5f5;}
 """

@@ -155,8 +155,19 @@ class ArgillaConfig(BaseModel):
     @field_validator("api_url_env", "api_key_env", "hf_token_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
+        from pipelines.secrets import ENV_NAME, TOKEN_PATTERN
+
+        if v is not None and (not ENV_NAME.match(v) or TOKEN_PATTERN.search(v)):
             raise ValueError("is the NAME of an environment variable, never the key itself")
+        return v
+
+    @field_validator("api_url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from pipelines.secrets import url_has_credentials
+
+        if v is not None and url_has_credentials(v):
+            raise ValueError("must not carry credentials (user:password@ or a key)")
         return v
 
     def resolved_api_url(self) -> str:
@@ -301,7 +312,14 @@ class ArgillaQueue:
 
     # -- http -------------------------------------------------------------------------------
     def _api_key(self) -> str:
-        key = os.environ.get(self.config.api_key_env, "").strip()
+        from pipelines.endpoints import EndpointError, api_key_for
+
+        try:  # issue 10: the key goes only to an Argilla URL the owner registered for it
+            key = (api_key_for([self.api_url], self.config.api_key_env) or "").strip()
+        except EndpointError as exc:
+            if "is not set" not in str(exc):
+                raise ArgillaQueueError(str(exc)) from None
+            key = ""
         if not key:
             raise ArgillaQueueError(
                 f"{self.config.api_key_env} is not set: export the API key of the Argilla server"
@@ -318,8 +336,10 @@ class ArgillaQueue:
     def _client(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
+                # no redirects: httpx would resend X-Argilla-Api-Key to wherever a redirect
+                # points (it strips only Authorization across origins) (issue 10)
                 self._http = httpx.Client(
-                    base_url=self.api_url, timeout=self.config.timeout_s, follow_redirects=True
+                    base_url=self.api_url, timeout=self.config.timeout_s, follow_redirects=False
                 )
             return self._http
 
@@ -363,6 +383,11 @@ class ArgillaQueue:
 
     def _raise_for(self, resp: httpx.Response, what: str) -> None:
         code = resp.status_code
+        if 300 <= code < 400:  # redirects are not followed (they would carry the key along)
+            raise ArgillaQueueError(
+                f"Argilla at {self.api_url} answered with a redirect (HTTP {code}): set the API "
+                "URL to the server's final address"
+            )
         if code < 400:
             return
         if code == 401:

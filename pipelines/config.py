@@ -11,10 +11,37 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.secrets import TOKEN_PATTERN
+from pipelines.secrets import check_env_name, url_has_credentials
 from pipelines.types import SamplingParams
 
 BackendName = Literal["embedded", "openai", "vllm", "original"]
+
+# issue 10: `engine:` options that may reach vllm.LLM (scalars only). trust_remote_code runs code
+# from the model repository: only an owner's endpoint registry entry may turn it on
+# (pipelines.endpoints), never a recipe.
+ENGINE_OPTIONS = frozenset(
+    {
+        "dtype",
+        "max_model_len",
+        "gpu_memory_utilization",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "seed",
+        "enforce_eager",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "quantization",
+        "kv_cache_dtype",
+        "enable_prefix_caching",
+        "swap_space",
+        "cpu_offload_gb",
+        "tokenizer_mode",
+        "revision",
+        "chunk_size",
+    }
+)
+MAX_N_CTX = 32768
+MAX_N_THREADS = 64
 
 
 class StrictModel(BaseModel):
@@ -42,19 +69,45 @@ class ModelConfig(StrictModel):
     stop: list[str] | None = None
     system_prompt: str | None = None
     # embedded backend
-    n_ctx: int = Field(default=4096, ge=256, le=131072)
-    n_threads: int | None = Field(default=None, ge=1)
+    n_ctx: int = Field(default=4096, ge=256, le=MAX_N_CTX)
+    n_threads: int | None = Field(default=None, ge=1, le=MAX_N_THREADS)
     # vllm backend: engine options passed to vllm.LLM
     engine: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v.replace("_", "").isalnum() or TOKEN_PATTERN.search(v)):
+        return None if v is None else check_env_name(v, "api_key_env")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_url(v)
+        return v
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, v: list[str] | None) -> list[str] | None:
+        for url in v or []:
+            _check_url(url)
+        return v
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(str(k) for k in v if k not in ENGINE_OPTIONS)
+        if unknown:
             raise ValueError(
-                "api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), "
-                "never the key itself"
+                f"engine option(s) not allowed: {', '.join(unknown)[:120]} (allowed: "
+                f"{', '.join(sorted(ENGINE_OPTIONS))}; trust_remote_code only through the "
+                "owner's endpoint registry)"
             )
+        for k, val in v.items():
+            if not isinstance(val, (str, int, float, bool)) or (
+                isinstance(val, str) and len(val) > 200
+            ):
+                raise ValueError(f"engine option {k}: a number, a boolean or a short string")
         return v
 
     @model_validator(mode="after")
@@ -87,6 +140,16 @@ class ModelConfig(StrictModel):
         if self.backend == "embedded":
             return self.model or "SmolLM2-135M-Instruct"
         return self.model
+
+
+def _check_url(url: str) -> None:
+    if not url.strip().lower().startswith(("http://", "https://")):
+        raise ValueError("base_url must start with http:// or https://")
+    if url_has_credentials(url):
+        raise ValueError(
+            "base_url must not carry credentials (user:password@ or a key): name the key's "
+            "environment variable in api_key_env"
+        )
 
 
 class GeneratorConfig(ModelConfig):

@@ -30,6 +30,47 @@ class JobHandle:
     summary: RunSummary | None = None
     started_at: float = field(default_factory=time.time)
     error: str | None = None
+    limit: int | None = None
+    job_id: str | None = None
+    # the live clock of each stage (monotonic start, last event), for the heartbeat and ETA
+    stage_started: dict[str, float] = field(default_factory=dict)
+    last_event: dict[str, float] = field(default_factory=dict)
+    _last_progress: dict[str, Progress] = field(default_factory=dict)
+
+    def record(self, p: Progress) -> None:
+        """Keep a stage's latest progress (called from the job thread)."""
+        now = time.monotonic()
+        self.stage_started.setdefault(p.stage, now - p.elapsed_s)
+        self.last_event[p.stage] = now
+        self._last_progress[p.stage] = Progress(**{**p.__dict__})
+        self.current_stage = p.stage
+        self.progress[p.stage] = p.as_dict()
+
+    def live_progress(self) -> dict[str, dict[str, Any]]:
+        """Per stage: the last reported counters plus a live clock while the stage runs.
+
+        For the stage in progress ``elapsed_s`` keeps counting between rows (a request in
+        flight), ``since_update_s`` says how long ago the last row was committed, and
+        ``eta_s`` / ``rows_per_min`` are recomputed from the live clock. ``active`` is True for
+        the stage the job is working on now (a heartbeat: the worker thread is alive)."""
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        running = self.running
+        for stage, d in self.progress.items():
+            d = dict(d)
+            p = self._last_progress.get(stage)
+            finished = d.get("message") in ("finished", "cancelled", "nothing to judge")
+            active = running and stage == self.current_stage and not finished
+            d["active"] = active
+            if active and p is not None and stage in self.stage_started:
+                elapsed = now - self.stage_started[stage]
+                eta = p.eta_at(elapsed)
+                d["elapsed_s"] = round(elapsed, 1)
+                d["eta_s"] = None if eta is None else round(eta, 1)
+                d["rows_per_min"] = round(p.rate_per_min(elapsed), 2)
+                d["since_update_s"] = round(now - self.last_event.get(stage, now), 1)
+            out[stage] = d
+        return out
 
     @property
     def running(self) -> bool:
@@ -49,9 +90,11 @@ class JobHandle:
             "stages": self.stages,
             "status": self.status,
             "current_stage": self.current_stage,
-            "progress": {k: dict(v) for k, v in self.progress.items()},
+            "progress": self.live_progress(),
+            "limit": self.limit,
+            "heartbeat_at": time.time(),
             "error": self.error or (self.summary.error if self.summary else None),
-            "job_id": self.summary.job_id if self.summary else None,
+            "job_id": self.job_id or (self.summary.job_id if self.summary else None),
             "export_dir": self.summary.export_dir if self.summary else None,
         }
 
@@ -74,11 +117,13 @@ class JobManager:
                 raise RuntimeError(
                     f"a job is already running ({self.current.job_name}); cancel it or wait"
                 )
-            handle = JobHandle(job_name=name, stages=list(stages))
+            handle = JobHandle(job_name=name, stages=list(stages), limit=limit)
 
             def on_progress(p: Progress) -> None:
-                handle.current_stage = p.stage
-                handle.progress[p.stage] = p.as_dict()
+                handle.record(p)
+
+            def on_job(job_id: str) -> None:
+                handle.job_id = job_id
 
             def work() -> None:
                 try:
@@ -90,9 +135,12 @@ class JobManager:
                         on_progress=on_progress,
                         cancel=handle.cancel,
                         job_kind=name,
+                        on_job=on_job,
                     )
                 except Exception as exc:  # noqa: BLE001 - surfaced in the UI as one line
-                    handle.error = f"{type(exc).__name__}: {exc}"
+                    from pipelines.secrets import mask_tokens
+
+                    handle.error = mask_tokens(f"{type(exc).__name__}: {exc}")
 
             handle.thread = threading.Thread(target=work, name=f"capyui-job-{name}", daemon=True)
             self.current = handle

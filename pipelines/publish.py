@@ -522,6 +522,21 @@ def _one_line(text: str, token: str) -> str:
     return mask_tokens(text)[:200]
 
 
+def existing_files(api: Any, repo_id: str) -> list[str] | None:
+    """The files of dataset ``repo_id`` (None when it does not exist or is not visible)."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        info = api.dataset_info(repo_id)
+    except RepositoryNotFoundError:
+        return None
+    except HfHubHTTPError as err:
+        if getattr(getattr(err, "response", None), "status_code", None) == 404:
+            return None
+        raise
+    return sorted(s.rfilename for s in (info.siblings or []))
+
+
 def push_to_hub(
     out_dir: str | os.PathLike[str],
     repo_id: str,
@@ -530,13 +545,20 @@ def push_to_hub(
     private: bool = True,
     endpoint: str | None = None,
     commit_message: str = "Upload preference dataset (CapyUI)",
+    overwrite: bool = True,
 ) -> str:
     """Create the dataset repo (private by default, ``exist_ok``) and upload ``out_dir`` to it.
-    Returns the repo URL. Raises ``PublishError`` with a one-line, token-free message."""
+    Returns the repo URL. Raises ``PublishError`` with a one-line, token-free message.
+
+    ``overwrite=False``: a dataset that already exists is left alone and the error says which
+    of its files the upload would replace (the app asks for an explicit confirmation).
+    On a Space the server's ``HF_TOKEN`` is never a fallback: the caller passes the signed-in
+    user's token (issue 10)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
-    token = token or os.environ.get("HF_TOKEN") or None
+    if not token and not os.environ.get("SPACE_ID"):
+        token = os.environ.get("HF_TOKEN") or None
     if not token:
         raise PublishError(
             "no Hugging Face token: pass one or set HF_TOKEN (a token with write access)"
@@ -549,6 +571,16 @@ def push_to_hub(
     where = endpoint or "the Hugging Face Hub"
     api = HfApi(endpoint=endpoint, token=token)
     try:
+        if not overwrite:
+            existing = existing_files(api, repo_id)
+            if existing is not None:
+                replaced = [f for f in existing if f == "README.md" or f.startswith("data/")]
+                shown = ", ".join(replaced[:6]) + (" …" if len(replaced) > 6 else "")
+                raise PublishError(
+                    f"dataset {repo_id} already exists on {where} ({len(existing)} file(s)); "
+                    f"publishing replaces {shown or 'nothing but adds files'}: confirm to "
+                    "overwrite it"
+                )
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(
             folder_path=str(folder),

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pipelines.argilla_queue import ArgillaConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
 from pipelines.profiles import ExportFilters, Profile
-from pipelines.secrets import redact
+from pipelines.secrets import check_env_name, redact
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 STAGES = (
@@ -34,10 +34,14 @@ class RecipeError(Exception):
     """A recipe that cannot be used; the message is one line."""
 
 
+HUB_ID_PATTERN = r"^[A-Za-z0-9][\w\-]*(\.[\w\-]+)*(/[\w\-]+(\.[\w\-]+)*)?$"
+
+
 class SourceConfig(StrictModel):
     path: str | None = None
-    dataset: str | None = None
-    split: str = "train"
+    # a Hub id (owner/name), never a path (issue 10)
+    dataset: str | None = Field(default=None, max_length=200, pattern=HUB_ID_PATTERN)
+    split: str = Field(default="train", max_length=100, pattern=r"^[\w.\-\[\]:%+]+$")
     format: Literal["auto", "capybara", "messages", "sharegpt"] = "auto"
     columns: dict[str, str] = Field(default_factory=dict)
     limit: int | None = Field(default=None, ge=1)
@@ -66,6 +70,15 @@ class ExportConfig(StrictModel):
     # thresholds applied at export, recorded in the card with their counts
     filters: ExportFilters = Field(default_factory=ExportFilters)
 
+    @field_validator("out")
+    @classmethod
+    def _inside_workspace(cls, v: str) -> str:
+        # issue 10: exports live under the workspace (a relative folder without '..')
+        p = Path(v)
+        if not v.strip() or p.is_absolute() or ".." in p.parts or v.startswith("~"):
+            raise ValueError("export.out is a folder inside the workspace (relative, no '..')")
+        return v
+
 
 # Thresholds that older recipes set under ``binarize:``: they are export filters now (the build
 # keeps every strictly ordered pair, as the Capybara-DPO seed did).
@@ -73,13 +86,19 @@ MOVED_TO_EXPORT_FILTERS = ("min_chosen_rating", "min_margin", "max_turns")
 
 
 class PublishConfig(StrictModel):
-    repo_id: str | None = None
+    repo_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
     private: bool = True
     token_env: str = "HF_TOKEN"
 
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        return check_env_name(v, "token_env")
+
 
 class Recipe(StrictModel):
-    name: str = Field(min_length=1)
+    # a slug: it names the export folder (issue 10: never a path)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: str = ""
     source: SourceConfig
     generators: list[GeneratorConfig] = Field(min_length=1)
@@ -172,9 +191,72 @@ def parse_recipe(data: Any, *, name: str = "recipe", base_dir: str | None = None
     return recipe
 
 
+# issue 10: a recipe is small. Aliases let 400 bytes of YAML expand to millions of values (the
+# expansion happens in whatever walks the result: validation, dumping), so the loader bounds the
+# size of the text, the number of aliases, the nesting depth and the expanded size.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_ALIASES = 100
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses alias bombs and deep nesting while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise RecipeError(f"more than {MAX_ALIASES} YAML aliases")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise RecipeError(f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(data: Any) -> None:
+    """Walk ``data`` as validation would (aliases expanded), stopping past ``MAX_NODES``."""
+    budget = MAX_NODES
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise RecipeError(f"expands to more than {MAX_NODES} values (YAML aliases?)")
+        if depth > MAX_DEPTH:
+            raise RecipeError(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def safe_load_yaml(text: str, *, name: str = "recipe") -> Any:
+    """Parse recipe YAML within the bounds above; RecipeError (one line) otherwise."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{name}: larger than {MAX_RECIPE_BYTES >> 20} MiB")
+    loader = _BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+        _expanded_size(data)
+    except RecipeError as exc:
+        raise RecipeError(f"{name}: refused: {exc}") from None
+    finally:
+        loader.dispose()
+    return data
+
+
 def parse_recipe_yaml(text: str, *, name: str = "recipe", base_dir: str | None = None) -> Recipe:
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_yaml(text, name=name)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -190,6 +272,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if not p.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
+        if p.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{p.name}: larger than {MAX_RECIPE_BYTES >> 20} MiB")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc}") from None

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.store import Store
+from pipelines.store import StaleReviewError, Store
 from pipelines.types import Conversation
 
 FILTERS = {
@@ -196,6 +196,41 @@ def review_item(
     return ReviewItem(conv, items, judge_model, mine, others)
 
 
+EMPTY_REVIEW = (
+    "nothing to save: rate at least one candidate, pick a chosen or rejected answer, "
+    "or tick Discard"
+)
+
+
+def ai_suggestion(
+    store: Store, conversation_id: str, candidate_keys: list[str], judge_id: str | None = None
+) -> dict[str, int]:
+    """The judge's ratings of ``candidate_keys`` as whole 1..5 numbers (what the Review tab
+    fills in when the reviewer asks for the AI's suggestion); empty when not judged."""
+    judgment = store.judgment(conversation_id, judge_id)
+    if judgment is None or judgment["status"] == "failed":
+        return {}
+    out: dict[str, int] = {}
+    for key, rating in zip(judgment["candidate_keys"], judgment["ratings"], strict=False):
+        if key in candidate_keys and rating is not None:
+            out[key] = min(5, max(1, int(float(rating) + 0.5)))
+    return out
+
+
+def default_picks(ratings: dict[str, int]) -> tuple[str | None, str | None]:
+    """(chosen, rejected) implied by ratings: the single best and single worst candidate,
+    when both exist and differ in rating (a tie at the top or bottom implies no pick)."""
+    if len(ratings) < 2:
+        return None, None
+    values = list(ratings.values())
+    hi, lo = max(values), min(values)
+    if hi == lo:
+        return None, None
+    best = [k for k, v in ratings.items() if v == hi]
+    worst = [k for k, v in ratings.items() if v == lo]
+    return (best[0] if len(best) == 1 else None), (worst[0] if len(worst) == 1 else None)
+
+
 def submit_review(
     store: Store,
     conversation_id: str,
@@ -207,8 +242,21 @@ def submit_review(
     rejected: str | None = None,
     discard: bool = False,
     comment: str | None = None,
+    judge_id: str | None = None,
+    picks_from_ratings: bool = True,
+    expected_version: str | None = None,
 ) -> dict[str, Any]:
-    """Validate and store one review (source ``ui``); returns what was stored."""
+    """Validate and store one review (source ``ui``); returns what was stored.
+
+    A review must say something: at least one rating, a chosen or rejected pick, or a discard
+    (``ReviewError`` otherwise; a comment alone is not a judgment). Missing picks default from
+    the ratings (``default_picks``) unless ``picks_from_ratings`` is False. When the ratings
+    are exactly the judge's (``ai_suggestion``) for every candidate and the picks are the ones
+    they imply, the review is stored with ``accepted_ai=True``: the reviewer accepted the AI's
+    suggestion rather than judging independently (stats and the card count it apart).
+
+    ``expected_version``: ``store.review_version`` when the view was rendered; a stale view (the
+    conversation or this reviewer's review changed since) is refused, never silently applied."""
     reviewer = (reviewer or "").strip()
     if not reviewer:
         raise ReviewError("give a reviewer name (or sign in) before submitting")
@@ -232,23 +280,48 @@ def submit_review(
             raise ReviewError(f"{name} is not one of this conversation's candidates")
     if chosen and rejected and chosen == rejected:
         raise ReviewError("chosen and rejected must be different candidates")
-    comment = (comment or "").strip() or None
-    store.put_review(
-        conversation_id,
-        reviewer,
-        REVIEW_SOURCE,
-        ratings=clean,
-        chosen=chosen or None,
-        rejected=rejected or None,
-        discard=bool(discard),
-        comment=comment,
+    if not clean and not chosen and not rejected and not discard:
+        raise ReviewError(EMPTY_REVIEW)
+    if picks_from_ratings and not discard:
+        auto_chosen, auto_rejected = default_picks(clean)
+        if not chosen and auto_chosen != rejected:
+            chosen = auto_chosen
+        if not rejected and auto_rejected != chosen:
+            rejected = auto_rejected
+    suggestion = ai_suggestion(store, conversation_id, candidate_keys, judge_id)
+    accepted_ai = (
+        not discard
+        and bool(suggestion)
+        and clean == suggestion
+        and set(clean) == set(candidate_keys)
+        and (chosen or None, rejected or None) == default_picks(suggestion)
     )
+    comment = (comment or "").strip() or None
+    try:
+        store.put_review(
+            conversation_id,
+            reviewer,
+            REVIEW_SOURCE,
+            ratings=clean,
+            chosen=chosen or None,
+            rejected=rejected or None,
+            discard=bool(discard),
+            comment=comment,
+            accepted_ai=accepted_ai,
+            expected_version=expected_version,
+        )
+    except StaleReviewError:
+        raise ReviewError(
+            "this conversation changed since you opened it (new candidates or ratings, or your "
+            "review saved from another tab): nothing was saved; reload it and review again"
+        ) from None
     return {
         "ratings": clean,
         "chosen": chosen or None,
         "rejected": rejected or None,
         "discard": bool(discard),
         "comment": comment,
+        "accepted_ai": accepted_ai,
     }
 
 

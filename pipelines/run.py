@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.recipe import STAGES, Recipe
+from pipelines.recipe import STAGES, Recipe, RecipeError
 from pipelines.store import Store
 from pipelines.types import Conversation, Progress
 
@@ -71,8 +71,16 @@ def parse_stages(text: str | None, recipe: Recipe) -> list[str]:
 
 
 def export_dir_for(recipe: Recipe, store: Store) -> Path:
+    """Where ``recipe`` exports: inside the workspace, checked after resolving symlinks (issue
+    10). Only the CLI's explicit ``--out`` may name an absolute folder."""
     out = Path(recipe.export.out)
-    return out if out.is_absolute() else store.data_dir / out / recipe.name
+    if out.is_absolute():
+        return out
+    root = store.data_dir.resolve()
+    target = (root / out / recipe.name).resolve()
+    if not target.is_relative_to(root):
+        raise RecipeError(f"export folder {recipe.export.out}/{recipe.name} leaves the workspace")
+    return store.data_dir / out / recipe.name
 
 
 def selected_conversations(store: Store, limit: int | None) -> list[Conversation]:
@@ -91,6 +99,7 @@ def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[s
         limit=limit or src.limit,
         source_name=src.dataset or Path(src.path or "").name,
         sink=(sink := store.conversation_sink()),
+        hub=bool(src.dataset),  # a Hub id is never read as a local path (issue 10)
     )
     report = {**result.summary(), "added": sink.added, "already_in_store": sink.existing}
     store.record_load(src.location, report)
@@ -143,6 +152,8 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
     reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
     human_reviews = store.reviews()
     options = recipe.binarize
+    stats = compute_stats(binarized.rows, binarized.pair_labels(), human_reviews)
+    quality = stats["judge_quality"]
     return CardContext(
         dataset_name=recipe.export.dataset_name or recipe.name,
         recipe=recipe.to_dict(),
@@ -153,8 +164,10 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
             "candidates failed": sum(c["failed"] for c in counts.values()),
             "conversations judged": int(judged),
             "conversations reviewed": int(reviewed),
+            # issue 12: a rationale that is the template's placeholder is a judge failure
+            "judge failures: placeholder rationales": quality["placeholder_rationales"],
         },
-        stats=compute_stats(binarized.rows, binarized.pair_labels()),
+        stats=stats,
         generator_models=[g.display_name() for g in recipe.generators],
         judge_model=recipe.judge.display_name() if recipe.judge else None,
         dropped=dict(binarized.result.dropped),
@@ -404,14 +417,18 @@ def run_recipe(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     job_kind: str = "run",
+    on_job: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run the given stages (default: all the recipe configures). Records a job in the store.
 
     Raises nothing for a failing stage: the summary carries status 'failed' and a one-line
-    error, the job row too. ``limit`` bounds how many conversations are loaded and processed.
+    error, the job row too. ``limit`` bounds how many conversations are loaded and processed
+    (stored with the job, so a resume can reuse it). ``on_job`` gets the job id once recorded.
     """
     stages = list(stages) if stages else default_stages(recipe)
-    job_id = store.start_job(f"{job_kind}:{','.join(stages)}", recipe.to_dict())
+    job_id = store.start_job(f"{job_kind}:{','.join(stages)}", recipe.to_dict(), limit=limit)
+    if on_job is not None:
+        on_job(job_id)
     summary = RunSummary(job_id=job_id, stages=stages)
     last_write = 0.0
 

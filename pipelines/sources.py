@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import itertools
 import json
 import os
 import re
@@ -699,7 +700,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"row {i}", row
 
 
-def _hub_rows(source: str, split: str) -> Iterator[tuple[str, Any]]:
+def _hub_rows(source: str, split: str, limit: int | None = None) -> Iterator[tuple[str, Any]]:
     try:
         import datasets
     except ImportError:
@@ -707,10 +708,23 @@ def _hub_rows(source: str, split: str) -> Iterator[tuple[str, Any]]:
             f"{source!r} is not a local file and the `datasets` package (for Hub datasets) "
             "is not installed"
         ) from None
-    try:
-        ds = datasets.load_dataset(source, split=split)
-    except Exception as exc:  # noqa: BLE001 - datasets/hub raise many unrelated types
-        raise SourceError(_hub_message(source, split, exc)) from None
+    ds: Any = None
+    if limit:
+        # issue 10: a limit reads only that many rows: streamed (nothing else downloaded) where
+        # the Hub is reachable, else split slicing of what is cached
+        try:
+            ds = itertools.islice(
+                datasets.load_dataset(source, split=split, streaming=True), int(limit)
+            )
+        except Exception:  # noqa: BLE001 - offline / no streaming: the sliced split below
+            ds = None
+    if ds is None:
+        try:
+            ds = datasets.load_dataset(
+                source, split=f"{split}[:{int(limit)}]" if limit and "[" not in split else split
+            )
+        except Exception as exc:  # noqa: BLE001 - datasets/hub raise many unrelated types
+            raise SourceError(_hub_message(source, split, exc)) from None
     for i, row in enumerate(ds, 1):
         yield f"row {i}", row
 
@@ -734,7 +748,14 @@ def _hub_message(source: str, split: str, exc: Exception) -> str:
 # --------------------------------------------------------------------------------------------
 # load_source
 # --------------------------------------------------------------------------------------------
-def _rows_for(source: str, split: str, result: LoadResult) -> tuple[Iterator[tuple[str, Any]], str]:
+def _rows_for(
+    source: str, split: str, result: LoadResult, limit: int | None = None, hub: bool = False
+) -> tuple[Iterator[tuple[str, Any]], str]:
+    if hub:  # a Hub id only: never a local path (issue 10)
+        if not _HUB_ID.match(source) or ".." in source or Path(source).exists():
+            # (datasets would read a local folder of that name: a Hub id only)
+            raise SourceError(f"{source!r} is not a Hub dataset id (owner/name)")
+        return _hub_rows(source, split, limit), source
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if path.is_file():
@@ -756,7 +777,7 @@ def _rows_for(source: str, split: str, result: LoadResult) -> tuple[Iterator[tup
         raise SourceError(f"file not found: {source}")
     if not _HUB_ID.match(source):
         raise SourceError(f"{source!r} is neither an existing file nor a Hub dataset id")
-    return _hub_rows(source, split), source
+    return _hub_rows(source, split, limit), source
 
 
 def _jsonl_rows_lead(path: Path, result: LoadResult) -> Iterator[tuple[str, Any]]:
@@ -787,6 +808,7 @@ def load_source(
     source_name: str | None = None,
     sink: Callable[[list[Conversation]], int] | None = None,
     chunk_size: int = 2000,
+    hub: bool = False,
 ) -> LoadResult:
     """Load and normalise ``source`` (a local file or a Hub dataset id); see the module doc.
 
@@ -802,7 +824,7 @@ def load_source(
     if limit is not None and limit < 0:
         raise SourceError(f"limit must be >= 0, got {limit}")
     result = LoadResult(conversations=[], format=forced or "")
-    rows, default_name = _rows_for(source, split, result)
+    rows, default_name = _rows_for(source, split, result, limit, hub)
     name = source_name or default_name
     seen: set[str] = set()
     chunk: list[Conversation] = []

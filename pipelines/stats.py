@@ -129,11 +129,47 @@ def _agreement_of(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def judge_quality(rows: Iterable[JudgedConversation]) -> dict[str, int]:
+    """Judge failures hiding in "done" judgments: rationales that are the template's own
+    placeholder (``pipelines.judge_quality``). ``placeholder_rationales`` counts candidates,
+    ``judgments_with_placeholders`` conversations; both count as judge failures."""
+    from pipelines.judge_quality import count_placeholders
+
+    candidates = conversations = 0
+    for row in rows:
+        n = count_placeholders(row.rationales)
+        candidates += n
+        conversations += 1 if n else 0
+    return {"placeholder_rationales": candidates, "judgments_with_placeholders": conversations}
+
+
+def review_counts(reviews: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Human reviews as ``Store.reviews()`` returns them, counted by kind: ``reviews`` (all),
+    ``human_judged`` (the reviewer's own ratings or picks), ``accepted_ai`` (the AI's suggestion
+    submitted untouched: not an independent human judgment), ``discarded``."""
+    total = accepted = discarded = 0
+    for r in reviews:
+        total += 1
+        if r.get("discard"):
+            discarded += 1
+        elif r.get("accepted_ai"):
+            accepted += 1
+    return {
+        "reviews": total,
+        "human_judged": total - accepted - discarded,
+        "accepted_ai": accepted,
+        "discarded": discarded,
+    }
+
+
 def compute_stats(
-    rows: Sequence[JudgedConversation], pairs: Sequence[dict[str, Any]] = ()
+    rows: Sequence[JudgedConversation],
+    pairs: Sequence[dict[str, Any]] = (),
+    reviews: Iterable[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``{"models": [per-model dicts], "agreement": {...}, "pairs": n, "rating_source": {...}}``,
-    JSON-able (NaN -> None)."""
+    """``{"models": [per-model dicts], "agreement": {...}, "pairs": n, "rating_source": {...},
+    "judge_quality": {...}}`` plus ``"reviews": review_counts(reviews)`` when ``reviews`` (the
+    store's review dicts) are given. JSON-able (NaN -> None)."""
     models = model_stats(rows, pairs)
     records = [
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -142,12 +178,16 @@ def compute_stats(
     sources: dict[str, int] = {}
     for p in pairs:
         sources[p["rating_source"]] = sources.get(p["rating_source"], 0) + 1
-    return {
+    out: dict[str, Any] = {
         "models": records,
         "agreement": agreement(rows),
         "pairs": len(pairs),
         "rating_source": sources,
+        "judge_quality": judge_quality(rows),
     }
+    if reviews is not None:
+        out["reviews"] = review_counts(reviews)
+    return out
 
 
 def histogram_frame(stats: dict[str, Any]) -> pd.DataFrame:

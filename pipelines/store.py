@@ -141,8 +141,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS judgments_updated ON judgments (updated_at);
     CREATE INDEX IF NOT EXISTS reviews_updated ON reviews (updated_at);
     """,
+    # 4 (issue 12): a job remembers the conversation limit it ran with, so that resuming it (after a
+    # reload of the page or a restart) does the same conversations, not every one
+    "ALTER TABLE jobs ADD COLUMN run_limit INTEGER;",
+    # 5 (issue 10): a job's process identity (boot id, pid, process start time): a container restart
+    # reuses the pid, so liveness compares the whole identity, never the pid alone
+    "ALTER TABLE jobs ADD COLUMN proc TEXT;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StaleReviewError(RuntimeError):
+    """A review submitted from a view of a conversation that changed since it was shown."""
 
 
 class SchemaTooNewError(RuntimeError):
@@ -505,7 +515,7 @@ class Store:
                     result.completion_tokens,
                     result.latency_s,
                     result.finish_reason,
-                    result.error,
+                    mask_tokens(result.error) if result.error else result.error,
                     time.time(),
                 ),
             )
@@ -589,7 +599,7 @@ class Store:
             json.dumps(order_shown),
             seed,
             raw_output,
-            error,
+            mask_tokens(error) if error else error,
             now,
             *rating_facts(ratings),
         )
@@ -713,12 +723,20 @@ class Store:
         discard: bool = False,
         comment: str | None = None,
         accepted_ai: bool = False,
+        expected_version: str | None = None,
     ) -> None:
         """Upsert one reviewer's latest review of a conversation.
 
         ``accepted_ai``: the reviewer submitted the AI's suggested ratings untouched (counted apart
-        from human judgments in stats and the dataset card)."""
+        from human judgments in stats and the dataset card).
+        ``expected_version``: the ``review_version`` the reviewer's view was rendered from; if the
+        conversation changed since (new candidates or judgment, or this reviewer's review saved
+        from another tab), ``StaleReviewError`` and nothing is written (issue 10)."""
         with self._conn() as db:
+            if expected_version is not None:
+                now_version = self._review_version(db, conversation_id, reviewer, source)
+                if now_version != expected_version:
+                    raise StaleReviewError(conversation_id)
             db.execute(
                 """
                 INSERT INTO reviews (conversation_id, reviewer, source, ratings, chosen, rejected,
@@ -742,6 +760,35 @@ class Store:
                     int(accepted_ai),
                 ),
             )
+
+    @staticmethod
+    def _review_version(
+        db: sqlite3.Connection, conversation_id: str, reviewer: str, source: str
+    ) -> str:
+        parts = []
+        for sql, params in (
+            (
+                "SELECT COUNT(*), MAX(updated_at) FROM candidates WHERE conversation_id = ?",
+                (conversation_id,),
+            ),
+            (
+                "SELECT COUNT(*), MAX(updated_at) FROM judgments WHERE conversation_id = ?",
+                (conversation_id,),
+            ),
+            (
+                "SELECT COUNT(*), MAX(updated_at) FROM reviews"
+                " WHERE conversation_id = ? AND reviewer = ? AND source = ?",
+                (conversation_id, reviewer, source),
+            ),
+        ):
+            n, latest = db.execute(sql, params).fetchone()
+            parts.append(f"{n}@{latest!r}")
+        return "|".join(parts)
+
+    def review_version(self, conversation_id: str, reviewer: str, source: str = "ui") -> str:
+        """What a review view was rendered from: candidates, judgment and this reviewer's
+        review of the conversation (changes whenever any of them is written)."""
+        return self._review_version(self._connection(), conversation_id, reviewer, source)
 
     def reviews(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM reviews"
@@ -934,10 +981,13 @@ class Store:
         return (newest, last)
 
     def change_marker(self) -> tuple[Any, ...]:
-        """Changes whenever a candidate, judgment or review is written (by any process): each
-        table's newest write time and last rowid, every one read from an index end."""
+        """Changes whenever a conversation is loaded or a candidate, judgment or review is
+        written (by any process): each table's newest write time and last rowid, every one read
+        from an index end. Equal markers mean unchanged data, so a view computed from them can
+        be reused (the Results tab's preview)."""
         db = self._connection()
         out: list[Any] = list(self._candidates_marker())
+        out.append(db.execute("SELECT MAX(rowid) FROM conversations").fetchone()[0])
         for table in ("judgments", "reviews"):
             out.append(db.execute(f"SELECT MAX(updated_at) FROM {table}").fetchone()[0])
             out.append(db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0])
@@ -1057,12 +1107,15 @@ class Store:
         return [tuple(r) for r in self._connection().execute(sql, [*gens, *params])]
 
     # -- jobs -------------------------------------------------------------------------------
-    def start_job(self, kind: str, recipe: dict[str, Any] | None = None) -> str:
+    def start_job(
+        self, kind: str, recipe: dict[str, Any] | None = None, *, limit: int | None = None
+    ) -> str:
+        """Record a new running job; ``limit`` is the conversation limit it runs with."""
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self._conn() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, kind, recipe, status, counters, pid, started_at)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (job_id, kind, recipe, status, counters, pid, started_at,"
+                " run_limit, proc) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     kind,
@@ -1071,6 +1124,8 @@ class Store:
                     "{}",
                     os.getpid(),
                     time.time(),
+                    limit,
+                    process_identity(),
                 ),
             )
         return job_id
@@ -1108,10 +1163,53 @@ class Store:
             d = dict(r)
             d["recipe"] = json.loads(d["recipe"])
             d["counters"] = json.loads(d["counters"])
-            if d["status"] == "running" and not _pid_alive(d["pid"]):
+            if d["status"] == "running" and not _job_alive(d["pid"], d.get("proc")):
                 d["status"] = "interrupted"
             out.append(d)
         return out
+
+
+_BOOT_ID: str | None = None
+
+
+def _boot_id() -> str:
+    global _BOOT_ID
+    if _BOOT_ID is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID = f.read().strip()
+        except OSError:
+            _BOOT_ID = "noboot"
+    return _BOOT_ID
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_PROC_NONCE = uuid.uuid4().hex[:12]
+
+
+def process_identity(pid: int | None = None) -> str:
+    """Who runs a job: boot id, pid and process start time (a nonce where /proc is missing)."""
+    pid = pid or os.getpid()
+    start = _start_time(pid)
+    if start is None and pid == os.getpid():
+        start = "n" + _PROC_NONCE
+    return f"{_boot_id()}:{pid}:{start}"
+
+
+def _job_alive(pid: int | None, proc: str | None) -> bool:
+    if proc is None:  # written before the process identity existed
+        return _pid_alive(pid) and pid != os.getpid()
+    if not pid or not _pid_alive(pid):
+        return False
+    return process_identity(pid) == proc
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -150,6 +150,34 @@ class Progress:
         remaining = max(self.total - self.done - self.failed, 0)
         return remaining * self.elapsed_s / finished
 
+    def eta_at(self, elapsed_s: float) -> float | None:
+        """Seconds left if this run's rows keep coming at the pace seen after ``elapsed_s``
+        seconds (the live stage clock, which keeps running while a request is in flight, so
+        the estimate grows honestly during a long wait). None until a row finished in this
+        run; 0 only when nothing remains."""
+        remaining = max(self.total - self.done - self.failed, 0)
+        if remaining == 0:
+            return 0.0
+        finished = self.done + self.failed - self.skipped
+        if finished <= 0 or elapsed_s <= 0:
+            return None
+        return remaining * elapsed_s / finished
+
+    def rate_per_min(self, elapsed_s: float | None = None) -> float:
+        """Rows finished per minute in this run (0 before the first one)."""
+        elapsed = self.elapsed_s if elapsed_s is None else elapsed_s
+        finished = self.done + self.failed - self.skipped
+        return 60.0 * finished / elapsed if elapsed > 0 and finished > 0 else 0.0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # issue 10: a progress message can carry a backend's error text; it reaches the UI, the
+        # CLI and logs, so it is masked as it is set
+        if name == "message" and isinstance(value, str) and value:
+            from pipelines.secrets import mask_tokens
+
+            value = mask_tokens(value)
+        super().__setattr__(name, value)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
@@ -161,6 +189,7 @@ class Progress:
             "elapsed_s": round(self.elapsed_s, 3),
             "tokens_per_s": round(self.tokens_per_s, 2),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "rows_per_min": round(self.rate_per_min(), 2),
             "message": self.message,
             **({"notes": list(self.notes)} if self.notes else {}),
         }

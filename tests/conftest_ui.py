@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -137,3 +139,52 @@ def xss_rows() -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+_FACTOR: list[float] = []
+
+
+def machine_factor() -> float:
+    """How much slower this machine is right now than a quiet 2-core dev box (>= 1), measured
+    with a fixed pure-Python workload. UI waits are scaled by it instead of being constants
+    near the real latency."""
+    if not _FACTOR:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            sum(i * i for i in range(300_000))
+            best = min(best, time.perf_counter() - t0)
+        _FACTOR.append(max(1.0, best / 0.03))
+    return _FACTOR[0]
+
+
+def scaled_ms(seconds: float) -> float:
+    """A playwright timeout (ms) for something that takes ``seconds`` on a quiet machine."""
+    return 1000 * seconds * machine_factor()
+
+
+def wait_job_finished(page: Any, first_row_s: float = 120, stall_factor: float = 10) -> str:
+    """Wait for the Run tab's job to end; returns the status text.
+
+    No fixed deadline near the real latency: the wait extends every time a row completes, by
+    ``stall_factor`` times the slowest gap between rows measured so far (the first row gets
+    ``first_row_s`` scaled by ``machine_factor``). A job that stops making progress fails."""
+    status = page.locator("#cu-job-status")
+    done_re = re.compile(r"\): (done|failed|cancelled)")
+    last_done, last_change = -1, time.monotonic()
+    slowest = 0.0
+    allowance = first_row_s * machine_factor()
+    while True:
+        text = status.inner_text()
+        if done_re.search(text):
+            return text
+        done = sum(int(a) for a, _ in re.findall(r"(\d+)/(\d+)", text))
+        now = time.monotonic()
+        if done != last_done:
+            if last_done >= 0:
+                slowest = max(slowest, now - last_change)
+                allowance = max(allowance, stall_factor * slowest)
+            last_done, last_change = done, now
+        if now - last_change > allowance:
+            raise AssertionError(f"the job made no progress for {allowance:.0f}s:\n{text}")
+        page.wait_for_timeout(500)

@@ -54,6 +54,22 @@ def make_conversations(n: int) -> list[Conversation]:
     return out
 
 
+def _completion_latency(url: str) -> float:
+    """Seconds one small chat completion takes on this machine now (the slower of two)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key="none", timeout=1800, max_retries=0)
+    times = []
+    for _ in range(2):
+        t0 = time.monotonic()
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=8
+        )
+        times.append(time.monotonic() - t0)
+    client.close()
+    return max(times)
+
+
 def openai_gen(url: str, **kw: object) -> GeneratorConfig:
     base = dict(
         id="llama",
@@ -107,11 +123,14 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
         8: "reset",
         9: "500",
     }
+    # The request timeout comes from what this machine measures (one direct completion, the
+    # same size as the test's), never a constant near the real latency; a stall outlasts it.
+    timeout_s = max(10.0, 8 * _completion_latency(llama_server))
     proxy = FaultProxy(
         upstream=llama_server.rsplit("/v1", 1)[0],
         schedule=lambda n, path: faults.get(n),
         retry_after_s=1,
-        stall_s=12.0,
+        stall_s=timeout_s * 1.5 + 2,
     )
     url = proxy.start() + "/v1"
     try:
@@ -119,10 +138,11 @@ def test_faults_every_row_done_or_failed_and_rerun_completes(
         convs = make_conversations(8)
         store.add_conversations(convs)
         # one SDK retry per request: a single fault is absorbed, two in a row fail the row
-        gen = openai_gen(url, timeout_s=10, max_retries=1, concurrency=1, max_tokens=8)
+        gen = openai_gen(url, timeout_s=timeout_s, max_retries=1, concurrency=1, max_tokens=8)
         started = time.monotonic()
         progress = run_generation(store, [gen], convs, max_attempts=3)
-        assert time.monotonic() - started < 120  # nothing hangs
+        # nothing hangs: at worst every request of the 8 rows waits out its timeout twice
+        assert time.monotonic() - started < 2 * 8 * timeout_s + 60
         rows = store.candidate_rows("llama")
         assert len(rows) == 8
         assert progress.done + progress.failed == 8

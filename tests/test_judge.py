@@ -3,6 +3,7 @@ server always parses; shuffled candidate order maps back exactly; resume and re-
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -54,12 +55,20 @@ def test_constrained_judge_on_real_llama_server_always_parses(
         model="smollm2",
         max_tokens=400,
         max_rationale_chars=80,
-        timeout_s=120,
+        timeout_s=1800,  # the calibration call below: bounded, never near the real latency
         max_retries=0,
     )
     convs = store.conversations()
+    # The request timeout comes from what this machine measures: the first judgment (it counts)
+    # is timed, the others get many times that, so a CPU saturated by other work slows the
+    # test down instead of failing it.
+    started = time.monotonic()
+    first = run_judging(store, judge, list(ANSWERS), convs[:1])
+    assert first.done == 1 and first.failed == 0, first.message
+    judge.timeout_s = max(120.0, 8 * (time.monotonic() - started))
     progress = run_judging(store, judge, list(ANSWERS), convs)
     assert progress.done == 4 and progress.failed == 0, progress.message
+    assert progress.skipped == 1
     for j in store.judgments("smol"):
         assert j["status"] == "done" and j["error"] is None
         assert j["candidate_keys"] == ["g1/0", "g2/0", "g3/0", "original/0"]

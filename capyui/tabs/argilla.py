@@ -198,6 +198,11 @@ def check(ws: Any, *settings: Any) -> tuple[str, dict[str, Any]]:
         st = {"ok": False, "url": queue.api_url, "error": _one_line(exc)}
     finally:
         queue.close()
+    if not st.get("ok") and st.get("error") and "not an Argilla API" not in st["error"]:
+        # a connection check says reachable / refused / status N, never the server's body
+        import re
+
+        st["error"] = re.sub(r"(\(HTTP \d{3}\)):.*$", r"\1", st["error"])
     return status_html(st), st
 
 

@@ -20,6 +20,7 @@ HUB = "Hub dataset"
 SAMPLE_PATH = "data/quickstart.jsonl"
 FORMATS = ["auto", "capybara", "messages", "sharegpt"]
 PREVIEW = 8
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w\-]*(\.[\w\-]+)*/[\w\-]+(\.[\w\-]+)*$")
 
 
 def _safe_name(name: str) -> str:
@@ -27,11 +28,29 @@ def _safe_name(name: str) -> str:
     return base[-80:]
 
 
+def _max_upload_bytes() -> int:
+    from capyui.app import max_upload
+
+    return int(max_upload().removesuffix("mb")) << 20
+
+
 def store_upload(ws: Any, upload: str) -> Path:
     """Copy an upload (a file Gradio received into its own cache) into the workspace, as data.
 
     The copy is named by a hash of its bytes, so the same file uploaded twice is one source."""
-    src = Path(upload)
+    import os
+    import tempfile
+
+    src = Path(upload).resolve()
+    # only what Gradio received (its upload cache), never a path on the server (issue 10)
+    roots = [Path(tempfile.gettempdir()).resolve()]
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        roots.append(Path(os.environ["GRADIO_TEMP_DIR"]).resolve())
+    if not any(src.is_relative_to(r) for r in roots) or not src.is_file():
+        raise ValueError("the upload is not a file this server received")
+    limit = _max_upload_bytes()
+    if src.stat().st_size > limit:
+        raise ValueError(f"the file is larger than the upload limit ({limit >> 20} MB)")
     dest_dir = ws.data_dir / "uploads"
     dest_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -71,17 +90,63 @@ def report_html(report: dict[str, Any]) -> str:
     return "".join(out)
 
 
+HUB_ID_HINT = (
+    "A Hub dataset id is owner/name (letters, digits, '-', '_', '.'; at most 96 characters "
+    "each), e.g. argilla/Capybara-Preferences"
+)
+MAX_SPLIT_CHARS = 100
+
+
+def hub_id_error(hub_id: str, split: str) -> str | None:
+    """Why ``hub_id`` / ``split`` cannot name a Hub dataset, checked locally (no network);
+    None when they look valid. The id is never echoed in full (it may be 20,000 characters)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    shown = hub_id if len(hub_id) <= 60 else hub_id[:57] + "…"
+    try:
+        validate_repo_id(hub_id)
+    except HFValidationError:
+        return f"'{shown}' ({len(hub_id)} characters) is not a Hub dataset id"
+    if len(split) > MAX_SPLIT_CHARS or not re.fullmatch(r"[\w.\-\[\]:%+]+", split):
+        return f"'{split[:40]}' is not a split name (e.g. train, test, train[:100])"
+    return None
+
+
+def load_error_hint(message: str, kind: str) -> str:
+    """What to do about a failed load, in one short sentence."""
+    low = message.lower()
+    if kind == HUB:
+        if "not found" in low or "doesn't exist" in low or "404" in low:
+            return "Check the id on huggingface.co (owner/name) and, for a private set, the token"
+        if "split" in low:
+            return "Pick one of the splits the dataset has"
+        return "Check the id and the network, or upload the file instead"
+    if kind == UPLOAD:
+        return "Check the file's format (JSONL, JSON, Parquet or CSV) or pick it in Format"
+    return "Try the bundled sample again, or report this"
+
+
 def preview_html(ws: Any, source_name: str) -> str:
     from pipelines.review import conversations_by_source
 
     convs = conversations_by_source(ws.store, source_name, PREVIEW)
+    total = ws.store.query("SELECT COUNT(*) FROM conversations WHERE source = ?", (source_name,))[
+        0
+    ][0]
+    head = (
+        f'<div class="cu-muted" id="cu-preview-count">Showing {len(convs)} of {total} '
+        f"conversation(s) from {render.esc(source_name)}"
+        + (" (the first ones, in load order)" if total > len(convs) else "")
+        + "</div>"
+    )
     items = []
     for c in convs:
         msgs = list(c.messages)
         if c.original_response:
             msgs.append({"role": "assistant", "content": c.original_response})
         items.append((f"{c.conversation_id} · {c.num_turns} user turn(s)", msgs))
-    return render.chats_html(items)
+    return head + render.chats_html(items)
 
 
 def workspace_summary(ws: Any) -> str:
@@ -106,13 +171,21 @@ def load_data(
     if kind == UPLOAD:
         if not upload:
             return render.notice_html("Choose a file to upload first.", "error"), "", {}, ""
-        source: dict[str, Any] = {"path": str(store_upload(ws, upload))}
+        try:
+            source: dict[str, Any] = {"path": str(store_upload(ws, upload))}
+        except (ValueError, OSError) as exc:
+            return render.notice_html(str(exc), "error"), "", {}, ""
         base_dir = ws.base_dir
     elif kind == HUB:
         hub_id = (hub_id or "").strip()
-        if not hub_id:
+        if not hub_id or not HUB_ID.match(hub_id) or Path(hub_id).exists():
+            # a Hub id only, never a local path (issue 10)
             return render.notice_html("Enter a Hub dataset id (owner/name).", "error"), "", {}, ""
-        source = {"dataset": hub_id, "split": (split or "train").strip() or "train"}
+        split = (split or "train").strip() or "train"
+        problem = hub_id_error(hub_id, split)
+        if problem:  # checked here, before any network call; the recipe is left alone
+            return render.error_html(problem, HUB_ID_HINT), "", {}, workspace_summary(ws)
+        source = {"dataset": hub_id, "split": split}
         base_dir = ws.base_dir
     else:
         source = {"path": SAMPLE_PATH}
@@ -124,16 +197,23 @@ def load_data(
     def change(data: dict[str, Any]) -> None:
         data["source"] = source
 
+    # The recipe's source changes only once the load has worked: a failed load leaves the
+    # recipe (and the next Run) as they were.
     try:
-        recipe = ws.update_recipe(change)
-        if kind == SAMPLE:
-            recipe.base_dir = base_dir
+        recipe = ws.candidate_recipe(change)
+        recipe.base_dir = base_dir
         report = load_stage(recipe, ws.store, n)
     except RecipeError as exc:
-        return render.notice_html(str(exc), "error"), "", {}, workspace_summary(ws)
+        return render.error_html(str(exc)), "", {}, workspace_summary(ws)
     except Exception as exc:  # noqa: BLE001 - SourceError and friends: one line to the user
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return render.notice_html(msg, "error"), "", {}, workspace_summary(ws)
+        msg = render.one_line(str(exc)) or type(exc).__name__
+        return (
+            render.error_html(f"Load failed: {msg}", load_error_hint(msg, kind)),
+            "",
+            {},
+            workspace_summary(ws),
+        )
+    ws.set_recipe(recipe)
     name = recipe.source.dataset or Path(recipe.source.path or "").name
     return report_html(report), preview_html(ws, name), report, workspace_summary(ws)
 
@@ -155,9 +235,12 @@ def build(ws: Any, tab: gr.Tab) -> None:
             )
             with gr.Row(visible=False) as hub_row:
                 hub_id = gr.Textbox(
-                    label="Hub dataset id", placeholder="argilla/Capybara-Preferences"
+                    label="Hub dataset id",
+                    placeholder="argilla/Capybara-Preferences",
+                    max_lines=1,
+                    elem_id="cu-hub-id",
                 )
-                split = gr.Textbox(label="Split", value="train")
+                split = gr.Textbox(label="Split", value="train", max_lines=1)
         with gr.Column(scale=1):
             fmt = gr.Dropdown(FORMATS, value="auto", label="Format (auto-detected unless set)")
             limit = gr.Number(label="Limit (rows; 0 = all)", precision=0, value=0)

@@ -51,8 +51,28 @@ def _config(ws: Any, choice: str | None) -> Any:
     return next((g for g in r.generators if g.id == mid), None)
 
 
+def _shown_env_names() -> set[str]:
+    """Env var names whose set / not set state the caller may see (issue 10)."""
+    from capyui.guard import current_actor
+    from pipelines.endpoints import EndpointError, load_registry, strict
+    from pipelines.workspace import Role
+
+    if current_actor().role < Role.OWNER:
+        return set()
+    try:
+        registry = load_registry()
+    except EndpointError:
+        return set()
+    if not strict(registry):
+        return {k for k in os.environ if k.isupper()} | {"*"}
+    return {e.api_key_env for e in registry if e.api_key_env}
+
+
 def models_html(ws: Any) -> str:
     r = ws.recipe
+    shown = _shown_env_names()
+    if "*" in shown:
+        shown = {m.api_key_env for m in r.generators + ([r.judge] if r.judge else [])}
     rows = []
     items = [("generator", g) for g in r.generators]
     if r.judge is not None:
@@ -60,7 +80,9 @@ def models_html(ws: Any) -> str:
     for role, m in items:
         key = "—"
         if m.api_key_env:
-            key = f"{m.api_key_env} ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
+            key = m.api_key_env
+            if m.api_key_env in shown:  # set / not set: only owners, only registry variables
+                key += f" ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
         rows.append(
             (
                 role,
@@ -118,6 +140,12 @@ def save_model(
         "model": (model or "").strip(),
     }
     if (base_url or "").strip():
+        from pipelines.endpoints import EndpointError, check_urls
+
+        try:
+            check_urls([base_url.strip()])
+        except EndpointError as exc:
+            return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
         fields["base_url"] = base_url.strip()
     if key_env:
         fields["api_key_env"] = key_env
@@ -198,9 +226,66 @@ def test_connection(ws: Any, choice: str | None) -> str:
             await backend.aclose()
 
     try:
-        return render.notice_html(asyncio.run(check()), "ok")
+        asyncio.run(check())
+        return render.notice_html(f"{cfg.id}: reachable, the model answered.", "ok")
     except Exception as exc:  # noqa: BLE001 - BackendError and transport errors, one line
-        return render.notice_html(f"{cfg.id}: {short_error(exc)}", "error")
+        where = ", ".join(cfg.urls) or cfg.backend
+        problem = short_error(exc)
+        return render.error_html(
+            f"{cfg.id} at {where}: {connection_verdict(problem)}", connection_hint(problem)
+        )
+
+
+def connection_hint(problem: str) -> str:
+    """What to check for a failed connection test, from the error's text."""
+    low = problem.lower()
+    if "401" in low or "403" in low or "auth" in low or "api key" in low or "api_key" in low:
+        return "Check the key: the env var named in the model must hold a valid key"
+    if "404" in low or "not found" in low or "does not exist" in low:
+        return "Check the model name the server serves and that the base URL ends in /v1"
+    if "timeout" in low or "timed out" in low:
+        return "The server answered too slowly: check its load, or raise the timeout"
+    if "connect" in low or "refused" in low or "resolve" in low or "unreachable" in low:
+        return (
+            "Is the server running and reachable from the app's machine? Check host, port "
+            "and that the base URL ends in /v1"
+        )
+    return "Check the base URL, the model name and the server's log"
+
+
+def confirm_remove(ws: Any, choice: str | None) -> tuple[Any, str, str]:
+    """First step of Remove: (confirm row update, question html, error html)."""
+    cfg = _config(ws, choice)
+    if cfg is None:
+        return gr.update(visible=False), "", render.notice_html("Pick a model to remove.", "error")
+    role = choice.split(":", 1)[0]  # type: ignore[union-attr]
+    what = (
+        "the candidates already generated stay in the workspace"
+        if role == "generator"
+        else "its judgments stay in the workspace"
+    )
+    return (
+        gr.update(visible=True),
+        render.notice_html(f"Remove {role} '{cfg.id}' from the recipe? ({what})", "warn"),
+        "",
+    )
+
+
+def connection_verdict(error: str) -> str:
+    """reachable / refused / status N: never the server's response body (issue 10)."""
+    import re
+
+    low = error.lower()
+    if "registry" in low or "is not set" in low or "not allowed" in low:
+        return error.removeprefix("BackendError: ")  # our own reasons, never a server's text
+    status = re.search(r"(?:Error code|HTTP|status)[: ]+(\d{3})\b", error)
+    if status:
+        return f"reachable, but it answered with status {status.group(1)}"
+    if "timed out" in low or "timeout" in low:
+        return "no answer in time (timed out)"
+    if "connect" in low or "refused" in low or "resolve" in low or "unreachable" in low:
+        return "refused or unreachable"
+    return "failed (the server's answer was not a valid completion)"
 
 
 def load_form(ws: Any, choice: str | None) -> list[Any]:
@@ -226,8 +311,12 @@ def build(ws: Any, tab: gr.Tab) -> None:
     with gr.Row():
         pick = gr.Dropdown(_choices(ws), label="Model", value=None, scale=2)
         test_btn = gr.Button("Test connection", scale=1)
-        remove_btn = gr.Button("Remove", variant="stop", scale=1)
-    status = gr.HTML(js_on_load=None)
+        remove_btn = gr.Button("Remove…", variant="stop", scale=1, elem_id="cu-remove")
+    with gr.Row(visible=False, elem_classes=["cu-confirm"]) as confirm_row:
+        question = gr.HTML(js_on_load=None, elem_id="cu-remove-question")
+        yes_btn = gr.Button("Yes, remove", variant="stop", scale=0, elem_id="cu-remove-yes")
+        keep_btn = gr.Button("Keep it", scale=0, elem_id="cu-remove-keep")
+    status = gr.HTML(js_on_load=None, elem_id="cu-models-status")
     gr.Markdown("#### Add or edit a model (saving an existing id updates it)")
     with gr.Row():
         role = gr.Radio(["generator", "judge"], value="generator", label="Role")
@@ -257,13 +346,39 @@ def build(ws: Any, tab: gr.Tab) -> None:
 
     backend.input(on_preset, backend, [base_url, model], queue=False, show_progress="hidden")
     form = [role, backend, mid, model, base_url, key_env, temperature, max_tokens, samples]
-    pick.input(lambda c: load_form(ws, c), pick, form, queue=False, show_progress="hidden")
+    pick.input(
+        lambda c: load_form(ws, c),
+        pick,
+        form,
+        queue=False,
+        show_progress="hidden",
+        api_name="model_form",
+    )
     save_btn.click(
         lambda *a: save_model(ws, *a), form, [table, status, pick], api_name="save_model"
     )
+    # Remove asks first (Yes / Keep it); the model only goes on "Yes, remove"
     remove_btn.click(
-        lambda c: remove_model(ws, c), pick, [table, status, pick], api_name="remove_model"
+        lambda c: confirm_remove(ws, c),
+        pick,
+        [confirm_row, question, status],
+        queue=False,
+        show_progress="hidden",
     )
+    keep_btn.click(
+        lambda: (gr.update(visible=False), render.notice_html("Nothing removed.", "info")),
+        None,
+        [confirm_row, status],
+        queue=False,
+        show_progress="hidden",
+    )
+    yes_btn.click(
+        lambda c: (*remove_model(ws, c), gr.update(visible=False)),
+        pick,
+        [table, status, pick, confirm_row],
+        api_name="remove_model",
+    )
+    pick.input(lambda: gr.update(visible=False), None, confirm_row, queue=False)
     test_btn.click(
         lambda c: test_connection(ws, c), pick, status, api_name="test_model", concurrency_limit=2
     )

@@ -17,7 +17,7 @@ from pipelines.recipe import RecipeError, parse_recipe_yaml
 MAX_RECIPE_BYTES = 1 << 20
 
 
-def export_recipe(ws: Any) -> tuple[str, str, str]:
+def export_recipe(ws: Any) -> tuple[str, Any, str]:
     recipe = ws.recipe
     text = recipe.to_yaml()
     out_dir = ws.data_dir / "recipes"
@@ -25,7 +25,13 @@ def export_recipe(ws: Any) -> tuple[str, str, str]:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", recipe.name).strip("._") or "recipe"
     path = out_dir / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
-    return text, str(path), render.notice_html(f"Recipe '{recipe.name}' exported.", "ok")
+    from capyui.tabs.results import downloadable  # a temp copy Gradio may serve (issue 10)
+
+    return (
+        text,
+        gr.update(value=downloadable([str(path)])[0], visible=True),
+        render.notice_html(f"Recipe '{recipe.name}' exported: download it below.", "ok"),
+    )
 
 
 def import_recipe(ws: Any, text: str) -> tuple[str, str]:
@@ -35,11 +41,11 @@ def import_recipe(ws: Any, text: str) -> tuple[str, str]:
         return render.notice_html(err, "error"), err
     try:
         recipe = parse_recipe_yaml(text or "", name="recipe", base_dir=ws.base_dir)
+        ws.set_recipe(recipe)  # (refuses a source outside the workspace)
     except RecipeError as exc:
-        return render.notice_html(str(exc), "error"), str(exc)
-    ws.set_recipe(recipe)
+        return render.error_html(str(exc), "Fix the YAML above and save again"), str(exc)
     return render.notice_html(
-        f"Recipe '{recipe.name}' imported: {len(recipe.generators)} generator(s), judge "
+        f"Recipe '{recipe.name}' saved: {len(recipe.generators)} generator(s), judge "
         f"{recipe.judge.id if recipe.judge else 'none'}.",
         "ok",
     ), ""
@@ -66,14 +72,15 @@ def build(ws: Any, tab: gr.Tab) -> None:
         max_lines=40,
     )
     with gr.Row():
-        export_btn = gr.Button("Export current recipe", elem_id="cu-recipe-export")
-        import_btn = gr.Button(
-            "Import (apply this YAML)", variant="primary", elem_id="cu-recipe-import"
-        )
+        import_btn = gr.Button("Save recipe", variant="primary", elem_id="cu-recipe-import")
+        export_btn = gr.Button("Export as file", elem_id="cu-recipe-export")
     status = gr.HTML(js_on_load=None, elem_id="cu-recipe-status")
     error = gr.Textbox(visible=False)
     with gr.Row():
-        download = gr.File(label="Download recipe", interactive=False)
+        # shown once there is something to download (no empty box beside the button)
+        download = gr.File(
+            label="Recipe file", interactive=False, visible=False, elem_id="cu-recipe-file"
+        )
         upload = gr.File(
             label="Upload a recipe (.yaml)", file_types=[".yaml", ".yml"], type="filepath"
         )

@@ -4,6 +4,7 @@ publish to the Hugging Face Hub."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,40 @@ def _options(
     return opts
 
 
+_cache: dict[str, Any] = {}
+_cache_lock = threading.Lock()
+_warming: set[str] = set()
+
+
 def compute(ws: Any, options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    """(rows, BinarizeResult, stats) for the recipe's models and judge with ``options``."""
+    """(rows, BinarizeResult, stats) for the recipe's models and judge with ``options``.
+
+    Conversations without a single candidate (never generated) are left out: they are not
+    "too few candidates", they are work not done yet (``stats["not_generated"]`` counts them).
+    The result is reused while the store and the options are unchanged (``Store.change_marker``),
+    so coming back to the Results tab is instant on a large workspace."""
     from pipelines.binarize import BinarizeOptions, binarize, collect
     from pipelines.stats import compute_stats
 
     recipe = ws.recipe
     opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
-    rows = collect(
-        ws.store,
-        generator_ids=[g.id for g in recipe.generators],
-        judge_id=recipe.judge.id if recipe.judge is not None else None,
-    )
-    result = binarize(rows, opts)
-    return rows, result, compute_stats(rows, result.pairs)
+    gens = [g.id for g in recipe.generators]
+    judge_id = recipe.judge.id if recipe.judge is not None else None
+    key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
+    with _cache_lock:
+        hit = _cache.get(str(ws.data_dir))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    rows = collect(ws.store, generator_ids=gens, judge_id=judge_id)
+    generated = [r for r in rows if r.candidates]
+    result = binarize(generated, opts)
+    stats = compute_stats(generated, result.pairs, ws.store.reviews())
+    stats["not_generated"] = len(rows) - len(generated)
+    stats["generator_of"] = {c[2]: c[1] for r in generated for c in r.candidates}
+    out = (generated, result, stats)
+    with _cache_lock:
+        _cache[str(ws.data_dir)] = (key, out)
+    return out
 
 
 def _last_user(messages: list[dict[str, Any]]) -> str:
@@ -86,15 +107,38 @@ def pairs_html(pairs: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def counts_html(summary: dict[str, Any]) -> str:
+def counts_html(summary: dict[str, Any], stats: dict[str, Any] | None = None) -> str:
+    stats = stats or {}
     head = render.table_html(
-        ["conversations in", "kept", "pairs", "with human ratings/picks"],
+        ["conversations with candidates", "kept", "pairs", "with human ratings/picks"],
         [(summary["rows_in"], summary["rows_kept"], summary["pairs"], summary["human_rows"])],
     )
-    dropped = render.table_html(
-        ["dropped by filter", "conversations"], list(summary["dropped"].items())
+    reasons = [(k, v) for k, v in summary["dropped"].items() if v]
+    dropped = (
+        render.table_html(["dropped by filter", "conversations"], reasons)
+        if reasons
+        else render.notice_html("No conversation dropped by the filters.", "info")
     )
-    return head + dropped
+    notes = []
+    if stats.get("not_generated"):
+        notes.append(
+            f"{stats['not_generated']} conversation(s) have no candidates yet (not generated; "
+            "run the generate stage for them) and are not counted above."
+        )
+    reviews = stats.get("reviews") or {}
+    if reviews.get("reviews"):
+        notes.append(
+            f"Reviews: {reviews['human_judged']} human judgment(s), {reviews['accepted_ai']} "
+            f"accepted the AI's suggestion, {reviews['discarded']} discarded."
+        )
+    quality = stats.get("judge_quality") or {}
+    if quality.get("placeholder_rationales"):
+        notes.append(
+            f"Judge failures: {quality['placeholder_rationales']} rationale(s) in "
+            f"{quality['judgments_with_placeholders']} judgment(s) are only the template's "
+            "placeholder."
+        )
+    return head + dropped + "".join(render.notice_html(n, "info") for n in notes)
 
 
 def agreement_html(stats: dict[str, Any]) -> str:
@@ -117,16 +161,65 @@ def agreement_html(stats: dict[str, Any]) -> str:
     )
 
 
+def short_label(model: str, generator_of: dict[str, str]) -> str:
+    """The plots' axis / legend label: the generator id (short, set by the curator); the full
+    model name is in the tooltip."""
+    label = generator_of.get(model) or model
+    return label if len(label) <= 24 else label[:23] + "…"
+
+
 def plots(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from pipelines.stats import histogram_frame
 
+    gen_of = stats.get("generator_of") or {}
     hist = histogram_frame(stats)
+    hist.insert(0, "generator", [short_label(m, gen_of) for m in hist["model"]])
     models = pd.DataFrame.from_records(
         stats.get("models") or [], columns=["model", "mean_rating", "win_rate"]
     )
-    mean = models[["model", "mean_rating"]].fillna(0.0)
-    win = models[["model", "win_rate"]].fillna(0.0)
+    models.insert(0, "generator", [short_label(m, gen_of) for m in models["model"]])
+    mean = models[["generator", "model", "mean_rating"]].fillna({"mean_rating": 0.0})
+    win = models[["generator", "model", "win_rate"]].fillna({"win_rate": 0.0})
     return hist, mean, win
+
+
+def cached(ws: Any, options: dict[str, Any]) -> bool:
+    """True when ``compute(ws, options)`` would answer from the cache (cheap to check)."""
+    from pipelines.binarize import BinarizeOptions
+
+    recipe = ws.recipe
+    try:
+        opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
+    except ValueError:
+        return True  # an error is instant too
+    gens = [g.id for g in recipe.generators]
+    judge_id = recipe.judge.id if recipe.judge is not None else None
+    key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
+    with _cache_lock:
+        hit = _cache.get(str(ws.data_dir))
+    return hit is not None and hit[0] == key
+
+
+def warm(ws: Any) -> None:
+    """Compute the default preview in a background thread (app start, recipe saved), so the
+    first visit of the Results tab finds it ready instead of waiting on a large workspace."""
+
+    key = str(ws.data_dir)
+    with _cache_lock:
+        if key in _warming:
+            return
+        _warming.add(key)
+
+    def work() -> None:
+        try:
+            compute(ws, {})
+        except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
+            pass
+        finally:
+            with _cache_lock:
+                _warming.discard(key)
+
+    threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
 
 
 def preview(ws: Any, *args: Any) -> list[Any]:
@@ -141,7 +234,7 @@ def preview(ws: Any, *args: Any) -> list[Any]:
     summary = result.summary()
     hist, mean, win = plots(stats)
     return [
-        counts_html(summary),
+        counts_html(summary, stats),
         pairs_html(result.pairs),
         summary,
         hist,
@@ -195,9 +288,8 @@ def export(
     except Exception as exc:  # noqa: BLE001 - PublishError and friends: one line
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return None, render.notice_html(f"Export failed: {msg}", "error"), []
-    files = sorted(str(p) for p in (Path(out) / "data").glob("train-*")) + [
-        str(Path(out) / "README.md")
-    ]
+    made = sorted(str(p) for p in (Path(out) / "data").glob("train-*"))
+    files = downloadable([*made, str(Path(out) / "README.md")])
     return (
         files,
         render.notice_html(f"Exported {len(binarized.pairs)} pair(s) to {out}.", "ok"),
@@ -205,7 +297,31 @@ def export(
     )
 
 
-def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = None) -> str:
+def downloadable(paths: list[str]) -> list[str]:
+    """Copies of the export in a fresh temporary folder, which Gradio serves to the caller only.
+
+    Gradio refuses to send files from outside its temp dir and the working directory (the
+    workspace on a Space is under /data); adding the workspace to ``allowed_paths`` would let
+    anyone download it by URL, so the owner's download goes through a copy (issue 10)."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="capyui-export-"))
+    out = []
+    for p in paths:
+        dest = tmp / Path(p).name
+        shutil.copyfile(p, dest)
+        out.append(str(dest))
+    return out
+
+
+def publish(
+    ws: Any,
+    repo_id: str,
+    private: bool,
+    oauth: gr.OAuthToken | None = None,
+    replace: bool = False,
+) -> str:
     from pipelines.publish import PublishError, push_to_hub
     from pipelines.run import export_dir_for
 
@@ -216,7 +332,11 @@ def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = 
     out = export_dir_for(recipe, ws.store)
     if not (out / "README.md").is_file():
         return render.notice_html("Export the dataset first (Download section).", "error")
-    token = oauth.token if oauth is not None else os.environ.get(recipe.publish.token_env)
+    if os.environ.get("SPACE_ID"):
+        # on a Space: the signed-in user's own token, never the Space owner's HF_TOKEN (issue 10)
+        token = oauth.token if oauth is not None else None
+    else:
+        token = oauth.token if oauth is not None else os.environ.get(recipe.publish.token_env)
     if not token:
         where = (
             "Sign in with Hugging Face above"
@@ -225,7 +345,7 @@ def publish(ws: Any, repo_id: str, private: bool, oauth: gr.OAuthToken | None = 
         )
         return render.notice_html(f"No Hugging Face token. {where}.", "error")
     try:
-        url = push_to_hub(out, repo_id, token=token, private=bool(private))
+        url = push_to_hub(out, repo_id, token=token, private=bool(private), overwrite=bool(replace))
     except PublishError as exc:
         return render.notice_html(str(exc), "error")
 
@@ -265,24 +385,39 @@ def build(ws: Any, tab: gr.Tab) -> None:
     counts = gr.HTML(js_on_load=None, elem_id="cu-bin-counts")
     summary = gr.JSON(visible=False)
     with gr.Row():
+        # short labels (the generator id) on the axes and in the legend; the full model
+        # name on hover
         hist = gr.BarPlot(
             x="rating",
             y="count",
-            color="model",
+            color="generator",
             title="AI rating distribution",
             x_title="rating",
             y_title="candidates",
-            height=260,
+            color_title="generator",
+            tooltip=["generator", "model", "rating", "count"],
+            height=300,
+            elem_id="cu-plot-hist",
         )
         mean = gr.BarPlot(
-            x="model", y="mean_rating", title="Mean AI rating per model", y_lim=[0, 5], height=260
+            x="generator",
+            y="mean_rating",
+            title="Mean AI rating per generator",
+            y_lim=[0, 5],
+            x_label_angle=-30,
+            tooltip=["generator", "model", "mean_rating"],
+            height=300,
+            elem_id="cu-plot-mean",
         )
         win = gr.BarPlot(
-            x="model",
+            x="generator",
             y="win_rate",
-            title="Win rate per model (chosen share)",
+            title="Win rate per generator (chosen share)",
             y_lim=[0, 1],
-            height=260,
+            x_label_angle=-30,
+            tooltip=["generator", "model", "win_rate"],
+            height=300,
+            elem_id="cu-plot-win",
         )
     agreement = gr.HTML(js_on_load=None)
     gr.Markdown("#### Pairs (first few)")
@@ -343,11 +478,17 @@ def build(ws: Any, tab: gr.Tab) -> None:
             value=ws.recipe.publish.repo_id or "",
         )
         private = gr.Checkbox(label="Private", value=ws.recipe.publish.private)
+        replace = gr.Checkbox(
+            label="Replace the dataset if it exists", value=False, elem_id="cu-publish-replace"
+        )
         publish_btn = gr.Button("Publish")
-    publish_status = gr.HTML(js_on_load=None)
+    publish_status = gr.HTML(js_on_load=None, elem_id="cu-publish-status")
 
-    def do_publish(repo: str, priv: bool, oauth: gr.OAuthToken | None) -> str:
-        return publish(ws, repo, priv, oauth)
+    def do_publish(repo: str, priv: bool, repl: bool, oauth: gr.OAuthToken | None) -> str:
+        return publish(ws, repo, priv, oauth, replace=repl)
 
-    publish_btn.click(do_publish, [repo_id, private], publish_status, api_name="publish")
+    publish_btn.click(do_publish, [repo_id, private, replace], publish_status, api_name="publish")
+    # the preview is usually ready (warmed at start and whenever the recipe changes)
     tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
+    warm(ws)
+    ws.on_recipe_change(lambda: warm(ws))

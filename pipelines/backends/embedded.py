@@ -51,6 +51,9 @@ def embedded_model_path() -> Path:
     raise BackendError(f"no .gguf file found in the '{EMBEDDED_PACKAGE}' package")
 
 
+MAX_INSTANCES = 4  # issue 10
+
+
 def load_llama(n_ctx: int = 4096, n_threads: int | None = None) -> Any:
     """The process-wide llama.cpp model instance for these settings."""
     try:
@@ -60,9 +63,16 @@ def load_llama(n_ctx: int = 4096, n_threads: int | None = None) -> Any:
             "the embedded model needs llama-cpp-python: pip install -r requirements.txt"
         ) from exc
     path = embedded_model_path()
-    threads = n_threads or max(os.cpu_count() or 1, 1)
+    cores = max(os.cpu_count() or 1, 1)
+    threads = min(n_threads or cores, cores)  # more threads than cores only slows it down
     key = (str(path), n_ctx, threads)
     with _models_lock:
+        if key not in _models and len(_models) >= MAX_INSTANCES:
+            # one model instance per distinct setting: bounded, so recipes cannot exhaust memory
+            raise BackendError(
+                f"at most {MAX_INSTANCES} embedded model settings (n_ctx, n_threads) at once: "
+                "use the same n_ctx / n_threads for the embedded generators and judge"
+            )
         if key not in _models:
             _models[key] = Llama(
                 model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0

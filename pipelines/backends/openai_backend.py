@@ -12,7 +12,6 @@ is tried on another.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -27,16 +26,16 @@ from pipelines.types import GenerationRequest, GenerationResult
 REPLICA_BENCH_S = 15.0
 
 
-def resolve_api_key(api_key_env: str | None) -> str:
-    """The key from the environment variable named in the config (never from the config)."""
-    if not api_key_env:
-        return os.environ.get("OPENAI_API_KEY", "") or "not-needed"
-    value = os.environ.get(api_key_env)
-    if not value:
-        raise BackendError(
-            f"environment variable {api_key_env} is not set (it should hold the API key)"
-        )
-    return value
+def resolve_api_key(api_key_env: str | None, urls: list[str] | None = None, model: str = "") -> str:
+    """The key from the environment variable named in the config (never from the config), only
+    for URLs the owner's endpoint registry allows it to reach (``pipelines.endpoints``). A model
+    without ``api_key_env`` sends no key (never an implicit $OPENAI_API_KEY)."""
+    from pipelines.endpoints import EndpointError, api_key_for
+
+    try:
+        return api_key_for(list(urls or []), api_key_env, model) or "not-needed"
+    except EndpointError as exc:
+        raise BackendError(str(exc)) from None
 
 
 @dataclass
@@ -96,7 +95,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        key = resolve_api_key(config.api_key_env)
+        key = resolve_api_key(config.api_key_env, config.urls, config.model)
         # "url model: json_schema refused (HTTP 400 ...); using json_object" for the job record
         self.format_notes: list[str] = []
         self.replicas = [

@@ -58,7 +58,13 @@ def vllm_available() -> bool:
 
 def engine_options(config: ModelConfig) -> dict[str, Any]:
     """What goes to ``vllm.LLM`` besides the model."""
-    return {k: v for k, v in config.engine.items() if k not in OWN_ENGINE_KEYS}
+    opts = {k: v for k, v in config.engine.items() if k not in OWN_ENGINE_KEYS}
+    opts.pop("trust_remote_code", None)  # never from a recipe (issue 10): the owner's registry
+    from pipelines.endpoints import trust_remote_code
+
+    if trust_remote_code(config.model):
+        opts["trust_remote_code"] = True
+    return opts
 
 
 def engine_key(config: ModelConfig) -> str:

@@ -1,0 +1,47 @@
+"""Is a judge's rationale a real judgment, or junk copied from the prompt?
+
+Small judges (and constrained decoding with a tiny token budget) often echo the output
+format's placeholders instead of writing a rationale: ``[rationale for text 2]``,
+``[Rationale for the rating in short sentences]``, ``<rationale>``, ``...``. Those are shown to
+reviewers and exported as if they were judgments. ``placeholder_rationale`` recognises them;
+the Review tab flags them and the stats count them as judge failures.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# words the judge templates use inside their placeholders
+_TEMPLATE_WORDS = (
+    r"rationale|rating|reason|reasoning|justification|explanation|text|score|output|"
+    r"your|here|the|for|of|in|short|sentences|a|an|and|number|whole|from|to|at|most|"
+    r"characters|candidate|answer|response|\d+|n|i|x|\.\.\.|…"
+)
+_WRAPPED = re.compile(r"^\s*[\[<{(]\s*(?P<inner>.*?)\s*[\]>})]\s*[.:]?\s*$", re.DOTALL)
+_ONLY_TEMPLATE_WORDS = re.compile(rf"^(?:(?:{_TEMPLATE_WORDS})[\s,.:;/_-]*)+$", re.IGNORECASE)
+_EMPTY_LIKE = re.compile(r"^\s*(?:\.{2,}|…|-+|_+|n/?a|none|null|todo|tbd|rationale)\s*$", re.I)
+_KEY_WORDS = re.compile(r"rationale|rating|reason|justification|explanation|text\s*\d", re.I)
+
+
+def placeholder_rationale(text: str | None) -> bool:
+    """True when ``text`` is a template placeholder or an empty-like filler, not a rationale.
+
+    A rationale that is missing altogether (None or blank) is not a placeholder: it is simply
+    absent (the judge gave a rating without one)."""
+    if text is None or not text.strip():
+        return False
+    stripped = text.strip().strip("\"'`")
+    if _EMPTY_LIKE.match(stripped):
+        return True
+    wrapped = _WRAPPED.match(stripped)
+    inner = wrapped.group("inner") if wrapped else stripped
+    if not inner.strip():
+        return True
+    # the whole text is made of the template's own words ("rationale for text 2",
+    # "[Rationale for the rating in short sentences, at most 20 characters]")
+    return bool(_ONLY_TEMPLATE_WORDS.match(inner.strip())) and bool(_KEY_WORDS.search(inner))
+
+
+def count_placeholders(rationales: Iterable[str | None]) -> int:
+    return sum(1 for r in rationales if placeholder_rationale(r))
