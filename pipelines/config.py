@@ -6,6 +6,7 @@ A model config names a backend and how to reach it. Keys are never part of it: o
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -105,5 +106,28 @@ class JudgeConfig(ModelConfig):
     shuffle_seed: int = 42
     # judge a second time with the shown order reversed and average the two
     reverse_pass: bool = False
-    structured: bool = True
+    # structured output (a JSON schema) or UltraFeedback's text format; "auto": structured
+    # where the backend constrains decoding itself (embedded, vllm) or the model is known to
+    # support JSON-schema structured outputs (STRUCTURED_OUTPUT_MODELS), else the text format,
+    # as the Capybara-DPO seed judged. An openai server that refuses a format falls back
+    # json_schema -> json_object -> text (see backends/openai_backend.py).
+    structured: bool | Literal["auto"] = True
     max_rationale_chars: int = Field(default=300, ge=20, le=4000)
+    # the judge prompt: "ultrafeedback" (UltraFeedback's original rubrics, read from the pinned
+    # distilabel package) or "capyui" (CapyUI's paraphrase)
+    template: Literal["ultrafeedback", "capyui"] = "ultrafeedback"
+
+    def uses_structured_output(self) -> bool:
+        """Whether this judge asks for JSON (see ``structured``)."""
+        if self.structured != "auto":
+            return bool(self.structured)
+        if self.backend in ("embedded", "vllm"):
+            return True
+        return bool(STRUCTURED_OUTPUT_MODELS.search(self.model))
+
+
+# Models known to support JSON-schema structured outputs on the OpenAI API (gpt-4-1106-preview,
+# the seed's judge, is not one of them: it has JSON mode only).
+STRUCTURED_OUTPUT_MODELS = re.compile(
+    r"^(?:openai/)?(?:gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4)(?:[-.:]|$)", re.IGNORECASE
+)

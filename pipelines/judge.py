@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipelines.backends import make_backend
+from pipelines.backends import make_backend, short_error
 from pipelines.config import JudgeConfig
 from pipelines.judge_format import (
     ParsedJudgment,
+    RubricUnavailable,
     judge_json_schema,
     parse_judge_output,
     render_judge_messages,
@@ -86,19 +87,27 @@ def _request(
     if attempt > 0:  # a retry must not repeat the same unreadable output
         params.temperature = max(params.temperature, 0.3)
         params.seed = (params.seed or 0) + attempt
-    return GenerationRequest(
-        key=task.conversation.conversation_id,
-        messages=render_judge_messages(
+    structured = judge.uses_structured_output()
+
+    def messages(structured: bool) -> list[dict[str, str]]:
+        return render_judge_messages(
             judge.aspect,
             task.conversation.messages,
             texts,
-            structured=judge.structured,
+            structured=structured,
             max_rationale_chars=judge.max_rationale_chars,
-        ),
+            template=judge.template,
+        )
+
+    return GenerationRequest(
+        key=task.conversation.conversation_id,
+        messages=messages(structured),
         params=params,
         json_schema=(
-            judge_json_schema(len(texts), judge.max_rationale_chars) if judge.structured else None
+            judge_json_schema(len(texts), judge.max_rationale_chars) if structured else None
         ),
+        # the last step of the response-format fallback: UltraFeedback's text format
+        text_messages=messages(False) if structured else None,
     )
 
 
@@ -137,6 +146,7 @@ async def run_judging_async(
     backend = make_backend(judge)
     passes = [False, True] if judge.reverse_pass else [False]
     states = {t.conversation.conversation_id: _TaskState(t, len(passes)) for t in tasks}
+    failures: list[str | None] = [None]  # the last row failure, for the job's record
 
     def commit(state: _TaskState) -> None:
         state.committed = True
@@ -160,6 +170,7 @@ async def run_judging_async(
             )
             progress.failed += 1
             progress.message = f"judge failed: {state.error}"
+            failures[0] = progress.message
         else:
             ratings, rationales, problems = _combine(results)
             status = "done" if all(r is not None for r in ratings) else "partial"
@@ -181,6 +192,7 @@ async def run_judging_async(
             else:
                 progress.failed += 1
                 progress.message = f"unreadable ratings: {'; '.join(problems)[:200]}"
+                failures[0] = progress.message
         report()
 
     try:
@@ -195,22 +207,38 @@ async def run_judging_async(
                         continue
                     order = shown_order(cid, len(state.task.candidates), judge.shuffle_seed)
                     order = order[::-1] if reverse else order
-                    req = _request(judge, state.task, order, attempt)
+                    try:
+                        req = _request(judge, state.task, order, attempt)
+                    except RubricUnavailable:
+                        raise  # every row would fail the same way: the stage fails, one line
+                    except Exception as exc:  # noqa: BLE001 - this row fails, the stage goes on
+                        state.error = f"cannot build the judge prompt: {short_error(exc)}"
+                        state.backend_failed = True
+                        break
                     req.key = (cid, p)
                     orders[req.key] = order
                     reqs.append(req)
             if not reqs:
                 break
+            reqs = [r for r in reqs if not states[r.key[0]].backend_failed]
             async for res in backend.generate(reqs):
                 cid, p = res.key
                 state = states[cid]
-                if not res.ok:
-                    state.error, state.backend_failed = res.error, True
-                else:
-                    state.raw_outputs.append(res.text or "")
-                    progress.output_tokens += res.completion_tokens or 0
-                    state.offer(p, parse_judge_output(res.text or "", state.n), orders[res.key])
-                    if all(state.satisfied(q) for q in range(len(passes))):
+                try:
+                    if not res.ok:
+                        state.error, state.backend_failed = res.error, True
+                    else:
+                        state.raw_outputs.append(res.text or "")
+                        progress.output_tokens += res.completion_tokens or 0
+                        parsed = parse_judge_output(res.text or "", state.n)
+                        state.offer(p, parsed, orders[res.key])
+                        if all(state.satisfied(q) for q in range(len(passes))):
+                            commit(state)
+                except Exception as exc:  # noqa: BLE001 - one bad row never stops the stage
+                    state.error = f"judge row failed: {short_error(exc)}"
+                    state.backend_failed = True
+                    state.best = [None] * len(passes)
+                    if not state.committed:
                         commit(state)
                 if cancel is not None and cancel.is_set():
                     break
@@ -220,6 +248,9 @@ async def run_judging_async(
             if not state.committed and (cancel is None or not cancel.is_set()):
                 commit(state)
     finally:
+        progress.notes = list(getattr(backend, "format_notes", []))
+        if failures[0]:
+            progress.notes.append(f"last failure: {failures[0]}")
         await backend.aclose()
     report("cancelled" if cancel is not None and cancel.is_set() else "finished")
     return progress

@@ -1,6 +1,11 @@
 """UltraFeedback judge prompts, the structured-output schema, and a judge-output parser.
 
-The prompts live as Jinja files under ``pipelines/templates/ultrafeedback/``: one file per aspect
+Two prompt templates. ``ultrafeedback`` (the default): UltraFeedback's original rubrics and
+layout, read at run time from the pinned distilabel package (``steps/tasks/templates/
+ultrafeedback/*.jinja2`` and the ``UltraFeedback`` task's system prompt) and rendered exactly as
+distilabel's ``UltraFeedback.format_input`` does. ``capyui``: CapyUI's paraphrase, below.
+
+The paraphrase lives under ``pipelines/templates/ultrafeedback/``: one file per aspect
 (the rubric) extending ``_judge.jinja`` (the ``### Input`` / ``### Output`` layout), with the
 output-format section in ``_output_text.jinja`` (``#### Output for Text N`` / ``Rating`` /
 ``Rationale``) or ``_output_json.jinja`` (structured output).
@@ -14,6 +19,7 @@ unreadable rating cannot move a rating onto the wrong candidate. What could not 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +38,20 @@ ASPECTS: tuple[str, ...] = (
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "ultrafeedback"
 ROLES = ("system", "user", "assistant")
+
+# Judge prompt templates. "ultrafeedback": UltraFeedback's original rubrics and layout, read at
+# run time from the pinned distilabel package (the library the Capybara-DPO seed was built
+# with), never retyped here. "capyui": CapyUI's own paraphrase (templates/ultrafeedback/).
+TEMPLATES: tuple[str, ...] = ("ultrafeedback", "capyui")
+DEFAULT_TEMPLATE = "ultrafeedback"
+DISTILABEL = "distilabel"
+DISTILABEL_INSTALL = "pip install -r requirements.txt (it pins distilabel==1.5.3)"
+_DISTILABEL_DIR = "distilabel/steps/tasks/"
+
+
+class RubricUnavailable(RuntimeError):
+    """The original UltraFeedback rubric cannot be read (distilabel missing or changed);
+    the message is one line naming the install step."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,6 +72,111 @@ def template_environment() -> jinja2.Environment:
     )
 
 
+def _distilabel_file(relative: str) -> Path:
+    """A file of the installed distilabel package, found through its metadata (distilabel
+    itself is not imported: its dependencies conflict with the app's pins)."""
+    from importlib.metadata import PackageNotFoundError, files
+
+    wanted = _DISTILABEL_DIR + relative
+    try:
+        for f in files(DISTILABEL) or []:
+            if str(f).replace("\\", "/") == wanted:
+                path = Path(str(f.locate()))
+                if path.is_file():
+                    return path
+    except PackageNotFoundError:
+        raise RubricUnavailable(
+            f"the original UltraFeedback rubric comes from distilabel, which is not installed:"
+            f" {DISTILABEL_INSTALL}"
+        ) from None
+    raise RubricUnavailable(f"distilabel is installed but has no {wanted}: {DISTILABEL_INSTALL}")
+
+
+@lru_cache(maxsize=8)
+def original_template_source(aspect: str) -> str:
+    """The text of distilabel's ``templates/ultrafeedback/{aspect}.jinja2``."""
+    if aspect not in ASPECTS:
+        raise ValueError(f"unknown judge aspect {aspect!r}; expected one of {', '.join(ASPECTS)}")
+    return _distilabel_file(f"templates/ultrafeedback/{aspect}.jinja2").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def original_system_prompt() -> str:
+    """The ``UltraFeedback`` task's system prompt (with its ``{no_texts}`` placeholder), read
+    from distilabel's source with ``ast``: the default of its ``_system_prompt`` attribute."""
+    import ast
+
+    path = _distilabel_file("ultrafeedback.py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == "_system_prompt"
+            and isinstance(node.value, ast.Call)
+        ):
+            for kw in node.value.keywords:
+                if kw.arg == "default":
+                    value = ast.literal_eval(kw.value)
+                    if isinstance(value, str) and "{no_texts}" in value:
+                        return value
+    raise RubricUnavailable(
+        f"distilabel's UltraFeedback system prompt not found in {path.name}: {DISTILABEL_INSTALL}"
+    )
+
+
+def conversation_instruction(conversation: list[dict[str, str]]) -> str:
+    """The ``instruction`` the original template shows for a conversation: a single user turn
+    as it is (exactly what the seed rated); a multi-turn conversation as its role-tagged
+    turns, led by one sentence saying that the texts answer its final user turn."""
+    if len(conversation) == 1:
+        return conversation[0]["content"]
+    turns = "\n\n".join(f"[{m['role']}]: {m['content']}" for m in conversation)
+    return (
+        "The conversation below is between a user and an AI assistant. Each turn is tagged"
+        " with its role. The texts that follow are candidate answers to the final user turn:"
+        " judge each one as the assistant's next reply, taking the whole conversation into"
+        " account.\n\n" + turns
+    )
+
+
+_ORIGINAL_OUTPUT_FORMAT = re.compile(r"(### Output\n)(#### Output for Text 1\n.*?)(\n+---\n)", re.S)
+
+
+def _render_original(
+    aspect: str,
+    conversation: list[dict[str, str]],
+    texts: list[str],
+    *,
+    structured: bool,
+    max_rationale_chars: int | None,
+) -> list[dict[str, str]]:
+    """distilabel's ``UltraFeedback.format_input`` for ``instruction`` = the conversation:
+    the same template rendered the same way (``jinja2.Template``, default settings). With
+    ``structured`` the example of the output format asks for CapyUI's JSON instead."""
+    source = original_template_source(aspect)
+    user = jinja2.Template(source).render(
+        instruction=conversation_instruction(conversation), generations=list(texts)
+    )
+    if structured:
+        json_format = (
+            template_environment()
+            .get_template("_output_json.jinja")
+            .render(texts=list(texts), max_rationale_chars=max_rationale_chars)
+            .strip()
+        )
+        user, n = _ORIGINAL_OUTPUT_FORMAT.subn(
+            lambda m: m.group(1) + json_format + m.group(3), user, count=1
+        )
+        if n != 1:
+            raise RubricUnavailable(
+                f"distilabel's {aspect} template has no '### Output' example to replace:"
+                f" {DISTILABEL_INSTALL}"
+            )
+    system = original_system_prompt().format(no_texts=len(texts))
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def render_judge_messages(
     aspect: str,
     conversation: list[dict[str, str]],
@@ -59,6 +184,7 @@ def render_judge_messages(
     *,
     structured: bool,
     max_rationale_chars: int | None = None,
+    template: str = DEFAULT_TEMPLATE,
 ) -> list[dict[str, str]]:
     """The ``[system, user]`` messages asking the judge to rate ``texts`` on ``aspect``.
 
@@ -66,7 +192,13 @@ def render_judge_messages(
     texts are the candidate answers to that turn, shown as ``<text 1>`` ... ``<text N>`` in the
     given order (shuffle before calling). ``structured`` selects the JSON output-format section
     (to pair with :func:`judge_json_schema`) instead of the ``#### Output for Text N`` one.
+    ``template`` is ``"ultrafeedback"`` (the original rubric, from distilabel) or ``"capyui"``
+    (CapyUI's paraphrase).
     """
+    if template not in TEMPLATES:
+        raise ValueError(
+            f"unknown judge template {template!r}; expected one of {', '.join(TEMPLATES)}"
+        )
     if aspect not in ASPECTS:
         raise ValueError(f"unknown judge aspect {aspect!r}; expected one of {', '.join(ASPECTS)}")
     if not conversation:
@@ -81,6 +213,14 @@ def render_judge_messages(
     for i, text in enumerate(texts, start=1):
         if not isinstance(text, str):
             raise ValueError(f"text {i} is not a string ({type(text).__name__})")
+    if template == "ultrafeedback":
+        return _render_original(
+            aspect,
+            conversation,
+            texts,
+            structured=structured,
+            max_rationale_chars=max_rationale_chars,
+        )
     env = template_environment()
     context = {
         "conversation": conversation,
@@ -158,12 +298,24 @@ class ParsedJudgment:
 def parse_judge_output(raw: str, n_texts: int) -> ParsedJudgment:
     """Read the ratings of ``n_texts`` texts from a judge's answer, aligned on ``Text N``.
 
-    Tries JSON first (bare, inside a fenced block, or with prose around it), then the
-    ``#### Output for Text N`` text format, then whatever complete items a truncated JSON
-    answer still holds.
+    Tries JSON first (bare, inside a fenced block, or with prose around it; items keyed by
+    their text number, an index-keyed object, or distilabel's parallel ``ratings`` /
+    ``rationales`` lists), then the ``#### Output for Text N`` text format, then whatever
+    complete items a truncated JSON answer still holds.
+
+    Never raises on any string (NaN, Infinity, 1e400, huge integers, deeply nested JSON,
+    garbage): what cannot be read is ``None`` with the reason in ``problems``. Only a
+    non-positive ``n_texts`` (a caller's bug) raises ``ValueError``.
     """
-    if n_texts < 1:
+    if not isinstance(n_texts, int) or n_texts < 1:
         raise ValueError("n_texts must be at least 1")
+    try:
+        return _parse(raw, n_texts)
+    except Exception as exc:  # noqa: BLE001 - a hostile answer must never stop the stage
+        return _result(n_texts, {}, [f"judge output unreadable ({type(exc).__name__})"], "none")
+
+
+def _parse(raw: str, n_texts: int) -> ParsedJudgment:
     if raw is None or not str(raw).strip():
         return _result(n_texts, {}, ["empty judge output"], "none")
     raw = str(raw)
@@ -226,6 +378,7 @@ _RATING_VALUE = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _OUT_OF = re.compile(r"^\s*(?:/|out\s+of|of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_EXPONENT = re.compile(r"^[eE][+-]?\d")
 _RANGE_OR_MORE = re.compile(r"^\s*(?:-|–|to|or)\s*\d", re.IGNORECASE)
 
 
@@ -234,6 +387,8 @@ def _read_rating(value: Any) -> tuple[int | None, str | None]:
     if isinstance(value, bool) or value is None:
         return None, f"rating {value!r} unreadable"
     if isinstance(value, (int, float)):
+        if isinstance(value, int) and abs(value) > 10**6:
+            return None, "rating is a huge number, outside 1-5"
         number: float = value
         shown = repr(value)
     else:
@@ -243,6 +398,8 @@ def _read_rating(value: Any) -> tuple[int | None, str | None]:
         if not m:
             return None, f"rating {shown} unreadable"
         rest = m.group("rest")
+        if _EXPONENT.match(rest):
+            return None, f"rating {shown} is not a plain number"
         if _RANGE_OR_MORE.match(rest):
             return None, f"rating {shown} is ambiguous"
         scale = _OUT_OF.match(rest)
@@ -252,6 +409,8 @@ def _read_rating(value: Any) -> tuple[int | None, str | None]:
             number = float(m.group("num").replace(",", "."))
         except ValueError:  # pragma: no cover - the regex only lets numbers through
             return None, f"rating {shown} unreadable"
+    if not math.isfinite(number):
+        return None, f"rating {shown} is not a finite number"
     if number != int(number):
         return None, f"rating {shown} is not a whole number"
     if not 1 <= int(number) <= 5:
@@ -282,7 +441,7 @@ def _find_json(raw: str) -> Any | None:
                 break
             try:
                 obj, _ = _DECODER.raw_decode(chunk, m.start())
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 continue
             if _looks_like_judgment(obj):
                 return obj
@@ -305,14 +464,21 @@ def _json_index(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value == int(value):
+        return value if abs(value) <= 10**6 else None
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return int(value)
     if isinstance(value, str):
         m = _INDEX_KEY.match(value)
         if m:
-            return int(m.group(1))
+            return _small_int(m.group(1))
     return None
+
+
+def _small_int(digits: str) -> int | None:
+    """``int(digits)`` for a text number; None for one too long to be a text index (Python
+    refuses to convert strings of more than 4300 digits)."""
+    digits = digits.strip()
+    return int(digits) if len(digits) <= 9 else None
 
 
 def _read_json(obj: Any, n_texts: int) -> tuple[dict[int, tuple], list[str]]:
@@ -320,6 +486,13 @@ def _read_json(obj: Any, n_texts: int) -> tuple[dict[int, tuple], list[str]]:
     problems: list[str] = []
     items: list[tuple[Any, Any, str]] = []  # (index value, item, where)
     ratings = obj.get("ratings") if isinstance(obj, dict) and "ratings" in obj else obj
+    if (
+        isinstance(obj, dict)
+        and isinstance(ratings, list)
+        and ratings
+        and not any(isinstance(x, dict) for x in ratings)
+    ):
+        return _read_parallel_lists(obj, ratings, n_texts)
     if isinstance(ratings, list):
         for k, item in enumerate(ratings, start=1):
             if not isinstance(item, dict):
@@ -356,6 +529,35 @@ def _read_json(obj: Any, n_texts: int) -> tuple[dict[int, tuple], list[str]]:
     return found, problems
 
 
+# distilabel's UltraFeedback structured output (and several fine-tuned judges): parallel lists,
+# entry k rates Text k. For helpfulness/truthfulness the rating's own rationale is
+# "rationales-for-ratings" ("rationales" there explains the "types").
+_RATIONALE_LISTS = ("rationales-for-ratings", "rationales_for_rating", "rationales_for_ratings")
+
+
+def _read_parallel_lists(
+    obj: dict[str, Any], ratings: list[Any], n_texts: int
+) -> tuple[dict[int, tuple], list[str]]:
+    """``{"ratings": [3, 5], "rationales": ["...", "..."]}``: aligned by list position, which
+    is the text number only when there is exactly one rating per text."""
+    if len(ratings) != n_texts:
+        return {}, [
+            f"JSON 'ratings' list holds {len(ratings)} ratings for {n_texts} texts; "
+            "cannot tell which text each rates"
+        ]
+    rationales: Any = next(
+        (obj[k] for k in _RATIONALE_LISTS if isinstance(obj.get(k), list)), obj.get("rationales")
+    )
+    if not isinstance(rationales, list) or len(rationales) != n_texts:
+        rationales = [None] * n_texts
+    found: dict[int, tuple] = {}
+    for index, (value, why) in enumerate(zip(ratings, rationales, strict=True), start=1):
+        rating, problem = _read_rating(value)
+        rationale = why.strip() or None if isinstance(why, str) else None
+        found[index] = (rating, rationale, problem)
+    return found, []
+
+
 _PARTIAL_TEXT = re.compile(r'"text"\s*:\s*"?(\d+)')
 _PARTIAL_RATING = re.compile(r'"rating"\s*:\s*"?(\d+(?:\.\d+)?)"?\s*[,}\s]')
 _PARTIAL_RATIONALE = re.compile(r'"rationale"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
@@ -374,7 +576,7 @@ def _salvage_json(raw: str, n_texts: int) -> tuple[dict[int, tuple], list[str]]:
             break
         try:
             obj, end = _DECODER.raw_decode(raw, brace)
-        except ValueError:
+        except (ValueError, RecursionError):
             tail = raw[brace:]
             # a '{' inside a rationale string of a complete item cannot start a later item
             # before that item ends, so the first failure is the cut-off item
@@ -388,7 +590,7 @@ def _salvage_json(raw: str, n_texts: int) -> tuple[dict[int, tuple], list[str]]:
     text_m = _PARTIAL_TEXT.search(partial)
     rating_m = _PARTIAL_RATING.search(partial)
     if text_m and rating_m:
-        index = int(text_m.group(1))
+        index = _small_int(text_m.group(1)) or 0
         if 1 <= index <= n_texts and index not in found:
             rating, problem = _read_rating(rating_m.group(1))
             rationale_m = _PARTIAL_RATIONALE.search(partial)
@@ -435,10 +637,12 @@ def _text_sections(raw: str, n_texts: int) -> tuple[dict[int, list[str]], list[s
     problems: list[str] = []
     for k, m in enumerate(headers):
         end = headers[k + 1].start() if k + 1 < len(headers) else len(raw)
-        index = int(m.group(1))
+        index = _small_int(m.group(1))
         body = (m.group("rest") or "") + raw[m.end() : end]
-        if not 1 <= index <= n_texts:
-            problems.append(f"section for Text {index} is outside 1-{n_texts}; ignored")
+        if index is None or not 1 <= index <= n_texts:
+            problems.append(
+                f"section for Text {_clip(m.group(1), 12)} is outside 1-{n_texts}; ignored"
+            )
             continue
         sections.setdefault(index, []).append(body)
     return sections, problems
@@ -456,6 +660,10 @@ def _read_section(body: str) -> tuple[int | None, str | None, str | None]:
             label = {"score": "rating", "type": "type"}.get(label, label)
             if label not in ("rating", "type"):
                 label = "rationale"
+            if label == "rationale" and current == "rating" and "type" in fields:
+                # helpfulness / truthfulness: "Type / Rationale / Rating / Rationale", the
+                # second rationale being the rating's own
+                label = "rating_rationale"
             if label in fields:  # a second "Rating:" / "Rationale:" is content, not a field
                 if current is not None:
                     fields[current].append(line)
@@ -480,7 +688,7 @@ def _read_section(body: str) -> tuple[int | None, str | None, str | None]:
         else:
             rating, problem = _read_rating(value)
         after_rating = fields["rating"][1:] if fields["rating"][0].strip() else value_lines[1:]
-    rationale_lines = fields.get("rationale")
+    rationale_lines = fields.get("rating_rationale") or fields.get("rationale")
     if rationale_lines is None:  # no "Rationale:" label: whatever prose the section holds
         rationale_lines = loose + after_rating
     rationale = _clean_rationale(rationale_lines)

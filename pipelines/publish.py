@@ -58,6 +58,15 @@ class CardContext:
     language: list[str] = field(default_factory=lambda: ["en"])
     repo_id: str | None = None
     reviewed: int = 0
+    # export profile (pipelines.profiles.PROFILES) and export filters with their counts
+    profile: str = "capyui"
+    filters: dict[str, Any] = field(default_factory=dict)
+    filter_counts: dict[str, int] = field(default_factory=dict)
+    # human reviews, and how many of them submitted the AI's suggestion untouched
+    human_reviews: int = 0
+    accepted_ai: int = 0
+    # the judge prompt template ("ultrafeedback": the original rubric, from distilabel)
+    judge_template: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +262,17 @@ def render_card(card: CardContext, n_rows: int, data_files: Sequence[str]) -> st
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(md=md_escape, cell=md_cell, num=_num, pct=_pct)
+    from pipelines.profiles import LOADING_SNIPPETS
+
     return env.get_template(CARD_TEMPLATE).render(
+        profile=safe.profile,
+        filters=[(k, v, int(safe.filter_counts.get(k, 0))) for k, v in safe.filters.items()],
+        loading_snippet=LOADING_SNIPPETS.get(safe.profile, LOADING_SNIPPETS["capyui"]).format(
+            repo=repo_literal
+        ),
+        human_reviews=int(safe.human_reviews or 0),
+        accepted_ai=int(safe.accepted_ai or 0),
+        judge_template=safe.judge_template,
         metadata_yaml=metadata_yaml,
         name=safe.dataset_name,
         n_generators=len(safe.generator_models),
@@ -282,15 +301,38 @@ def export_local(
     *,
     formats: Sequence[str] = ("parquet", "jsonl"),
     card: CardContext,
+    profile: str = "capyui",
+    filters: Any = None,
+    row_sources: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the pairs and the dataset card into ``out_dir`` (see the module docstring).
 
     ``result_pairs`` is a ``BinarizeResult`` (its Arrow table is written as it is: the fast
     path), a ``pyarrow.Table`` of ``arrow_schema()``, or a sequence of pair dicts.
-    Earlier ``data/train-*`` files there are replaced. Returns ``out_dir``."""
+    Earlier ``data/train-*`` files there are replaced. Returns ``out_dir``.
+
+    ``profile`` (``pipelines.profiles.PROFILES``) picks the columns; ``filters``
+    (``profiles.ExportFilters``) drop pairs at export, their counts go into the card."""
+    from pipelines.profiles import PROFILES, ExportFilters, apply_filters, to_profile
+
     unknown = set(formats) - {"parquet", "jsonl"}
     if unknown or not formats:
         raise PublishError(f"unknown export format(s): {sorted(unknown) or 'none given'}")
+    if profile not in PROFILES:
+        raise PublishError(
+            f"unknown export profile {profile!r}: expected one of {', '.join(PROFILES)}"
+        )
+    if isinstance(filters, Mapping):
+        filters = ExportFilters.model_validate(filters)
+    card.profile = profile
+    if filters is not None and filters.active():
+        table, counts = apply_filters(as_table(result_pairs), filters)
+        card.filters = filters.active()
+        card.filter_counts = counts
+        result_pairs = table
+    if profile != "capyui":
+        table = to_profile(as_table(result_pairs), profile, row_sources=row_sources)
+        return _export_table(table, Path(out_dir), formats, card)
     out = Path(out_dir)
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -387,6 +429,35 @@ def export_local_stream(
         written.append(f"data/{jl_path.name}")
     (out / "README.md").write_text(render_card(card(n_rows), n_rows, written), encoding="utf-8")
     return out, n_rows
+
+
+def _export_table(table: Any, out: Path, formats: Sequence[str], card: CardContext) -> Path:
+    """Write a profile's table (any schema) and the card, like ``export_local``."""
+    import pyarrow.parquet as pq
+
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("train-*"):
+        old.unlink()
+    written: list[str] = []
+    if "parquet" in formats:
+        path = data / f"{DATA_STEM}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+        written.append(f"data/{path.name}")
+    if "jsonl" in formats:
+        path = data / f"{DATA_STEM}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for batch in table.to_batches(JSONL_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    f.write(json.dumps(row, ensure_ascii=False))
+                    f.write("\n")
+        tmp.replace(path)
+        written.append(f"data/{path.name}")
+    (out / "README.md").write_text(render_card(card, table.num_rows, written), encoding="utf-8")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

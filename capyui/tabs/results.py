@@ -11,7 +11,8 @@ import gradio as gr
 import pandas as pd
 
 from capyui import render
-from pipelines.recipe import RecipeError
+from pipelines.profiles import PROFILES
+from pipelines.recipe import MOVED_TO_EXPORT_FILTERS, RecipeError
 
 STRATEGIES = ["best-vs-worst", "best-vs-random-lower", "all-pairs"]
 PREVIEW_PAIRS = 5
@@ -158,6 +159,11 @@ def save_options(ws: Any, *args: Any) -> str:
         for key in ("min_margin", "min_chosen_rating", "drop_null_ratings", "max_turns"):
             if key not in opts:
                 data["binarize"].pop(key, None)
+        # thresholds are export filters (the build keeps every strictly ordered pair)
+        export_section = data.setdefault("export", {})
+        export_section["filters"] = {
+            k: data["binarize"].pop(k) for k in MOVED_TO_EXPORT_FILTERS if k in data["binarize"]
+        }
 
     try:
         ws.update_recipe(change)
@@ -166,7 +172,9 @@ def save_options(ws: Any, *args: Any) -> str:
     return render.notice_html("Binarization options saved to the recipe.", "ok")
 
 
-def export(ws: Any, formats: list[str], *args: Any) -> tuple[Any, str, list[str]]:
+def export(
+    ws: Any, formats: list[str], *args: Any, profile: str | None = None
+) -> tuple[Any, str, list[str]]:
     from pipelines.run import binarize_stage, export_stage
 
     if not formats:
@@ -177,6 +185,8 @@ def export(ws: Any, formats: list[str], *args: Any) -> tuple[Any, str, list[str]
 
     def change(data: dict[str, Any]) -> None:
         data.setdefault("export", {})["formats"] = formats
+        if profile in PROFILES:
+            data["export"]["profile"] = profile
 
     try:
         recipe = ws.update_recipe(change)
@@ -233,7 +243,7 @@ def build(ws: Any, tab: gr.Tab) -> None:
     from capyui.tabs import argilla  # reviews pulled from Argilla, live-pull state
 
     argilla.build_results_line(ws, tab)
-    b = ws.recipe.binarize
+    b = {**ws.recipe.binarize, **ws.recipe.export.filters.active()}
     with gr.Row():
         strategy = gr.Dropdown(
             STRATEGIES, value=b.get("strategy", "best-vs-worst"), label="Strategy"
@@ -295,6 +305,13 @@ def build(ws: Any, tab: gr.Tab) -> None:
         formats = gr.CheckboxGroup(
             ["parquet", "jsonl"], value=["parquet", "jsonl"], label="Formats"
         )
+        profile = gr.Dropdown(
+            list(PROFILES),
+            value=ws.recipe.export.profile,
+            label="Profile (columns)",
+            info="capybara-dpo / capybara-kto: the published Capybara features; trl: TRL's format",
+            elem_id="cu-export-profile",
+        )
         export_btn = gr.Button("Export", variant="primary", elem_id="cu-export")
     files = gr.File(
         label="Exported files", file_count="multiple", interactive=False, elem_id="cu-files"
@@ -302,8 +319,8 @@ def build(ws: Any, tab: gr.Tab) -> None:
     export_status = gr.HTML(js_on_load=None, elem_id="cu-export-status")
     export_paths = gr.JSON(visible=False)
     export_btn.click(
-        lambda f, *a: export(ws, f, *a),
-        [formats, *options],
+        lambda f, p, *a: export(ws, f, *a, profile=p),
+        [formats, profile, *options],
         [files, export_status, export_paths],
         api_name="export",
     )

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
+from pipelines.rating_scale import rating_choices
 from pipelines.review import (
     FILTERS,
     ReviewError,
@@ -24,7 +25,8 @@ from pipelines.review import (
 
 SLOTS = 6
 LETTERS = "ABCDEFGH"[:SLOTS]
-RATING_CHOICES = ["1", "2", "3", "4", "5"]
+# the one rating scale (UltraFeedback's level names, shared with the judge and Argilla)
+RATING_CHOICES = rating_choices()
 
 
 def _ids(ws: Any) -> tuple[list[str], str | None]:

@@ -48,13 +48,47 @@ class _Replica:
     requests: int = 0
 
 
-def _rejects_json_schema(exc: openai.APIStatusError) -> bool:
-    """The server refused the request because it knows no `json_schema` response format
-    (llama.cpp's server answers 500 with a validation error naming the field)."""
-    text = str(exc)
-    return exc.status_code in (400, 422, 500) and (
-        "json_schema" in text or "response_format" in text
-    )
+# The judge's response formats, most constrained first. A server that refuses one with a 4xx
+# (llama.cpp's server: a 500 naming the field) gets the next, remembered per endpoint and model:
+#   json_schema         structured outputs (OpenAI, vLLM)
+#   json_object+schema  JSON mode with the schema, llama.cpp's server's extension (a grammar)
+#   json_object         JSON mode with only the keys the OpenAI API defines; the prompt
+#                       describes the JSON
+#   text                UltraFeedback's "#### Output for Text N" format (the request's
+#                       text_messages), as the Capybara-DPO seed judged
+RESPONSE_FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
+# (base_url, model) -> the format that server last accepted; shared by every backend instance
+# of this process, so a refusal costs one request per endpoint and model
+_FORMAT_MEMORY: dict[tuple[str, str], str] = {}
+
+
+def remembered_format(url: str, model: str) -> str:
+    return _FORMAT_MEMORY.get((url.rstrip("/"), model), RESPONSE_FORMATS[0])
+
+
+def _refuses_format(exc: openai.APIStatusError) -> bool:
+    """The server refused the request's response format (not the key, the model name...)."""
+    text = str(exc).lower()
+    named = any(k in text for k in ("response_format", "json_schema", "json_object", "schema"))
+    if exc.status_code in (400, 404, 415, 422):
+        return named
+    return exc.status_code == 500 and named  # llama.cpp's server: 500 on an unknown format
+
+
+def response_format_kwargs(fmt: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``response_format`` of one step of ``RESPONSE_FORMATS`` (none for "text")."""
+    if fmt == "json_schema":
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "judgment", "schema": schema, "strict": False},
+            }
+        }
+    if fmt == "json_object+schema":
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    if fmt == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
 
 
 class OpenAIBackend(Backend):
@@ -63,7 +97,8 @@ class OpenAIBackend(Backend):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         key = resolve_api_key(config.api_key_env)
-        self.schema_mode = "json_schema"
+        # "url model: json_schema refused (HTTP 400 ...); using json_object" for the job record
+        self.format_notes: list[str] = []
         self.replicas = [
             _Replica(
                 url=url,
@@ -83,35 +118,50 @@ class OpenAIBackend(Backend):
         pool = healthy or [r for r in self.replicas if r.url not in exclude] or self.replicas
         return min(pool, key=lambda r: (r.in_flight, r.requests))
 
-    def _request_kwargs(self, req: GenerationRequest) -> dict[str, Any]:
+    def _request_kwargs(self, req: GenerationRequest, fmt: str | None = None) -> dict[str, Any]:
+        """The create() arguments; ``fmt`` is the response format of a request with a schema."""
+        text = fmt == "text" and req.text_messages is not None
         kwargs: dict[str, Any] = {
             "model": self.config.model,
-            "messages": req.messages,
+            "messages": req.text_messages if text else req.messages,
             **req.params.request_kwargs(),
         }
-        if req.json_schema is not None:
-            kwargs["response_format"] = self._response_format(req.json_schema)
+        if req.json_schema is not None and fmt is not None:
+            kwargs.update(response_format_kwargs(fmt, req.json_schema))
         return kwargs
 
-    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
-        if self.schema_mode == "json_object":
-            # llama.cpp's server: JSON mode with a schema, compiled to a grammar
-            return {"type": "json_object", "schema": schema}
-        # OpenAI / vLLM: structured outputs
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "judgment", "schema": schema, "strict": False},
-        }
+    def _next_format(self, url: str, fmt: str, req: GenerationRequest, why: str) -> str | None:
+        """The format after ``fmt`` for this endpoint and model (remembered), or None."""
+        formats = list(RESPONSE_FORMATS)
+        if req.text_messages is None:
+            formats.remove("text")
+        if fmt not in formats or formats.index(fmt) + 1 >= len(formats):
+            return None
+        key = (url.rstrip("/"), self.config.model)
+        current = _FORMAT_MEMORY.get(key, RESPONSE_FORMATS[0])
+        if RESPONSE_FORMATS.index(current) > RESPONSE_FORMATS.index(fmt):
+            return current  # another request already stepped further down
+        nxt = formats[formats.index(fmt) + 1]
+        _FORMAT_MEMORY[key] = nxt
+        self.format_notes.append(
+            f"{key[0]} {self.config.model}: {fmt} refused ({why[:160]}); using {nxt}"
+        )
+        return nxt
 
     async def complete(self, req: GenerationRequest) -> GenerationResult:
         """One chat completion; errors come back on the result."""
-        kwargs = self._request_kwargs(req)
         tried: set[str] = set()
         start = time.perf_counter()
         last_error = "no replica"
-        for _ in range(len(self.replicas) + 1):
+        fmt: str | None = None
+        for _ in range(len(self.replicas) + len(RESPONSE_FORMATS) + 1):
             replica = self._pick(tried)
             tried.add(replica.url)
+            if req.json_schema is not None:
+                fmt = remembered_format(replica.url, self.config.model)
+                if fmt == "text" and req.text_messages is None:
+                    fmt = "json_object"
+            kwargs = self._request_kwargs(req, fmt)
             replica.in_flight += 1
             replica.requests += 1
             try:
@@ -124,15 +174,10 @@ class OpenAIBackend(Backend):
                 break
             except openai.APIStatusError as exc:
                 last_error = f"HTTP {exc.status_code}: {short_error(exc)}"
-                if kwargs.get("response_format", {}).get(
-                    "type"
-                ) == "json_schema" and _rejects_json_schema(exc):
-                    # The server knows no `json_schema` response format (llama.cpp's): use
-                    # JSON mode with a schema instead, from now on.
-                    self.schema_mode = "json_object"
-                    kwargs["response_format"] = self._response_format(req.json_schema or {})
-                    tried.discard(replica.url)
-                    continue
+                if fmt is not None and _refuses_format(exc):
+                    if self._next_format(replica.url, fmt, req, last_error) is not None:
+                        tried.discard(replica.url)
+                        continue
                 break
             except Exception as exc:  # noqa: BLE001 - recorded on the row
                 last_error = short_error(exc)
@@ -152,8 +197,11 @@ class OpenAIBackend(Backend):
                 latency_s=time.perf_counter() - start,
                 finish_reason=choice.finish_reason,
                 model=self.model_name,
+                response_format=fmt,
             )
-        return GenerationResult(key=req.key, error=last_error, model=self.model_name)
+        return GenerationResult(
+            key=req.key, error=last_error, model=self.model_name, response_format=fmt
+        )
 
     async def complete_n(self, req: GenerationRequest, n: int) -> list[GenerationResult]:
         """``n`` samples of one prompt in ONE request (the server prefills the prompt once).

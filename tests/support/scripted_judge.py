@@ -20,7 +20,7 @@ SCORE = re.compile(r"\[\[score=(\d)\]\]")
 
 class ScriptedJudge:
     def __init__(self, style: str = "text") -> None:
-        self.style = style  # text | json | preamble
+        self.style = style  # text | json | preamble | hostile
         self.bodies: list[dict[str, Any]] = []
 
     def answer(self, prompt: str) -> str:
@@ -30,6 +30,13 @@ class ScriptedJudge:
         for idx, text in blocks:
             m = SCORE.search(text)
             items.append((int(idx), int(m.group(1)) if m else None))
+        if self.style == "hostile":  # numbers no rating can be (issue 10, item 6)
+            bad = ["NaN", "Infinity", "1e400", "-Infinity", "9" * 400]
+            rated = ", ".join(
+                f'{{"text": {i}, "rating": {bad[k % len(bad)]}, "rationale": "x"}}'
+                for k, (i, _) in enumerate(items)
+            )
+            return '{"ratings": [' + rated + "]}"
         if self.style == "json":
             return json.dumps(
                 {
