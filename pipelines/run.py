@@ -243,6 +243,10 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
         human_reviews, accepted_ai = store.query(
             "SELECT COUNT(*), COALESCE(SUM(accepted_ai), 0) FROM reviews"
         )[0]
+        stats = store_stats(
+            store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
+        )
+        quality = stats.get("judge_quality") or {}
         return CardContext(
             dataset_name=recipe.export.dataset_name or recipe.name,
             recipe=recipe.to_dict(),
@@ -253,10 +257,10 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
                 "candidates failed": sum(c["failed"] for c in counts.values()),
                 "conversations judged": int(judged),
                 "conversations reviewed": int(reviewed),
+                # issue 12: a rationale that is the template's placeholder is a judge failure
+                "judge failures: placeholder rationales": quality.get("placeholder_rationales", 0),
             },
-            stats=store_stats(
-                store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
-            ),
+            stats=stats,
             generator_models=[g.display_name() for g in recipe.generators],
             judge_model=recipe.judge.display_name() if recipe.judge else None,
             dropped=dict(dropped),

@@ -270,11 +270,23 @@ def store_stats(
         ],
         columns=["conversation_id", "candidate_key", "model", "reviewer", "ai", "human"],
     )
+    from pipelines.judge_quality import count_placeholders
+
+    placeholders = judged_with = 0
+    for rationales in store.iter_judgment_rationales(judge_id):  # streamed, one row at a time
+        n = count_placeholders(rationales)
+        placeholders += n
+        judged_with += 1 if n else 0
     out = {
         "models": models,
         "agreement": _agreement_of(df),
         "pairs": n_pairs,
         "rating_source": sources,
+        "judge_quality": {
+            "placeholder_rationales": placeholders,
+            "judgments_with_placeholders": judged_with,
+        },
+        "reviews": store.review_kind_counts(),
     }
     if cache_key is not None:
         store.__dict__["_stats_cache"] = (cache_key, copy.deepcopy(out))

@@ -1083,6 +1083,39 @@ class Store:
         )
         return [tuple(r) for r in self._connection().execute(sql, [*params, *gens])]
 
+    def iter_judgment_rationales(self, judge_id: str | None = None) -> Iterator[list[Any]]:
+        """Each judgment's rationales (a list), streamed from a cursor: bounded memory."""
+        sql = "SELECT rationales FROM judgments WHERE status != 'failed'"
+        params: tuple[Any, ...] = ()
+        if judge_id:
+            sql += " AND judge_id = ?"
+            params = (judge_id,)
+        for (text,) in self._connection().execute(sql, params):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(value, list):
+                yield value
+
+    def review_kind_counts(self) -> dict[str, int]:
+        """Reviews by kind (``stats.review_counts`` as one SQL aggregate): all, the reviewer's
+        own judgment, the AI's suggestion accepted untouched, discarded."""
+        total, accepted, discarded = (
+            self._connection()
+            .execute(
+                "SELECT COUNT(*), COALESCE(SUM(accepted_ai AND NOT discard), 0),"
+                " COALESCE(SUM(discard), 0) FROM reviews"
+            )
+            .fetchone()
+        )
+        return {
+            "reviews": int(total),
+            "human_judged": int(total - accepted - discarded),
+            "accepted_ai": int(accepted),
+            "discarded": int(discarded),
+        }
+
     def rated_by_both(
         self, generator_ids: list[str] | None = None, judge_id: str | None = None
     ) -> list[tuple[str, str, str, str, str, float, float]]:

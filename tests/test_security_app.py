@@ -137,8 +137,8 @@ def _args(tmp: Path) -> dict[str, tuple[Any, ...]]:
         "cancel_job": (),
         "job_status": (),
         "review_queue": ("all", "", True, True),
-        "review_next": ("", True, True),
-        "review_prev": ("", True, True),
+        "review_next": ("", True, True, *[None] * 6, None, None, False, ""),
+        "review_prev": ("", True, True, *[None] * 6, None, None, False, ""),
         "review_submit": (
             "",
             True,
@@ -184,7 +184,7 @@ def _args(tmp: Path) -> dict[str, tuple[Any, ...]]:
         "argilla_settings": (),
         "binarize_preview": ("best-vs-worst", 0, 0, False, 0),
         "save_binarize": ("best-vs-worst", 0, 0, False, 0),
-        "export": (["jsonl"], "best-vs-worst", 0, 0, False, 0),
+        "export": (["jsonl"], "capyui", "best-vs-worst", 0, 0, False, 0),
         "publish": ("olga/new-data", True, False),
         "recipe_export": (),
         "recipe_import": ((tmp / "recipe.yaml").read_text(),),
@@ -388,7 +388,9 @@ def test_publish_refused_to_visitors_and_overwrite_needs_confirmation(
         assert err is not None and "needs the owner role" in err
     assert hub.seen == []  # the owner's token was never used for a visitor
     olga = clients["olga"]
-    files, status, _ = olga.predict(["jsonl"], "best-vs-worst", 0, 0, False, 0, api_name="/export")
+    files, status, _ = olga.predict(
+        ["jsonl"], "capyui", "best-vs-worst", 0, 0, False, 0, api_name="/export"
+    )
     assert "Exported" in status
     # the download works although the workspace is outside Gradio's temp dir (as /data is)
     got = sorted(Path(f).name for f in files)
@@ -408,7 +410,7 @@ def test_paths_and_bombs_from_the_app(app: AppServer, clients: dict[str, Any]) -
         out = olga.predict(
             "Hub dataset", hub_id, "train", None, "auto", None, api_name="/load_data"
         )
-        assert "Enter a Hub dataset id" in out[0]
+        assert "is not a Hub dataset id" in out[0] and "owner/name" in out[0]
     before = olga.predict(api_name="/recipe_export")[0]
     bad = yaml.safe_load(before)
     bad["source"] = {"path": "/etc/hostname"}

@@ -106,6 +106,9 @@ def hub_id_error(hub_id: str, split: str) -> str | None:
     shown = hub_id if len(hub_id) <= 60 else hub_id[:57] + "…"
     try:
         validate_repo_id(hub_id)
+        # owner/name only, and never a local path (issue 10: the Hub box reads no file)
+        if not HUB_ID.match(hub_id) or Path(hub_id).exists():
+            raise HFValidationError(hub_id)
     except HFValidationError:
         return f"'{shown}' ({len(hub_id)} characters) is not a Hub dataset id"
     if len(split) > MAX_SPLIT_CHARS or not re.fullmatch(r"[\w.\-\[\]:%+]+", split):
@@ -178,9 +181,8 @@ def load_data(
         base_dir = ws.base_dir
     elif kind == HUB:
         hub_id = (hub_id or "").strip()
-        if not hub_id or not HUB_ID.match(hub_id) or Path(hub_id).exists():
-            # a Hub id only, never a local path (issue 10)
-            return render.notice_html("Enter a Hub dataset id (owner/name).", "error"), "", {}, ""
+        if not hub_id:
+            return render.error_html("No Hub dataset id given", HUB_ID_HINT), "", {}, ""
         split = (split or "train").strip() or "train"
         problem = hub_id_error(hub_id, split)
         if problem:  # checked here, before any network call; the recipe is left alone
