@@ -21,6 +21,7 @@ import gradio as gr
 import yaml
 
 from capyui import render
+from capyui.tabs.arena import ARENA_KEYS_JS
 from pipelines.jobs import JobManager
 from pipelines.recipe import RECIPES_DIR, Recipe, RecipeError, load_recipe, parse_recipe
 from pipelines.store import Store, default_data_dir
@@ -176,7 +177,7 @@ SHORTCUTS_JS = r"""
 
 def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
     """The whole app for the workspace in ``store_dir`` (default: ``default_data_dir()``)."""
-    from capyui.tabs import data, models, recipe, results, review, run
+    from capyui.tabs import arena, data, models, recipe, results, review, run
 
     ws = get_workspace(store_dir)
     on_space = bool(os.environ.get("SPACE_ID"))
@@ -204,6 +205,8 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
                 run.build(ws, t, demo)
             with gr.Tab("Review", id="review") as t:
                 review.build(ws, t, demo)
+            with gr.Tab("Arena", id="arena") as t:  # pairwise review (issue 14)
+                arena.build(ws, t, demo)
             with gr.Tab("Results", id="results") as t:
                 results.build(ws, t)
             with gr.Tab("Recipe", id="recipe") as t:
@@ -212,7 +215,7 @@ def build_app(store_dir: str | os.PathLike[str] | None = None) -> gr.Blocks:
     return demo
 
 
-LAUNCH_STYLE = {"css": render.CSS, "head": SHORTCUTS_JS}
+LAUNCH_STYLE = {"css": render.CSS, "head": SHORTCUTS_JS + ARENA_KEYS_JS}
 
 
 def _is_loopback(host: str) -> bool:

@@ -648,9 +648,28 @@ def _decide_with_pairwise(
     ratings, human, chosen_list = decided
     out: list[tuple[int, int]] = []
     touched = False
+    beat = {loser: w for w, loser in decisive}  # loser -> a candidate humans preferred
+    lost = {w: loser for w, loser in decisive}
+
+    def close(i: int, j: int) -> bool:  # the AI could not separate them (margin < 1)
+        a, b = ratings[i], ratings[j]
+        return a is not None and b is not None and abs(a - b) < 1
+
     for ci, ri in chosen_list:
         key = frozenset((ci, ri))
         if key not in outcomes:
+            # the humans resolved a near-tie next to the AI's pick: their winner is chosen,
+            # their loser rejected (only for the one-pair strategies)
+            if rules.strategy != "all-pairs":
+                w = beat.get(ci)
+                if w is not None and w != ri and close(w, ci):
+                    ci, touched = w, True
+                loser = lost.get(ri)
+                if loser is not None and loser != ci and close(loser, ri):
+                    ri, touched = loser, True
+                # a human verdict confirmed the AI's own pick among near-equals
+                if (ci in lost and close(ci, lost[ci])) or (ri in beat and close(ri, beat[ri])):
+                    touched = True
             out.append((ci, ri))
             continue
         touched = True

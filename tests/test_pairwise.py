@@ -308,3 +308,17 @@ def test_rankings_from_store(store: Store) -> None:
     per_model = {r["generator"]: r for r in pairwise.verdicts_per_model(store)}
     assert per_model["gen-a"]["wins"] == 6 and per_model["gen-b"]["losses"] == 6
     assert per_model["gen-a"]["win_rate"] == 1.0
+
+
+def test_human_verdict_breaks_an_ai_near_tie_next_to_the_pick(store: Store) -> None:
+    # best-vs-worst: the AI cannot separate A and B at the top; the human prefers B
+    cid = add_row(store, "q", {"gen-a": 4, "gen-b": 4, "gen-c": 1})
+    verdict(store, cid, "alice", "gen-a/0", "gen-b/0", "b")
+    pair = run_both(store).pairs[0]
+    assert (pair["chosen_model"], pair["rejected_model"]) == ("model-B", "model-C")
+    assert pair["rating_source"] == "human"
+    # and at the bottom: C and D within a point; the human says D is worse
+    cid = add_row(store, "q2", {"gen-a": 5, "gen-c": 2, "gen-d": 1.5})
+    verdict(store, cid, "alice", "gen-c/0", "gen-d/0", "b")  # C worse than D
+    pairs = [p for p in run_both(store).pairs if p["conversation_id"] == cid]
+    assert (pairs[0]["chosen_model"], pairs[0]["rejected_model"]) == ("model-A", "model-C")

@@ -334,3 +334,7 @@ def build(ws: Any, tab: gr.Tab) -> None:
 
     publish_btn.click(do_publish, [repo_id, private], publish_status, api_name="publish")
     tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
+
+    from capyui.tabs import arena  # pairwise verdicts and rankings (issue 14)
+
+    arena.results_panel(ws)
