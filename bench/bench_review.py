@@ -98,7 +98,12 @@ def build_store(data_dir: Path, n: int, k: int) -> float:
     db = store._connection()
     db.execute("BEGIN")
     db.executemany("INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", cand_rows)
-    db.executemany("INSERT INTO judgments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", judg_rows)
+    db.executemany(
+        "INSERT INTO judgments (conversation_id, judge_id, model, status, candidate_keys,"
+        " ratings, rationales, order_shown, seed, raw_output, error, attempts, updated_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        judg_rows,
+    )
     db.execute("COMMIT")
     store.close()
     return time.perf_counter() - t0

@@ -801,14 +801,6 @@ class Store:
                 out[key] = Candidate(r[0], r[1], r[2], r[3], r[4])
         return out
 
-    def generator_models(self) -> dict[str, str]:
-        """``generator_id -> model`` (the most recent model name a generator answered with)."""
-        rows = self.query(
-            "SELECT generator_id, model, MAX(updated_at) FROM candidates WHERE status = 'done'"
-            " GROUP BY generator_id"
-        )
-        return {r[0]: r[1] for r in rows}
-
     # -- tokens and cost (issue 14) ---------------------------------------------------------
     def set_judgment_usage(
         self,

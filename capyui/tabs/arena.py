@@ -66,9 +66,11 @@ def _reasons(selected: list[str] | None) -> list[str]:
     return chosen or list(DEFAULT_REASONS)
 
 
-def progress_html(ws: Any, reviewer: str | None) -> str:
+def progress_html(ws: Any, reviewer: str | None, with_queues: bool = False) -> str:
+    """Verdict counts; ``with_queues`` adds pairs judged per queue (a scan of the queue: on
+    start / refresh only, never per keystroke)."""
     p = ws.store.pairwise_progress((reviewer or "").strip() or None)
-    queued = ws.store.pairwise_pair_reason_count()
+    queued = ws.store.pairwise_pair_reason_count() if with_queues else {}
     parts = ", ".join(
         f"{REASONS[r].split(' (')[0].lower()}: {v['judged']}/{v['pairs']}"
         for r, v in queued.items()
@@ -120,6 +122,10 @@ def view(
         "left": item.left.key,
         "right": item.right.key,
         "reason": item.reason,
+        "models": {
+            c.key: f"{c.model} ({c.generator_id})" if c.model else c.generator_id
+            for c in (item.left, item.right)
+        },
     }
     head = (
         f"{REASONS[item.reason]} · conversation {conv.conversation_id} · {conv.num_turns} user "
@@ -166,11 +172,10 @@ def answer(
             gr.update(),
             render.notice_html(str(exc), "error"),
         ]
-    models = ws.store.generator_models()
+    models = state.get("models") or {}
 
     def name(key: str) -> str:
-        gen = key.rpartition("/")[0]
-        return f"{models.get(gen, gen)} ({gen})"
+        return str(models.get(key) or key.rpartition("/")[0])
 
     said = VERDICTS[verdict]
     message = f"Saved “{said}” — A was {name(state['left'])}, B was {name(state['right'])}."
@@ -227,7 +232,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     def start(who: str, rs: list[str], mv: float | None) -> list[Any]:
         gens, judge_id = _ids(ws)
         refresh_pairs(ws.store, judge_id=judge_id, generator_ids=gens)
-        return [progress_html(ws, who), *view(ws, who, rs, mv)]
+        return [progress_html(ws, who, with_queues=True), *view(ws, who, rs, mv)]
 
     start_btn.click(start, inputs, outputs, api_name="arena_start")
     for verdict, btn in buttons.items():
