@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.backends import make_backend
 from pipelines.config import GeneratorConfig
@@ -78,8 +79,10 @@ async def run_generation_async(
     max_attempts: int = 3,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    budget: Any = None,
 ) -> Progress:
-    """Generate every missing candidate; returns the final progress."""
+    """Generate every missing candidate; returns the final progress. ``budget``: a
+    ``cost.BudgetGuard`` that stops the stage before a request could exceed the budget."""
     plans = plan_generation(store, generators, conversations, max_attempts)
     skipped = sum(p.already_done for p in plans)
     progress = Progress(
@@ -121,7 +124,12 @@ async def run_generation_async(
             )
         record_params = {**params.as_dict(), "system_prompt": gen.system_prompt}
         try:
-            async for result in backend.generate(requests):
+            stream = (
+                backend.generate(requests)
+                if budget is None
+                else budget.generate(backend, requests, gen.id, gen.model)
+            )
+            async for result in stream:
                 conv_id, idx = result.key
                 store.put_candidate(conv_id, gen.id, idx, result, record_params)
                 if result.ok:

@@ -239,6 +239,9 @@ def run_recipe(
             on_progress(p)
 
     binarized = None
+    from pipelines.cost import BudgetGuard
+
+    budget = BudgetGuard.for_recipe(recipe, store)  # issue 14: None without a budget
     try:
         for stage in stages:
             if cancel is not None and cancel.is_set():
@@ -268,6 +271,7 @@ def run_recipe(
                     max_attempts=recipe.generation.max_attempts,
                     on_progress=progress,
                     cancel=cancel,
+                    budget=budget,
                 )
                 summary.results["generate"] = p.as_dict()
             elif stage == "judge":
@@ -284,6 +288,7 @@ def run_recipe(
                     max_attempts=recipe.generation.max_attempts,
                     on_progress=progress,
                     cancel=cancel,
+                    budget=budget,
                 )
                 summary.results["judge"] = p.as_dict()
             elif stage in ("push-argilla", "pull-argilla"):
@@ -307,6 +312,15 @@ def run_recipe(
                 summary.results["publish"] = {"url": summary.published}
             if cancel is not None and cancel.is_set():
                 summary.status = "cancelled"
+                break
+            if budget is not None and budget.paused:  # issue 14: stop before exceeding it
+                summary.status = "paused"
+                summary.error = budget.reason
+                summary.results["budget"] = {
+                    "spent_usd": round(budget.spent_usd, 6),
+                    "spent_tokens": budget.spent_tokens,
+                    "held_back": budget.held_back,
+                }
                 break
     except Exception as exc:  # noqa: BLE001 - reported as one line, job marked failed
         from pipelines.backends import short_error

@@ -1,0 +1,153 @@
+"""Tokens, cost and budgets (issue 14), against a local server that reports token usage."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.config import GeneratorConfig
+from pipelines.cost import APPROX, MESSAGE_OVERHEAD, TokenCounter, dry_run, usage_report
+from pipelines.recipe import RecipeError, parse_recipe
+from pipelines.run import run_recipe
+from pipelines.store import Store
+from tests.support.usage_server import UsageServer
+
+pytestmark = pytest.mark.server
+
+ROWS = 8
+MAX_TOKENS = 100
+OUTPUT_PRICE = 10.0  # USD per million output tokens: one row costs exactly $0.001
+ROW_USD = MAX_TOKENS * OUTPUT_PRICE / 1_000_000
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[UsageServer, str]]:
+    srv = UsageServer(prompt_tokens=10)
+    url = srv.start()
+    yield srv, url
+    srv.stop()
+
+
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "convs.jsonl"
+    with path.open("w") as f:
+        for i in range(ROWS):
+            f.write(json.dumps({"conversation": [{"input": f"Question number {i}?"}]}) + "\n")
+    return path
+
+
+def recipe(tmp_path: Path, url: str, budget: dict[str, Any] | None) -> Any:
+    data: dict[str, Any] = {
+        "name": "budget-test",
+        "source": {"path": str(source(tmp_path)), "format": "capybara"},
+        "generators": [
+            {
+                "id": "paid",
+                "backend": "openai",
+                "base_url": url,
+                "model": "paid-model",
+                "max_tokens": MAX_TOKENS,
+                "concurrency": 2,
+                "max_retries": 0,
+            }
+        ],
+        "prices": {"paid": {"input": 0, "output": OUTPUT_PRICE}},
+    }
+    if budget is not None:
+        data["budget"] = budget
+    return parse_recipe(data)
+
+
+def done_rows(store: Store) -> int:
+    return store.candidate_counts().get("paid", {}).get("done", 0)
+
+
+def test_usd_budget_pauses_at_the_right_row_and_resumes_when_raised(
+    tmp_path: Path, server: tuple[UsageServer, str]
+) -> None:
+    srv, url = server
+    store = Store(tmp_path / "ws")
+    stages = ["load", "generate"]
+    # room for 3.5 rows: 3 are generated, the 4th is never sent
+    summary = run_recipe(recipe(tmp_path, url, {"usd": 3.5 * ROW_USD}), store, stages=stages)
+    assert summary.status == "paused", summary.as_dict()
+    assert "raise budget" in (summary.error or "")
+    assert done_rows(store) == 3 and len(srv.bodies) == 3
+    assert store.jobs()[0]["status"] == "paused"
+    # raised: resumes with what is missing, no duplicates, pauses again at row 6
+    summary = run_recipe(recipe(tmp_path, url, {"usd": 6.5 * ROW_USD}), store, stages=stages)
+    assert summary.status == "paused"
+    assert done_rows(store) == 6 and len(srv.bodies) == 6
+    # raised above the need: finishes
+    summary = run_recipe(recipe(tmp_path, url, {"usd": 1.0}), store, stages=stages)
+    assert summary.status == "done", summary.as_dict()
+    assert done_rows(store) == ROWS and len(srv.bodies) == ROWS
+    (row,) = [r for r in usage_report(store, recipe(tmp_path, url, None)) if r["id"] == "paid"]
+    assert row["completion_tokens"] == ROWS * MAX_TOKENS
+    assert row["prompt_tokens"] == ROWS * 10
+    assert row["usd"] == pytest.approx(ROWS * ROW_USD)
+
+
+def test_token_budget_never_exceeded(tmp_path: Path, server: tuple[UsageServer, str]) -> None:
+    srv, url = server
+    store = Store(tmp_path / "ws")
+    per_row = 10 + MAX_TOKENS
+    summary = run_recipe(recipe(tmp_path, url, {"tokens": 500}), store, stages=["load", "generate"])
+    assert summary.status == "paused"
+    used = done_rows(store) * per_row
+    assert used <= 500 < used + per_row  # as many rows as fit, and not one more
+    assert len(srv.bodies) == done_rows(store) == 4
+    assert summary.results["budget"]["spent_tokens"] == used
+
+
+def test_dry_run_projects_before_the_job_starts(
+    tmp_path: Path, server: tuple[UsageServer, str]
+) -> None:
+    _, url = server
+    store = Store(tmp_path / "ws")
+    r = recipe(tmp_path, url, {"usd": 3.5 * ROW_USD})
+    run_recipe(r, store, stages=["load"])
+    proj = dry_run(r, store).as_dict()
+    (gen,) = proj["rows"]
+    assert gen["requests"] == ROWS and gen["completion_tokens"] == ROWS * MAX_TOKENS
+    assert gen["tokens_by"] == APPROX and gen["completion_by"] == "max_tokens"
+    expected_prompt = sum(
+        math.ceil(len(f"Question number {i}?") / 4) + MESSAGE_OVERHEAD for i in range(ROWS)
+    )
+    assert gen["prompt_tokens"] == expected_prompt
+    assert proj["projected_usd"] == pytest.approx(ROWS * ROW_USD)
+    assert proj["spent_usd"] == 0 and proj["fits_budget"] is False
+    # after part of the job, the projection covers only what is missing
+    run_recipe(r, store, stages=["generate"])
+    proj = dry_run(r, store).as_dict()
+    assert proj["rows"][0]["requests"] == ROWS - 3
+    assert proj["spent_usd"] == pytest.approx(3 * ROW_USD)
+    assert proj["total_usd"] == pytest.approx(ROWS * ROW_USD)
+
+
+def test_budget_and_prices_are_validated(tmp_path: Path) -> None:
+    base = {
+        "name": "x",
+        "source": {"path": "x.jsonl"},
+        "generators": [{"id": "g", "backend": "original"}],
+    }
+    with pytest.raises(RecipeError, match="budget"):
+        parse_recipe({**base, "budget": {}})
+    with pytest.raises(RecipeError, match="budget"):
+        parse_recipe({**base, "budget": {"usd": -1}})
+    with pytest.raises(RecipeError, match="prices"):
+        parse_recipe({**base, "prices": {"g": {"input": 1}}})
+
+
+def test_the_embedded_model_counts_with_its_own_tokenizer() -> None:
+    pytest.importorskip("llama_cpp")
+    counter = TokenCounter(GeneratorConfig(id="e", backend="embedded"))
+    assert counter.exact and "GGUF" in counter.method
+    n = counter.text("The quick brown fox jumps over the lazy dog.")
+    assert 5 <= n <= 15
+    assert TokenCounter(GeneratorConfig(id="o", backend="original")).method == APPROX
