@@ -130,6 +130,8 @@ def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, A
 
 def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
     """Everything the dataset card reports, gathered from the store."""
+    from pipelines.cost import usage_report
+    from pipelines.pairwise import verdicts_per_model
     from pipelines.publish import CardContext
     from pipelines.stats import compute_stats
 
@@ -159,6 +161,8 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
         strategy=str(options.get("strategy", "best-vs-worst")),
         repo_id=recipe.publish.repo_id,
         reviewed=int(reviewed),
+        usage=usage_report(store, recipe),  # issue 14
+        pairwise=verdicts_per_model(store),
     )
 
 

@@ -151,3 +151,36 @@ def test_the_embedded_model_counts_with_its_own_tokenizer() -> None:
     n = counter.text("The quick brown fox jumps over the lazy dog.")
     assert 5 <= n <= 15
     assert TokenCounter(GeneratorConfig(id="o", backend="original")).method == APPROX
+
+
+def test_card_states_tokens_and_cost_per_stage_and_model(
+    tmp_path: Path, server: tuple[UsageServer, str]
+) -> None:
+    from pipelines.publish import render_card
+    from pipelines.run import binarize_stage, card_context
+
+    _, url = server
+    store = Store(tmp_path / "ws")
+    r = recipe(tmp_path, url, None)
+    assert run_recipe(r, store, stages=["load", "generate"]).status == "done"
+    store.put_judgment(  # a judgment with usage, from a judge without a price
+        store.conversation_ids()[0],
+        "local-judge",
+        model="local-model",
+        candidate_keys=["paid/0"],
+        ratings=[4],
+        rationales=[None],
+        order_shown=[0],
+        seed=1,
+        raw_output=None,
+        error=None,
+    )
+    store.set_judgment_usage(store.conversation_ids()[0], "local-judge", 300, 50)
+    binarized, _ = binarize_stage(r, store)
+    card = render_card(card_context(store, r, binarized), 0, [])
+    section = card.split("### Tokens and cost", 1)[1].split("###", 1)[0]
+    assert f"| generate | paid-model (paid) | {ROWS} | {ROWS * 10} | {ROWS * MAX_TOKENS} |" in (
+        section
+    )
+    assert f"{ROWS * ROW_USD:.4f}" in section
+    assert "| judge | local-model (local-judge) | 1 | 300 | 50 | no price |" in section
