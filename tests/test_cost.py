@@ -184,3 +184,27 @@ def test_card_states_tokens_and_cost_per_stage_and_model(
     )
     assert f"{ROWS * ROW_USD:.4f}" in section
     assert "| judge | local-model (local-judge) | 1 | 300 | 50 | no price |" in section
+
+
+def test_cli_dry_run_and_paused_exit(tmp_path: Path, server: tuple[UsageServer, str]) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    srv, url = server
+    r = recipe(tmp_path, url, {"usd": 3.5 * ROW_USD})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(r.to_dict()))
+    cmd = [sys.executable, "-m", "capyui.cli", "run", str(path), "--data-dir", str(tmp_path / "ws")]
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "paid-model (paid)" in out.stdout and f"{ROWS * ROW_USD:.4f}" in out.stdout
+    assert "characters / 4" in out.stdout and "does NOT fit" in out.stdout
+    assert srv.bodies == []  # a dry run sends nothing
+    out = subprocess.run(
+        [*cmd, "--stages", "load,generate"], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert out.returncode == 3 and "paused: paused by the budget" in out.stderr, out.stderr
+    assert len(srv.bodies) == 3
