@@ -222,3 +222,48 @@ def test_run_tab_cost_panel(tmp_path: Path, server: tuple[UsageServer, str]) -> 
     html = cost_html(SimpleNamespace(store=store, recipe=r))
     assert "paid-model (paid)" in html and f"{3 * ROW_USD:.4f}" in html  # spent so far
     assert "does not fit" in html and "characters / 4" in html  # the projection of the rest
+
+
+def test_budget_pauses_the_judge_without_failing_rows(
+    tmp_path: Path, server: tuple[UsageServer, str]
+) -> None:
+    from tests.support.scripted_judge import ScriptedJudge
+
+    _, url = server
+    judge = ScriptedJudge(style="json")
+    judge_url = judge.start()
+    try:
+        path = tmp_path / "convs.jsonl"
+        with path.open("w") as f:
+            for i in range(4):
+                turn = {"input": f"Question {i}?", "output": f"Original [[score=4]] {i}"}
+                f.write(json.dumps({"conversation": [turn]}) + "\n")
+        data: dict[str, Any] = {
+            "name": "judge-budget",
+            "source": {"path": str(path), "format": "capybara"},
+            "generators": [
+                {"id": "paid", "backend": "openai", "base_url": url, "model": "paid-model",
+                 "max_tokens": 20},
+                {"id": "original", "backend": "original"},
+            ],
+            "judge": {"id": "judge", "backend": "openai", "base_url": judge_url,
+                      "model": "judge-model", "max_tokens": 64},
+        }  # fmt: skip
+        store = Store(tmp_path / "ws")
+        assert run_recipe(parse_recipe(data), store, stages=["load", "generate"]).status == "done"
+        spent_tokens = 4 * (10 + 20)
+        # room for the generations only: not one judge request fits
+        tight = parse_recipe({**data, "budget": {"tokens": spent_tokens + 50}})
+        summary = run_recipe(tight, store, stages=["judge"])
+        assert summary.status == "paused", summary.as_dict()
+        assert judge.bodies == [] and store.judgments() == []  # nothing sent, nothing failed
+        roomy = parse_recipe({**data, "budget": {"tokens": 1_000_000}})
+        assert run_recipe(roomy, store, stages=["judge"]).status == "done"
+        rows = store.query("SELECT status, prompt_tokens, completion_tokens FROM judgments")
+        # the paid answers carry no score marker: partial judgments, retried (more requests)
+        assert len(rows) == 4 and all(r[0] in ("done", "partial") for r in rows)
+        # every request reported 1 prompt and 5 completion tokens: summed per judgment
+        assert all(r[1] >= 1 and r[2] == 5 * r[1] for r in rows)
+        assert sum(r[1] for r in rows) == len(judge.bodies)
+    finally:
+        judge.stop()
