@@ -20,6 +20,7 @@ import gradio as gr
 import yaml
 
 from capyui import render
+from capyui.tabs.arena import ARENA_KEYS_JS
 from pipelines.jobs import JobManager
 from pipelines.recipe import RECIPES_DIR, Recipe, RecipeError, load_recipe, parse_recipe
 from pipelines.store import Store, default_data_dir
@@ -183,7 +184,7 @@ def build_app(
     Every event is authorized on the server (``capyui.guard.protect``) with ``policy`` (default:
     roles from the environment, for the address in ``GRADIO_SERVER_NAME``)."""
     from capyui import guard
-    from capyui.tabs import data, models, recipe, results, review, run
+    from capyui.tabs import arena, data, models, recipe, results, review, run
 
     ws = get_workspace(store_dir)
     policy = policy or Policy.from_env(default_host())
@@ -215,6 +216,8 @@ def build_app(
                 run.build(ws, t, demo)
             with gr.Tab("Review", id="review") as t:
                 review.build(ws, t, demo, remembered=reviewer_memory)
+            with gr.Tab("Arena", id="arena") as t:  # pairwise review (issue 14)
+                arena.build(ws, t, demo)
             with gr.Tab("Results", id="results") as t:
                 results.build(ws, t)
             with gr.Tab("Recipe", id="recipe") as t:
@@ -233,7 +236,7 @@ def build_app(
     return demo
 
 
-LAUNCH_STYLE = {"css": render.CSS, "head": SHORTCUTS_JS}
+LAUNCH_STYLE = {"css": render.CSS, "head": SHORTCUTS_JS + ARENA_KEYS_JS}
 
 
 def _is_loopback(host: str) -> bool:

@@ -23,6 +23,7 @@ from pipelines.types import Progress
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_PAUSED = 3  # issue 14: a budget paused the job; raise it and run again to resume
 
 
 class CliError(Exception):
@@ -72,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cancel.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    if args.dry_run:  # issue 14: load (free, idempotent), then project tokens and cost
+        return _dry_run(args, recipe, store, stages)
     last_line = [""]
 
     def on_progress(p: Progress) -> None:
@@ -105,6 +108,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.status == "failed":
         print(f"error: {summary.error}", file=sys.stderr)
         return EXIT_FAILED
+    if summary.status == "paused":
+        print(f"paused: {summary.error}", file=sys.stderr)
+        return EXIT_PAUSED
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, recipe: Any, store: Any, stages: list[str]) -> int:
+    from pipelines.cost import dry_run, usage_report
+    from pipelines.run import run_recipe
+
+    if "load" in stages:
+        summary = run_recipe(recipe, store, stages=["load"], limit=args.limit, job_kind="dry-run")
+        if summary.status == "failed":
+            print(f"error: {summary.error}", file=sys.stderr)
+            return EXIT_FAILED
+    proj = dry_run(recipe, store, args.limit).as_dict()
+    if args.json:
+        _print_json({"event": "dry_run", **proj, "spent": usage_report(store, recipe)})
+        return 0
+    print(
+        f"{'stage':<9}{'model':<34}{'requests':>9}{'prompt tok':>12}{'compl. tok':>12}{'USD':>11}"
+    )
+    for r in proj["rows"]:
+        cost = f"{r['usd']:.4f}" if r["priced"] else "no price"
+        print(
+            f"{r['stage']:<9}{(r['model'] + ' (' + r['id'] + ')')[:33]:<34}{r['requests']:>9}"
+            f"{r['prompt_tokens']:>12}{r['completion_tokens']:>12}{cost:>11}"
+        )
+        print(f"{'':<9}prompt tokens by {r['tokens_by']}; completion by {r['completion_by']}")
+    print(
+        f"spent so far: ${proj['spent_usd']:.4f}, {proj['spent_tokens']} tokens · projected: "
+        f"${proj['projected_usd']:.4f}, {proj['projected_tokens']} tokens · total: "
+        f"${proj['total_usd']:.4f}, {proj['total_tokens']} tokens"
+    )
+    if "budget" in proj:
+        verdict = "fits" if proj["fits_budget"] else "does NOT fit (the job will pause)"
+        print(f"budget {proj['budget']}: {verdict}")
     return 0
 
 
@@ -266,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     _profile_arg(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load, then print the projected tokens and cost of the rest (prices in the recipe)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("load", help="load conversations into the workspace and report")

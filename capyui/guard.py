@@ -53,6 +53,16 @@ API_ACTIONS: dict[str, str] = {
     "recipe_export": "edit_recipe",
     "recipe_import": "edit_recipe",
     "read_upload": "edit_recipe",
+    # the Arena (pairwise review, issue 14): a verdict is a review; the pair queue a view
+    "arena_start": "view",
+    "arena_a": "review",
+    "arena_b": "review",
+    "arena_tie": "review",
+    "arena_both_bad": "review",
+    "arena_skip": "review",
+    "arena_rankings": "view",
+    # tokens and cost: spending so far and the dry-run projection of the recipe
+    "cost": "view_config",
 }
 # Unnamed events whose function shows owner-only settings: "module:qualname" -> action.
 FN_ACTIONS: dict[str, str] = {
@@ -71,6 +81,15 @@ def current_actor() -> Actor:
         return actor
     policy = _policy.get("app")
     return policy.actor(None) if policy is not None else Actor("local", Role.OWNER, "local")
+
+
+def reviewer_identity(typed: str | None = None) -> str:
+    """Who a review is by: the signed-in identity of the event, never a typed name; only the
+    one local user of an app without sign-in (who owns the workspace anyway) names themself."""
+    actor = current_actor()
+    if actor.via == "local":
+        return (typed or "").strip()[:100]
+    return actor.name or ""
 
 
 def current_policy() -> Policy | None:

@@ -55,6 +55,7 @@ DROP_REASONS = (
     "below_min_chosen",
     "too_many_turns",
     "contaminated",
+    "human_pairwise_tie",  # issue 14: humans judged the only pair a tie / both bad
 )
 
 COLUMNS = (
@@ -99,6 +100,8 @@ class JudgedConversation:
     judge_model: str | None = None
     reviews: list[dict[str, Any]] = field(default_factory=list)
     judged: bool = True
+    # issue 14: human pairwise (arena) outcomes, {(key_1, key_2): winner key | "tie"}
+    pairwise: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class BinarizeOptions(BaseModel):
@@ -218,10 +221,10 @@ def collect(
     """Every stored conversation (load order) with its done candidates, the done judgment of
     ``judge_id`` (or, without one, the most recent done judgment) and its reviews.
 
-    Four bulk queries whatever the number of conversations. Candidates are restricted to
-    ``generator_ids`` when given, in (generator_id, sample_index) order. A candidate's model is
-    labelled by ``model_labels``: the model name, or ``"{model} ({generator_id})"`` when
-    several generators present share that model name.
+    Five bulk queries whatever the number of conversations (the fifth: pairwise verdicts).
+    Candidates are restricted to ``generator_ids`` when given, in (generator_id, sample_index)
+    order. A candidate's model is labelled by ``model_labels``: the model name, or
+    ``"{model} ({generator_id})"`` when several generators present share that model name.
     """
     q = store.query
     # one chunk of conversations (collect_chunks): every query keyed by their ids (the unary
@@ -274,6 +277,10 @@ def collect(
             }
         )
 
+    from pipelines.pairwise import pair_outcomes
+
+    pairwise = pair_outcomes(store.pairwise_reviews())
+
     out: list[JudgedConversation] = []
     loads = json.loads
     for cid, source, messages, original, metadata in q(
@@ -313,6 +320,7 @@ def collect(
                 judge_model=judge_model,
                 reviews=reviews.get(cid, []),
                 judged=judgment is not None,
+                pairwise=pairwise.get(cid, {}),
             )
         )
     return out
@@ -653,6 +661,83 @@ def _decide(
     return ratings, human, chosen_list
 
 
+# Drops that a human pairwise verdict overrides: the AI could not order the candidates, but a
+# human did. Conversation-level drops (discarded, contaminated, too many turns) still apply.
+_PAIRWISE_OVERRIDES = frozenset(
+    {"tie", "below_margin", "below_min_chosen", "null_rating", "no_judgment"}
+)
+
+
+def _decide_with_pairwise(
+    row: JudgedConversation, rules: _Rules
+) -> str | tuple[list[float | None], bool, list[tuple[int, int]]]:
+    """``_decide``, then the human pairwise verdicts (issue 14): a verdict beats the AI's order
+    for its pair (the pair is flipped when the humans preferred the other answer), a human tie
+    or both-bad drops the pair, and where the AI could not order the candidates at all, the
+    pairs the humans decided are used."""
+    decided = _decide(row, rules)
+    if not row.pairwise or (isinstance(decided, str) and decided not in _PAIRWISE_OVERRIDES):
+        return decided
+    index = {c[0]: i for i, c in enumerate(row.candidates)}
+    outcomes: dict[frozenset[int], int | None] = {}  # pair -> winner index, None for a tie
+    for (k1, k2), outcome in row.pairwise.items():
+        if k1 in index and k2 in index:
+            outcomes[frozenset((index[k1], index[k2]))] = (
+                None if outcome == "tie" else index.get(outcome)
+            )
+    if not outcomes:
+        return decided
+    decisive = [
+        (w, next(iter(p - {w}))) for p, w in outcomes.items() if w is not None and len(p) == 2
+    ]
+    if isinstance(decided, str):
+        if not decisive:
+            return "human_pairwise_tie"
+        ratings: list[float | None] = [None if r is None else float(r) for r in row.ai_ratings]
+        ratings.extend([None] * (len(row.candidates) - len(ratings)))
+        decisive.sort()
+        return ratings, True, decisive if rules.strategy == "all-pairs" else decisive[:1]
+    ratings, human, chosen_list = decided
+    out: list[tuple[int, int]] = []
+    touched = False
+    beat = {loser: w for w, loser in decisive}  # loser -> a candidate humans preferred
+    lost = {w: loser for w, loser in decisive}
+
+    def close(i: int, j: int) -> bool:  # the AI could not separate them (margin < 1)
+        a, b = ratings[i], ratings[j]
+        return a is not None and b is not None and abs(a - b) < 1
+
+    for ci, ri in chosen_list:
+        key = frozenset((ci, ri))
+        if key not in outcomes:
+            # the humans resolved a near-tie next to the AI's pick: their winner is chosen,
+            # their loser rejected (only for the one-pair strategies)
+            if rules.strategy != "all-pairs":
+                w = beat.get(ci)
+                if w is not None and w != ri and close(w, ci):
+                    ci, touched = w, True
+                loser = lost.get(ri)
+                if loser is not None and loser != ci and close(loser, ri):
+                    ri, touched = loser, True
+                # a human verdict confirmed the AI's own pick among near-equals
+                if (ci in lost and close(ci, lost[ci])) or (ri in beat and close(ri, beat[ri])):
+                    touched = True
+            out.append((ci, ri))
+            continue
+        touched = True
+        winner = outcomes[key]
+        if winner is not None:
+            out.append((winner, ri if winner == ci else ci))
+    if rules.strategy == "all-pairs":
+        have = {frozenset(p) for p in out}
+        extra = [p for p in decisive if frozenset(p) not in have]
+        touched = touched or bool(extra)
+        out.extend(sorted(extra))
+    if not out:
+        return "human_pairwise_tie"
+    return ratings, human or touched, out
+
+
 def _binarize_reference(
     rows: Iterable[JudgedConversation], opts: BinarizeOptions
 ) -> BinarizeResult:
@@ -663,7 +748,7 @@ def _binarize_reference(
     append = pairs.append
     for row in rows:
         rows_in += 1
-        decided = _decide(row, rules)
+        decided = _decide_with_pairwise(row, rules)
         if isinstance(decided, str):
             dropped[decided] += 1
             continue
@@ -725,6 +810,7 @@ _CANDIDATES = attrgetter("candidates")
 _AI_RATINGS = attrgetter("ai_ratings")
 _RATIONALES = attrgetter("rationales")
 _REVIEWS = attrgetter("reviews")
+_PAIRWISE = attrgetter("pairwise")
 _JUDGED = attrgetter("judged")
 _JUDGE_MODEL = attrgetter("judge_model")
 _SOURCE = attrgetter("source")
@@ -788,6 +874,7 @@ def _binarize_chunk(
     for i in np.flatnonzero(n_ai < n_c).tolist():
         ai_l[i] = [*ai_l[i], *([None] * int(n_c[i] - n_ai[i]))]
     slow = np.fromiter(map(bool, map(_REVIEWS, rows)), bool, n_rows)  # reviewed: row by row
+    slow |= np.fromiter(map(bool, map(_PAIRWISE, rows)), bool, n_rows)  # issue 14
     judged = np.fromiter(map(_JUDGED, rows), bool, n_rows)
 
     # -- roles, flattened (codes; other roles than system/user/assistant: -1) -------------
@@ -904,7 +991,7 @@ def _binarize_chunk(
         s_c: list[int] = []
         s_r: list[int] = []
         for i in slow_idx:
-            decided = _decide(rows[i], rules)
+            decided = _decide_with_pairwise(rows[i], rules)
             if isinstance(decided, str):
                 dropped[decided] += 1
                 continue

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.backends import make_backend
 from pipelines.config import GeneratorConfig
@@ -110,6 +111,7 @@ async def run_generation_async(
     cancel: threading.Event | None = None,
     on_ready: ReadyCallback | None = None,
     use_n: bool = True,
+    budget: Any = None,
 ) -> Progress:
     """Generate every missing candidate; returns the final progress.
 
@@ -122,7 +124,10 @@ async def run_generation_async(
 
     ``on_ready(conversation)`` is awaited once per conversation as soon as every row this run
     plans for it is finished (at once for conversations with nothing to do): the judge of a
-    pipelined run starts there while generation goes on (see ``run.run_pipelined``)."""
+    pipelined run starts there while generation goes on (see ``run.run_pipelined``).
+
+    ``budget``: a ``cost.BudgetGuard`` that stops the stage before a request could exceed the
+    budget (issue 14): each request (or ``n``-sample request) reserves its worst case first."""
     plans = plan_generation(store, generators, conversations, max_attempts)
     skipped = sum(p.already_done for p in plans)
     progress = Progress(
@@ -187,7 +192,12 @@ async def run_generation_async(
         backend = make_backend(gen)
         requests = [_request(gen, conv, idx) for conv, idx in plan.todo]
         try:
-            async for result in backend.generate(requests):
+            stream = (
+                backend.generate(requests)
+                if budget is None
+                else budget.generate(backend, requests, gen.id, gen.model)
+            )
+            async for result in stream:
                 conv_id, idx = result.key
                 commit(gen, idx, result)
                 await finished(conv_id)
@@ -227,15 +237,18 @@ async def run_generation_async(
                         for idx in idxs:
                             yield gen, conv, [idx]
 
-        async def one(gen: GeneratorConfig, conv: Conversation, idx: int) -> None:
+        async def one(gen: GeneratorConfig, conv: Conversation, idx: int) -> GenerationResult:
             backend = backends[gen.id]
             assert isinstance(backend, OpenAIBackend)
             result = await backend.complete(_request(gen, conv, idx))
             result.key = (conv.conversation_id, idx)
             commit(gen, idx, result)
             await finished(conv.conversation_id)
+            return result
 
-        async def several(gen: GeneratorConfig, conv: Conversation, idxs: list[int]) -> None:
+        async def several(
+            gen: GeneratorConfig, conv: Conversation, idxs: list[int]
+        ) -> list[GenerationResult]:
             backend = backends[gen.id]
             assert isinstance(backend, OpenAIBackend)
             results = await backend.complete_n(_request(gen, conv, None), len(idxs))
@@ -250,7 +263,8 @@ async def run_generation_async(
                 await finished(conv.conversation_id)
             rest = idxs[len(got) :]
             if rest:
-                await asyncio.gather(*(one(gen, conv, idx) for idx in rest))
+                results += await asyncio.gather(*(one(gen, conv, idx) for idx in rest))
+            return results
 
         stream = units()
 
@@ -258,10 +272,20 @@ async def run_generation_async(
             for gen, conv, idxs in stream:
                 if cancelled():
                     return
-                if len(idxs) == 1:
-                    await one(gen, conv, idxs[0])
-                else:
-                    await several(gen, conv, idxs)
+                hold = None
+                if budget is not None:  # reserve the worst case before sending (issue 14)
+                    hold = budget.reserve(gen.id, gen.model, _request(gen, conv, None), len(idxs))
+                    if hold is None:
+                        return  # paused: this and later requests would not fit
+                results: list[GenerationResult] = []
+                try:
+                    if len(idxs) == 1:
+                        results = [await one(gen, conv, idxs[0])]
+                    else:
+                        results = await several(gen, conv, idxs)
+                finally:
+                    if hold is not None:
+                        budget.settle(gen.id, gen.model, hold, results)
 
         replicas = max((len(p.generator.urls) for p in group), default=1) or 1
         workers = sum(p.generator.concurrency for p in group) * replicas

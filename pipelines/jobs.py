@@ -164,4 +164,6 @@ class JobManager:
 
     def interrupted_jobs(self) -> list[dict[str, Any]]:
         """Jobs recorded in the store that did not finish (process died, or cancelled)."""
-        return [j for j in self.store.jobs() if j["status"] in ("interrupted", "cancelled")]
+        return [
+            j for j in self.store.jobs() if j["status"] in ("interrupted", "cancelled", "paused")
+        ]

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.backends import make_backend, short_error
 from pipelines.config import JudgeConfig
@@ -120,8 +121,10 @@ async def run_judging_async(
     max_attempts: int = 3,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    budget: Any = None,
 ) -> Progress:
-    """Judge every conversation whose candidates have no complete judgment yet."""
+    """Judge every conversation whose candidates have no complete judgment yet. ``budget``: a
+    ``cost.BudgetGuard`` that stops the stage before a request could exceed the budget."""
     tasks, done, given_up, too_few = plan_judging(
         store, judge, generator_ids, conversations, max_attempts
     )
@@ -193,6 +196,8 @@ async def run_judging_async(
                 progress.failed += 1
                 progress.message = f"unreadable ratings: {'; '.join(problems)[:200]}"
                 failures[0] = progress.message
+        if state.prompt_tokens or state.completion_tokens:  # issue 14: tokens per judgment
+            store.set_judgment_usage(cid, judge.id, state.prompt_tokens, state.completion_tokens)
         report()
 
     try:
@@ -221,9 +226,16 @@ async def run_judging_async(
             if not reqs:
                 break
             reqs = [r for r in reqs if not states[r.key[0]].backend_failed]
-            async for res in backend.generate(reqs):
+            stream = (
+                backend.generate(reqs)
+                if budget is None
+                else budget.generate(backend, reqs, judge.id, judge.model)
+            )
+            async for res in stream:
                 cid, p = res.key
                 state = states[cid]
+                state.prompt_tokens += res.prompt_tokens or 0  # issue 14: usage per judgment
+                state.completion_tokens += res.completion_tokens or 0
                 try:
                     if not res.ok:
                         state.error, state.backend_failed = res.error, True
@@ -245,7 +257,8 @@ async def run_judging_async(
             if cancel is not None and cancel.is_set():
                 break
         for state in states.values():
-            if not state.committed and (cancel is None or not cancel.is_set()):
+            paused = budget is not None and budget.paused  # not sent: not a failure
+            if not state.committed and (cancel is None or not cancel.is_set()) and not paused:
                 commit(state)
     finally:
         progress.notes = list(getattr(backend, "format_notes", []))
@@ -268,6 +281,8 @@ class _TaskState:
         self.error: str | None = None
         self.backend_failed = False
         self.committed = False
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
 
     def satisfied(self, p: int) -> bool:
         best = self.best[p]

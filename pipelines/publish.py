@@ -67,6 +67,9 @@ class CardContext:
     accepted_ai: int = 0
     # the judge prompt template ("ultrafeedback": the original rubric, from distilabel)
     judge_template: str | None = None
+    # issue 14: tokens and cost per stage and model (cost.usage_report rows); pairwise verdicts
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    pairwise: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +289,8 @@ def render_card(card: CardContext, n_rows: int, data_files: Sequence[str]) -> st
         dropped=dropped,
         models=stats.get("models", []),
         agreement=stats.get("agreement"),
+        usage=list(safe.usage or []),
+        pairwise=list(safe.pairwise or []),
         repo_id_literal=repo_literal,
         recipe_yaml=recipe_yaml,
         recipe_fence=_fence(recipe_yaml),

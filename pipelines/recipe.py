@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipelines.argilla_queue import ArgillaConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
+from pipelines.cost import Budget, Price
 from pipelines.profiles import ExportFilters, Profile
 from pipelines.secrets import check_env_name, redact
 
@@ -109,6 +110,9 @@ class Recipe(StrictModel):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     # human review in Argilla: the push-argilla / pull-argilla stages
     argilla: ArgillaConfig | None = None
+    # issue 14: USD per million tokens per generator/judge id or model; a budget pauses the job
+    prices: dict[str, Price] = Field(default_factory=dict)
+    budget: Budget | None = None
     # Where the recipe file lives: relative source paths resolve against it. Not serialised.
     base_dir: str | None = Field(default=None, exclude=True)
 

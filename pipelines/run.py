@@ -140,6 +140,8 @@ def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, A
 
 def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
     """Everything the dataset card reports, gathered from the store."""
+    from pipelines.cost import usage_report
+    from pipelines.pairwise import verdicts_per_model
     from pipelines.publish import CardContext
     from pipelines.stats import compute_stats
 
@@ -177,6 +179,8 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
         human_reviews=len(human_reviews),
         accepted_ai=sum(1 for r in human_reviews if r.get("accepted_ai")),
         judge_template=recipe.judge.template if recipe.judge else None,
+        usage=usage_report(store, recipe),  # issue 14
+        pairwise=verdicts_per_model(store),
     )
 
 
@@ -448,6 +452,9 @@ def run_recipe(
 
     binarized = None
     pipelined = False
+    from pipelines.cost import BudgetGuard
+
+    budget = BudgetGuard.for_recipe(recipe, store)  # issue 14: None without a budget
     try:
         for stage in stages:
             if cancel is not None and cancel.is_set():
@@ -466,7 +473,12 @@ def run_recipe(
                             message="finished",
                         )
                     )
-            elif stage == "generate" and "judge" in stages and recipe.judge is not None:
+            elif (
+                stage == "generate"
+                and "judge" in stages
+                and recipe.judge is not None
+                and budget is None  # a budget admits requests stage by stage, in order
+            ):
                 # pipelined: the judge starts on each conversation as its candidates finish
                 convs = selected_conversations(store, limit)
                 gen_p, judge_p = asyncio.run(
@@ -490,6 +502,7 @@ def run_recipe(
                     max_attempts=recipe.generation.max_attempts,
                     on_progress=progress,
                     cancel=cancel,
+                    budget=budget,
                 )
                 summary.results["generate"] = p.as_dict()
                 _fail_if_every_row_failed(p, cancel)
@@ -507,6 +520,7 @@ def run_recipe(
                     max_attempts=recipe.generation.max_attempts,
                     on_progress=progress,
                     cancel=cancel,
+                    budget=budget,
                 )
                 summary.results["judge"] = p.as_dict()
                 _fail_if_every_row_failed(p, cancel)
@@ -534,6 +548,15 @@ def run_recipe(
                 summary.results["publish"] = {"url": summary.published}
             if cancel is not None and cancel.is_set():
                 summary.status = "cancelled"
+                break
+            if budget is not None and budget.paused:  # issue 14: stop before exceeding it
+                summary.status = "paused"
+                summary.error = budget.reason
+                summary.results["budget"] = {
+                    "spent_usd": round(budget.spent_usd, 6),
+                    "spent_tokens": budget.spent_tokens,
+                    "held_back": budget.held_back,
+                }
                 break
     except Exception as exc:  # noqa: BLE001 - reported as one line, job marked failed
         from pipelines.backends import short_error

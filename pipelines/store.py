@@ -147,6 +147,45 @@ MIGRATIONS: list[str] = [
     # 5 (issue 10): a job's process identity (boot id, pid, process start time): a container restart
     # reuses the pid, so liveness compares the whole identity, never the pid alone
     "ALTER TABLE jobs ADD COLUMN proc TEXT;",
+    # 6 (issue 14): pairwise (arena) review. ``pairwise_pairs`` is the precomputed queue: one
+    # informative pair per conversation and reason (ai_tie | top2 | disagree | random), its key
+    # ordered (key_1 < key_2); the next pair is one indexed lookup. ``pairwise_reviews`` holds
+    # each reviewer's verdict on a pair with the blind side shown on the left (A), so a verdict
+    # maps back to candidate keys. Judgments gain their token counts (cost accounting).
+    """
+    CREATE TABLE IF NOT EXISTS pairwise_pairs (
+        reason TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        key_1 TEXT NOT NULL,
+        key_2 TEXT NOT NULL,
+        priority REAL NOT NULL DEFAULT 0,  -- lower is shown first (e.g. the AI's margin)
+        rand INTEGER NOT NULL DEFAULT 0,   -- stable per-conversation shuffle
+        n_seen INTEGER NOT NULL DEFAULT 0, -- verdicts including skips
+        n_verdicts INTEGER NOT NULL DEFAULT 0, -- verdicts other than skip
+        source_at REAL NOT NULL DEFAULT 0, -- updated_at of the judgment/candidates it came from
+        PRIMARY KEY (reason, conversation_id)
+    );
+    CREATE INDEX IF NOT EXISTS pairwise_pairs_next
+        ON pairwise_pairs (reason, n_seen, priority, rand);
+    CREATE INDEX IF NOT EXISTS pairwise_pairs_pair
+        ON pairwise_pairs (conversation_id, key_1, key_2);
+    CREATE TABLE IF NOT EXISTS pairwise_reviews (
+        conversation_id TEXT NOT NULL,
+        key_1 TEXT NOT NULL,
+        key_2 TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'ui', -- ui | argilla
+        left_key TEXT NOT NULL,            -- the candidate shown as A
+        verdict TEXT NOT NULL,             -- a | b | tie | both_bad | skip
+        winner TEXT,                       -- candidate key of the winner (a / b), else NULL
+        reason TEXT,                       -- which queue served the pair
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (conversation_id, key_1, key_2, reviewer, source)
+    );
+    CREATE INDEX IF NOT EXISTS pairwise_reviews_reviewer ON pairwise_reviews (reviewer);
+    ALTER TABLE judgments ADD COLUMN prompt_tokens INTEGER;
+    ALTER TABLE judgments ADD COLUMN completion_tokens INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1138,6 +1177,231 @@ class Store:
             " ORDER BY r.updated_at, r.rowid"
         )
         return [tuple(r) for r in self._connection().execute(sql, [*gens, *params])]
+
+    # -- pairwise (arena) review (issue 14) ---------------------------------------------------
+    def judgments_since(
+        self, since: float, judge_id: str | None = None
+    ) -> list[tuple[str, str, list[str], list[float | None], float]]:
+        """``(conversation_id, judge_id, candidate_keys, ratings, updated_at)`` of every done or
+        partial judgment updated after ``since``."""
+        sql = (
+            "SELECT conversation_id, judge_id, candidate_keys, ratings, updated_at FROM judgments"
+            " WHERE status IN ('done', 'partial') AND updated_at > ?"
+        )
+        params: list[Any] = [since]
+        if judge_id is not None:
+            sql += " AND judge_id = ?"
+            params.append(judge_id)
+        return [
+            (r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4])
+            for r in self.query(sql + " ORDER BY conversation_id, updated_at", params)
+        ]
+
+    def done_candidate_keys_since(self, since: float) -> dict[str, tuple[list[str], float]]:
+        """``conversation_id -> (done candidate keys, newest updated_at)`` for conversations
+        with a candidate updated after ``since``."""
+        rows = self.query(
+            "SELECT conversation_id, generator_id, sample_index, updated_at FROM candidates"
+            " WHERE status = 'done' AND conversation_id IN"
+            " (SELECT conversation_id FROM candidates WHERE updated_at > ?)"
+            " ORDER BY conversation_id, generator_id, sample_index",
+            (since,),
+        )
+        out: dict[str, tuple[list[str], float]] = {}
+        for cid, gen, idx, ts in rows:
+            keys, newest = out.get(cid, ([], 0.0))
+            keys.append(candidate_key(gen, idx))
+            out[cid] = (keys, max(newest, ts))
+        return out
+
+    def pairwise_watermarks(self) -> dict[str, float]:
+        """``reason -> newest source_at`` among the queued pairs."""
+        rows = self.query("SELECT reason, MAX(source_at) FROM pairwise_pairs GROUP BY reason")
+        return {r[0]: float(r[1] or 0) for r in rows}
+
+    def put_pairwise_pairs(
+        self, rows: Iterable[tuple[str, str, str, str, float, int, float]]
+    ) -> int:
+        """Upsert queued pairs ``(reason, conversation_id, key_1, key_2, priority, rand,
+        source_at)``; their verdict counts are recomputed from the stored reviews."""
+        n = 0
+        batch = list(rows)
+        for i in range(0, len(batch), 2000):
+            with self._conn() as db:
+                for row in batch[i : i + 2000]:
+                    db.execute(
+                        """
+                        INSERT INTO pairwise_pairs (reason, conversation_id, key_1, key_2,
+                            priority, rand, source_at) VALUES (?,?,?,?,?,?,?)
+                        ON CONFLICT (reason, conversation_id) DO UPDATE SET
+                            key_1=excluded.key_1, key_2=excluded.key_2,
+                            priority=excluded.priority, rand=excluded.rand,
+                            source_at=excluded.source_at
+                        """,
+                        row,
+                    )
+                    self._recount_pair(db, row[1], row[2], row[3])
+                    n += 1
+        return n
+
+    @staticmethod
+    def _recount_pair(db: sqlite3.Connection, cid: str, key_1: str, key_2: str) -> None:
+        db.execute(
+            "UPDATE pairwise_pairs SET"
+            " n_seen = (SELECT COUNT(*) FROM pairwise_reviews r WHERE r.conversation_id = ?1"
+            "   AND r.key_1 = ?2 AND r.key_2 = ?3),"
+            " n_verdicts = (SELECT COUNT(*) FROM pairwise_reviews r WHERE r.conversation_id = ?1"
+            "   AND r.key_1 = ?2 AND r.key_2 = ?3 AND r.verdict != 'skip')"
+            " WHERE conversation_id = ?1 AND key_1 = ?2 AND key_2 = ?3",
+            (cid, key_1, key_2),
+        )
+
+    def next_pairwise_pair(
+        self, reviewer: str, reason: str, max_verdicts: int, exclude: Iterable[str] = ()
+    ) -> tuple[str, str, str] | None:
+        """The next queued pair of ``reason`` this reviewer has not judged, least-seen first,
+        then by priority: ``(conversation_id, key_1, key_2)``. One indexed lookup."""
+        skip = list(exclude)
+        marks = ",".join("?" * len(skip))
+        extra = f" AND p.conversation_id NOT IN ({marks})" if skip else ""
+        rows = self.query(
+            "SELECT p.conversation_id, p.key_1, p.key_2 FROM pairwise_pairs p"
+            " WHERE p.reason = ? AND p.n_verdicts < ?" + extra + " AND NOT EXISTS"
+            " (SELECT 1 FROM pairwise_reviews r WHERE r.conversation_id = p.conversation_id"
+            "  AND r.key_1 = p.key_1 AND r.key_2 = p.key_2 AND r.reviewer = ?)"
+            " ORDER BY p.n_seen, p.priority, p.rand LIMIT 1",
+            (reason, max_verdicts, *skip, reviewer),
+        )
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def pairwise_pair_reason_count(self) -> dict[str, dict[str, int]]:
+        """``reason -> {pairs, judged}`` (judged: at least one verdict other than skip)."""
+        rows = self.query(
+            "SELECT reason, COUNT(*), SUM(n_verdicts > 0) FROM pairwise_pairs GROUP BY reason"
+        )
+        return {r[0]: {"pairs": int(r[1]), "judged": int(r[2] or 0)} for r in rows}
+
+    def put_pairwise_review(
+        self,
+        conversation_id: str,
+        key_1: str,
+        key_2: str,
+        reviewer: str,
+        *,
+        left_key: str,
+        verdict: str,
+        winner: str | None,
+        reason: str | None,
+        source: str = "ui",
+    ) -> None:
+        """Upsert one reviewer's verdict on a pair (their latest one counts)."""
+        with self._conn() as db:
+            db.execute(
+                """
+                INSERT INTO pairwise_reviews (conversation_id, key_1, key_2, reviewer, source,
+                    left_key, verdict, winner, reason, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)
+                ON CONFLICT (conversation_id, key_1, key_2, reviewer, source) DO UPDATE SET
+                    left_key=excluded.left_key, verdict=excluded.verdict,
+                    winner=excluded.winner, reason=excluded.reason,
+                    updated_at=excluded.updated_at
+                """,
+                (
+                    conversation_id,
+                    key_1,
+                    key_2,
+                    reviewer,
+                    source,
+                    left_key,
+                    verdict,
+                    winner,
+                    reason,
+                    time.time(),
+                ),
+            )
+            self._recount_pair(db, conversation_id, key_1, key_2)
+
+    def pairwise_reviews(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """Pairwise verdicts (oldest first), optionally of one conversation."""
+        sql = "SELECT * FROM pairwise_reviews"
+        params: tuple[Any, ...] = ()
+        if conversation_id is not None:
+            sql += " WHERE conversation_id = ?"
+            params = (conversation_id,)
+        return [dict(r) for r in self.query(sql + " ORDER BY updated_at", params)]
+
+    def pairwise_progress(self, reviewer: str | None = None) -> dict[str, int]:
+        """``{verdicts, skips, mine, conversations}`` over the pairwise reviews."""
+        row = self.query(
+            "SELECT SUM(verdict != 'skip'), SUM(verdict = 'skip'), SUM(reviewer = ?),"
+            " COUNT(DISTINCT conversation_id) FROM pairwise_reviews",
+            (reviewer or "",),
+        )[0]
+        return {
+            "verdicts": int(row[0] or 0),
+            "skips": int(row[1] or 0),
+            "mine": int(row[2] or 0),
+            "conversations": int(row[3] or 0),
+        }
+
+    def candidate_texts(self, conversation_id: str, keys: Iterable[str]) -> dict[str, Candidate]:
+        """Done candidates of one conversation by key (primary-key lookups)."""
+        out: dict[str, Candidate] = {}
+        for key in keys:
+            gen, _, idx = key.rpartition("/")
+            if not idx.isdigit():
+                continue
+            rows = self.query(
+                "SELECT conversation_id, generator_id, sample_index, model, text FROM candidates"
+                " WHERE conversation_id = ? AND generator_id = ? AND sample_index = ?"
+                " AND status = 'done'",
+                (conversation_id, gen, int(idx)),
+            )
+            if rows:
+                r = rows[0]
+                out[key] = Candidate(r[0], r[1], r[2], r[3], r[4])
+        return out
+
+    # -- tokens and cost (issue 14) ---------------------------------------------------------
+    def set_judgment_usage(
+        self,
+        conversation_id: str,
+        judge_id: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> None:
+        """Record the tokens a judgment used (summed over its passes and retries)."""
+        with self._conn() as db:
+            db.execute(
+                "UPDATE judgments SET prompt_tokens = ?, completion_tokens = ?"
+                " WHERE conversation_id = ? AND judge_id = ?",
+                (prompt_tokens, completion_tokens, conversation_id, judge_id),
+            )
+
+    def token_usage(self) -> list[dict[str, Any]]:
+        """Tokens per stage and model: ``[{stage, id, model, rows, prompt_tokens,
+        completion_tokens}]`` (generate: per generator; judge: per judge)."""
+        out = []
+        for stage, table, col in (
+            ("generate", "candidates", "generator_id"),
+            ("judge", "judgments", "judge_id"),
+        ):
+            rows = self.query(
+                f"SELECT {col}, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
+                f" COALESCE(SUM(completion_tokens), 0) FROM {table}"
+                f" GROUP BY {col}, model ORDER BY {col}, model"
+            )
+            for ident, model, n, p, c in rows:
+                out.append(
+                    {
+                        "stage": stage,
+                        "id": ident,
+                        "model": model,
+                        "rows": int(n),
+                        "prompt_tokens": int(p),
+                        "completion_tokens": int(c),
+                    }
+                )
+        return out
 
     # -- jobs -------------------------------------------------------------------------------
     def start_job(

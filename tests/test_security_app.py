@@ -188,6 +188,13 @@ def _args(tmp: Path) -> dict[str, tuple[Any, ...]]:
         "publish": ("olga/new-data", True, False),
         "recipe_export": (),
         "recipe_import": ((tmp / "recipe.yaml").read_text(),),
+        "arena_start": ("", ["ai_tie", "random"], 2),
+        **{
+            f"arena_{v}": ("", ["ai_tie", "random"], 2)
+            for v in ("a", "b", "tie", "both_bad", "skip")
+        },
+        "arena_rankings": (),
+        "cost": (0,),
     }
 
 

@@ -492,3 +492,7 @@ def build(ws: Any, tab: gr.Tab) -> None:
     tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
     warm(ws)
     ws.on_recipe_change(lambda: warm(ws))
+
+    from capyui.tabs import arena  # pairwise verdicts and rankings (issue 14)
+
+    arena.results_panel(ws)

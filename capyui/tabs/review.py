@@ -304,15 +304,10 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
     form = [*ratings, chosen, rejected, discard, comment]
 
     def _me(typed: str | None = None) -> str:
-        """The reviewer: the signed-in identity (issue 10), never a typed name; only the one
-        local user of an app without sign-in (who owns the workspace anyway) names themself,
-        and this browser remembers it."""
-        from capyui.guard import current_actor
+        """The reviewer (``guard.reviewer_identity``); this browser remembers a local name."""
+        from capyui.guard import reviewer_identity
 
-        actor = current_actor()
-        if actor.via == "local":
-            return (typed or "").strip()[:100]
-        return actor.name or ""
+        return reviewer_identity(typed)
 
     def load_queue(filter_: str, who: str, blind_: bool, ai_: bool) -> list[Any]:
         who = _me(who)

@@ -15,7 +15,7 @@ import gradio as gr
 from capyui import render
 
 STAGE_CHOICES = ["load", "generate", "judge"]
-RESUMABLE = ("interrupted", "cancelled", "failed")
+RESUMABLE = ("interrupted", "cancelled", "failed", "paused")  # paused: by the budget
 
 
 def _fmt_eta(eta: float | None) -> str:
@@ -99,6 +99,7 @@ def status_html(snap: dict[str, Any] | None) -> str:
         "done": "ok",
         "failed": "error",
         "cancelled": "warn",
+        "paused": "warn",
     }.get(snap["status"], "info")
     limit = snap.get("limit")
     head = render.notice_html(
@@ -294,6 +295,10 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     )
     tab.select(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
     demo.load(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
+
+    from capyui.tabs import cost  # tokens, cost and the dry run (issue 14)
+
+    cost.build(ws, limit)
 
 
 def _dd(update: dict[str, Any]) -> dict[str, Any]:
