@@ -211,6 +211,8 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
     from collections import Counter
 
     from pipelines.binarize import BinarizeOptions, binarize, collect_chunks
+    from pipelines.cost import usage_report
+    from pipelines.pairwise import verdicts_per_model
     from pipelines.profiles import row_sources_of
     from pipelines.publish import CardContext, export_local_stream
     from pipelines.stats import store_stats
@@ -274,6 +276,8 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
             human_reviews=human_reviews,
             accepted_ai=accepted_ai,
             judge_template=recipe.judge.template if recipe.judge else None,
+            usage=usage_report(store, recipe),  # issue 14
+            pairwise=verdicts_per_model(store),
         )
 
     out, n_pairs = export_local_stream(
