@@ -229,14 +229,14 @@ def build_app(
             api_name="whoami",
             show_progress="hidden",
         )
-    demo.capyui_workspace = ws  # type: ignore[attr-defined]
-    demo.capyui_actions = guard.protect(demo, policy)  # type: ignore[attr-defined]
+    demo.capyui_workspace = ws
+    demo.capyui_actions = guard.protect(demo, policy)
     if not policy.local_owner:  # the page itself is public: nothing of the workspace in it
         guard.blank_initial_values(demo)
     return demo
 
 
-LAUNCH_STYLE = {"css": render.CSS, "head": SHORTCUTS_JS + ARENA_KEYS_JS}
+LAUNCH_STYLE: dict[str, Any] = {"css": render.CSS, "head": SHORTCUTS_JS + ARENA_KEYS_JS}
 
 
 def _is_loopback(host: str) -> bool:

@@ -432,9 +432,9 @@ class BudgetGuard:
             pending = pending[len(admitted) :]
             by_key = {_key(r.key): r for r in admitted}
             async for res in backend.generate(admitted):
-                req = by_key.get(_key(res.key))
-                est = estimates.get(id(req), 0) if req is not None else 0
-                max_c = int(req.params.max_tokens) if req is not None else 0
+                sent = by_key.get(_key(res.key))
+                est = estimates.get(id(sent), 0) if sent is not None else 0
+                max_c = int(sent.params.max_tokens) if sent is not None else 0
                 # no usage reported (or a failure): count the worst case, to stay safe
                 p = res.prompt_tokens if res.prompt_tokens is not None else est
                 c = res.completion_tokens if res.completion_tokens is not None else max_c

@@ -150,9 +150,11 @@ def _private(host: str) -> bool:
     except (socket.gaierror, UnicodeError, OSError):
         return False  # does not resolve: the request fails on its own, nothing to reach
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if getattr(ip, "ipv4_mapped", None):
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if mapped is not None:
+            ip = mapped
         if (
             ip.is_loopback
             or ip.is_private

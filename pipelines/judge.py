@@ -298,7 +298,8 @@ class _TaskState:
         keys = [c.key for c in self.task.candidates]
         problems = [_name_candidates(pr, order, keys) for pr in parsed.problems]
         cand = (ratings, rationales, problems, order)
-        if self.best[p] is None or _nulls(ratings) < _nulls(self.best[p][0]):
+        best = self.best[p]
+        if best is None or _nulls(ratings) < _nulls(best[0]):
             self.best[p] = cand
 
 
@@ -326,7 +327,7 @@ def _combine(
     ratings: list[float | None] = []
     rationales: list[str | None] = []
     for i in range(n):
-        vals = [r[0][i] for r in results if r[0][i] is not None]
+        vals = [v for r in results if (v := r[0][i]) is not None]
         if len(vals) == 1:
             ratings.append(vals[0])
         else:

@@ -236,8 +236,13 @@ def to_profile(
         seen: set[tuple[Any, ...]] = set()
         unique = []
         for row in rows:
-            key = (row["prompt"], row["completion"][-1]["content"], row["label"], row["model"])
-            key = (*key, repr(row["completion"]))
+            key: tuple[Any, ...] = (
+                row["prompt"],
+                row["completion"][-1]["content"],
+                row["label"],
+                row["model"],
+                repr(row["completion"]),
+            )
             if key not in seen:
                 seen.add(key)
                 unique.append(row)

@@ -62,9 +62,13 @@ class GenerationOptions(StrictModel):
     max_attempts: int = Field(default=3, ge=1, le=20)
 
 
+ExportFormat = Literal["parquet", "jsonl"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("parquet", "jsonl")
+
+
 class ExportConfig(StrictModel):
     out: str = "export"
-    formats: list[Literal["parquet", "jsonl"]] = Field(default_factory=lambda: ["parquet", "jsonl"])
+    formats: list[ExportFormat] = Field(default_factory=lambda: list(EXPORT_FORMATS))
     dataset_name: str | None = None
     # columns: capyui | capybara-dpo | capybara-kto | trl (pipelines/profiles.py)
     profile: Profile = "capyui"

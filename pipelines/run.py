@@ -308,11 +308,12 @@ def argilla_stage(
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Push records to the Argilla review queue, or pull the humans' responses back."""
-    from pipelines.argilla_queue import ArgillaQueue
+    from pipelines.argilla_queue import ArgillaQueue, PullSummary, PushSummary
 
     if recipe.argilla is None:
         raise StageError(f"{stage} needs an 'argilla:' section in the recipe")
     queue = ArgillaQueue.from_config(recipe.argilla)
+    result: PushSummary | PullSummary
     try:
         if stage == "push-argilla":
             result = queue.push(
@@ -544,11 +545,10 @@ def run_recipe(
                     "filters": recipe.export.filters.active(),
                 }
             elif stage == "publish":
-                out = Path(summary.export_dir) if summary.export_dir else None
-                if out is None:
-                    out, summary.results["binarize"] = export_stage_streamed(recipe, store)
-                    summary.export_dir = str(out)
-                summary.published = publish_stage(recipe, out)
+                if not summary.export_dir:
+                    exported, summary.results["binarize"] = export_stage_streamed(recipe, store)
+                    summary.export_dir = str(exported)
+                summary.published = publish_stage(recipe, Path(summary.export_dir))
                 summary.results["publish"] = {"url": summary.published}
             if cancel is not None and cancel.is_set():
                 summary.status = "cancelled"

@@ -458,7 +458,9 @@ class _JsonStream:
     def _skip_ws(self) -> bool:
         """Skip whitespace; False when the file ends."""
         while True:
-            self.pos = _WS.match(self.buf, self.pos).end()
+            ws = _WS.match(self.buf, self.pos)
+            assert ws is not None  # a whitespace run, possibly empty: it always matches
+            self.pos = ws.end()
             if self.pos < len(self.buf):
                 return True
             if not self._more():

@@ -1435,7 +1435,8 @@ class Store:
         status: str | None = None,
         last_error: str | None = None,
     ) -> None:
-        sets, params = [], []
+        sets: list[str] = []
+        params: list[Any] = []
         if counters is not None:
             sets.append("counters = ?")
             params.append(json.dumps(counters, default=str))

@@ -33,6 +33,8 @@ pip_install --no-deps -r requirements-nodeps.txt
 pip_install --no-deps -e .
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy pipelines capyui
 status=0
 .venv/bin/python -m pytest -ra "$@" || status=$?
 

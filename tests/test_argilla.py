@@ -676,7 +676,15 @@ def test_picks_and_accepted_ai_are_pulled_back(argilla: Server, tmp_path: Path) 
 
     dana = _make_annotator(argilla, "dana-picks", login=False)
     pending = [r for r in _queue_records(dana, ds_id) if "candidate_3" in r["fields"]]
-    keep, picked = pending[0], pending[1]
+
+    def fully_suggested(rec: dict) -> bool:  # the AI rated every candidate (one has a null)
+        return {names[s["question_id"]] for s in rec["suggestions"]} >= {
+            f"rating_{i}" for i in range(1, 4)
+        }
+
+    # the search's order is the server's: pick by content, not by position
+    keep = next(r for r in pending if fully_suggested(r))
+    picked = next(r for r in pending if r["id"] != keep["id"])
 
     def slot_of(rec: dict, gen: str) -> str:
         return next(

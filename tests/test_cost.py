@@ -258,7 +258,8 @@ def test_budget_pauses_the_judge_without_failing_rows(
         assert summary.status == "paused", summary.as_dict()
         assert judge.bodies == [] and store.judgments() == []  # nothing sent, nothing failed
         roomy = parse_recipe({**data, "budget": {"tokens": 1_000_000}})
-        assert run_recipe(roomy, store, stages=["judge"]).status == "done"
+        done = run_recipe(roomy, store, stages=["judge"])
+        assert done.status == "done", done.as_dict()
         rows = store.query("SELECT status, prompt_tokens, completion_tokens FROM judgments")
         # the paid answers carry no score marker: partial judgments, retried (more requests)
         assert len(rows) == 4 and all(r[0] in ("done", "partial") for r in rows)

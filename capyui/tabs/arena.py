@@ -267,7 +267,13 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
             return [progress_html(ws, reviewer_identity(who)), *[gr.update()] * 6]
         return start(who, rs, mv)
 
-    tab.select(on_select, [state, *inputs], outputs, show_progress="hidden")
+    tab.select(
+        on_select,
+        [state, *inputs],
+        outputs,
+        show_progress="hidden",
+        api_visibility="private",  # the page's own event, not an API
+    )
 
 
 def results_panel(ws: Any) -> None:

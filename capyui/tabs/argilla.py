@@ -60,6 +60,13 @@ _states: dict[str, _PanelState] = {}
 _states_lock = threading.Lock()
 
 
+def _select_label(select: str | list[str]) -> str:
+    """The push selection as the UI names it (a list of conversation ids: how many)."""
+    if isinstance(select, str):
+        return dict((v, k) for k, v in SELECT_CHOICES).get(select, select)
+    return f"{len(select)} chosen conversation(s)"
+
+
 def _state(ws: Any) -> _PanelState:
     key = str(ws.data_dir.resolve())
     with _states_lock:
@@ -221,8 +228,7 @@ def start_push(ws: Any, *settings: Any) -> str:
         return render.notice_html(str(exc), "error")
     _state(ws).push = handle
     return render.notice_html(
-        f"Pushing ({dict((v, k) for k, v in SELECT_CHOICES).get(cfg.select, cfg.select)}) to "
-        f"'{cfg.dataset_name}'…",
+        f"Pushing ({_select_label(cfg.select)}) to '{cfg.dataset_name}'…",
         "info",
     )
 

@@ -378,7 +378,7 @@ def build(ws: Any, tab: gr.Tab) -> None:
         max_turns = gr.Number(
             label="Max user turns (0 = any)", value=b.get("max_turns") or 0, precision=0
         )
-    options = [strategy, min_margin, min_chosen, drop_null, max_turns]
+    options: list[Any] = [strategy, min_margin, min_chosen, drop_null, max_turns]
     with gr.Row():
         preview_btn = gr.Button("Preview", elem_id="cu-preview")
         save_btn = gr.Button("Save options to recipe")

@@ -24,7 +24,7 @@ def make_backend(config: ModelConfig) -> Backend:
         return OriginalBackend(config)
     if config.backend == "vllm":
         try:
-            from pipelines.backends.vllm_backend import VLLMBackend  # type: ignore[import-not-found]
+            from pipelines.backends.vllm_backend import VLLMBackend
         except ImportError as exc:
             raise BackendError(
                 "the vllm backend is not available in this install "

@@ -235,8 +235,9 @@ class OpenAIBackend(Backend):
         shares: list[int | None] = [None] * len(choices)
         if total is not None and choices:
             weight = sum(len(t) for t in texts) or len(texts)
-            shares = [int(total * (len(t) if sum(map(len, texts)) else 1) / weight) for t in texts]
-            shares[-1] = total - sum(shares[:-1])
+            split = [int(total * (len(t) if sum(map(len, texts)) else 1) / weight) for t in texts]
+            split[-1] = total - sum(split[:-1])
+            shares = list(split)
         return [
             GenerationResult(
                 key=req.key,

@@ -142,7 +142,7 @@ def _structured_params(schema: dict[str, Any]) -> dict[str, Any]:
 
         return {"structured_outputs": StructuredOutputsParams(json=schema)}
     except ImportError:
-        from vllm.sampling_params import GuidedDecodingParams  # type: ignore[attr-defined]
+        from vllm.sampling_params import GuidedDecodingParams  # type: ignore[attr-defined,unused-ignore]  # vllm builds differ
 
         return {"guided_decoding": GuidedDecodingParams(json=schema)}
 

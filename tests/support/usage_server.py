@@ -42,7 +42,11 @@ class UsageServer:
                             {
                                 "index": 0,
                                 "finish_reason": "length",
-                                "message": {"role": "assistant", "content": f"answer {n}"},
+                                # the marker lets tests/support/scripted_judge.py rate it
+                                "message": {
+                                    "role": "assistant",
+                                    "content": f"answer {n} [[score=3]]",
+                                },
                             }
                         ],
                         "usage": {
