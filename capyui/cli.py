@@ -209,14 +209,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         "data_dir": str(store.data_dir),
         "conversations": store.count_conversations(),
         "candidates": store.candidate_counts(),
-        "judgments": {
-            r[0]: {"status": r[1], "count": r[2]}
-            for r in store.query(
-                "SELECT judge_id || ':' || status, status, COUNT(*) FROM judgments"
-                " GROUP BY judge_id, status"
-            )
-        },
-        "reviews": int(store.query("SELECT COUNT(*) FROM reviews")[0][0]),
+        "judgments": store.judgment_status_counts(),
+        "reviews": store.review_totals()["reviews"],
         "jobs": [
             {k: j[k] for k in ("job_id", "kind", "status", "last_error", "counters")}
             for j in store.jobs(limit=5)

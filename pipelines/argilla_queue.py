@@ -731,7 +731,7 @@ class ArgillaQueue:
         summary = PushSummary(url=self.api_url, dataset=self.dataset_name, workspace=self.workspace)
         dataset = self.ensure_dataset()
         dataset_key = self._dataset_key(dataset["id"])
-        state = _push_state(store, dataset_key)
+        state = store.argilla_push_state(dataset_key)
 
         items, skipped = self._plan(store, judge_id, generator_ids, selection)
         summary.skipped = dict(skipped)
@@ -859,27 +859,12 @@ class ArgillaQueue:
                     now,
                 )
             )
-        with store._conn() as db:  # noqa: SLF001 - the engine's own store, one transaction
-            # The server does not say which records it already had (its bulk answer drops
-            # updated_item_ids): count what this store had pushed before as updated. A batch in
-            # flight when a push was killed is counted as created when it is re-sent.
-            existing = {
-                r[0]
-                for r in db.execute(
-                    "SELECT conversation_id FROM argilla_push WHERE dataset_key = ? AND"
-                    f" conversation_id IN ({','.join('?' * len(batch))})",
-                    (dataset_key, *[i.conversation_id for i in batch]),
-                )
-            }
-            db.executemany(
-                "INSERT INTO argilla_push VALUES (?,?,?,?,?,?) ON CONFLICT (dataset_key,"
-                " conversation_id) DO UPDATE SET record_id=excluded.record_id,"
-                " record_hash=excluded.record_hash, slot_keys=excluded.slot_keys,"
-                " pushed_at=excluded.pushed_at",
-                rows,
-            )
-        summary.updated += len(existing)
-        summary.created += len(batch) - len(existing)
+        # The server does not say which records it already had (its bulk answer drops
+        # updated_item_ids): count what this store had pushed before as updated. A batch in
+        # flight when a push was killed is counted as created when it is re-sent.
+        existing = store.put_argilla_push(dataset_key, rows)
+        summary.updated += existing
+        summary.created += len(batch) - existing
 
     def _plan(
         self,
@@ -890,35 +875,16 @@ class ArgillaQueue:
     ) -> tuple[list[_Item], Counter[str]]:
         """The records to push for the selection, built from three bulk queries."""
         gens = list(generator_ids) if generator_ids else None
-        cand_sql = (
-            "SELECT conversation_id, generator_id, sample_index, model, text FROM"
-            " candidates WHERE status = 'done' AND text IS NOT NULL"
-        )
-        params: list[Any] = []
-        if gens:
-            cand_sql += f" AND generator_id IN ({','.join('?' * len(gens))})"
-            params = gens
         cands: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        for cid, gen, idx, model, text in store.query(cand_sql, params):
+        for cid, gen, idx, model, text in store.done_candidate_texts(gens):
             cands[cid].append((f"{gen}/{idx}", model or gen, text))
 
-        judg_sql = (
-            "SELECT conversation_id, judge_id, model, candidate_keys, ratings, rationales"
-            " FROM judgments WHERE status IN ('done', 'partial')"
-        )
-        jparams: list[Any] = []
-        if judge_id:
-            judg_sql += " AND judge_id = ?"
-            jparams = [judge_id]
         judgments: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
-        for cid, jid, model, keys, ratings, rationales in store.query(
-            judg_sql + " ORDER BY updated_at", jparams
-        ):
-            k = json.loads(keys)
+        for cid, jid, model, k, ratings, rationales in store.usable_judgments(judge_id):
             judgments[cid] = (
                 model or jid,
-                dict(zip(k, json.loads(ratings), strict=False)),
-                dict(zip(k, json.loads(rationales), strict=False)),
+                dict(zip(k, ratings, strict=False)),
+                dict(zip(k, rationales, strict=False)),
             )
 
         if selection.mode == "ids":
@@ -1234,21 +1200,3 @@ def _num(value: Any) -> float | None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_tokens(text)[:300]
-
-
-def _push_state(store: Store, dataset_key: str) -> dict[str, tuple[str | None, str, list[str]]]:
-    """conversation_id -> (record id on the server, record hash, slot keys) as last pushed."""
-    rows = store.query(
-        "SELECT conversation_id, record_id, record_hash, slot_keys FROM argilla_push"
-        " WHERE dataset_key = ?",
-        (dataset_key,),
-    )
-    return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
-
-
-def push_state_counts(store: Store) -> dict[str, int]:
-    """dataset_key -> records pushed (for a status panel)."""
-    return {
-        r[0]: r[1]
-        for r in store.query("SELECT dataset_key, COUNT(*) FROM argilla_push GROUP BY dataset_key")
-    }

@@ -184,28 +184,13 @@ def collect_chunks(
     """``collect`` in load-order chunks of ``chunk_rows`` conversations (issue 13: streaming
     binarize/export hold one chunk at a time). Model labels are computed once over the whole
     store, so every chunk labels a model as ``collect`` would."""
-    cand_sql, cand_params = _in_clause("generator_id", generator_ids)
-    pairs = store.query(
-        "SELECT DISTINCT generator_id, model FROM candidates"
-        " WHERE status = 'done' AND text IS NOT NULL" + cand_sql,
-        cand_params,
-    )
-    labels = model_labels({(g, m) for g, m in pairs})
-    after = -1
-    while True:
-        rows = store.query(
-            "SELECT rowid, conversation_id FROM conversations WHERE rowid > ?"
-            " ORDER BY rowid LIMIT ?",
-            (after, int(chunk_rows)),
-        )
-        if not rows:
-            return
-        after = rows[-1][0]
+    labels = model_labels(store.generator_models(generator_ids))
+    for ids in store.conversation_id_pages(chunk_rows):
         yield collect(
             store,
             generator_ids=generator_ids,
             judge_id=judge_id,
-            conversation_ids=[r[1] for r in rows],
+            conversation_ids=ids,
             labels=labels,
         )
 

@@ -335,8 +335,4 @@ def review_progress(
 
 def conversations_by_source(store: Store, source: str, limit: int = 20) -> list[Conversation]:
     """The first ``limit`` stored conversations of one source, in load order (Data preview)."""
-    rows = store.query(
-        "SELECT conversation_id FROM conversations WHERE source = ? ORDER BY rowid LIMIT ?",
-        (source, int(limit)),
-    )
-    return store.conversations(ids=[r[0] for r in rows])
+    return store.conversations(ids=store.conversation_ids_from(source, limit))

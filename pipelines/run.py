@@ -146,12 +146,8 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
     from pipelines.stats import compute_stats
 
     counts = store.candidate_counts()
-    judged = store.query(
-        "SELECT COUNT(*) FROM judgments WHERE status = 'done'"
-        + (" AND judge_id = ?" if recipe.judge else ""),
-        (recipe.judge.id,) if recipe.judge else (),
-    )[0][0]
-    reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
+    judged = store.count_judged(recipe.judge.id if recipe.judge else None)
+    reviewed = store.review_totals()["conversations"]
     human_reviews = store.reviews()
     options = recipe.binarize
     stats = compute_stats(binarized.rows, binarized.pair_labels(), human_reviews)
@@ -240,15 +236,10 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
 
     def card(n_rows: int) -> CardContext:
         counts = store.candidate_counts()
-        judged = store.query(
-            "SELECT COUNT(*) FROM judgments WHERE status = 'done'"
-            + (" AND judge_id = ?" if judge_id else ""),
-            (judge_id,) if judge_id else (),
-        )[0][0]
-        reviewed = store.query("SELECT COUNT(DISTINCT conversation_id) FROM reviews")[0][0]
-        human_reviews, accepted_ai = store.query(
-            "SELECT COUNT(*), COALESCE(SUM(accepted_ai), 0) FROM reviews"
-        )[0]
+        judged = store.count_judged(judge_id)
+        totals = store.review_totals()
+        reviewed = totals["conversations"]
+        human_reviews, accepted_ai = totals["reviews"], totals["accepted_ai"]
         stats = store_stats(
             store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
         )

@@ -1155,6 +1155,161 @@ class Store:
             "discarded": int(discarded),
         }
 
+    # -- counts and small reads for the CLI, the card and the tabs -----------------------------
+    def count_judged(self, judge_id: str | None = None) -> int:
+        """Judgments with every rating readable (of ``judge_id``, or of any judge)."""
+        sql = "SELECT COUNT(*) FROM judgments WHERE status = 'done'"
+        params: tuple[Any, ...] = ()
+        if judge_id:
+            sql += " AND judge_id = ?"
+            params = (judge_id,)
+        return int(self._connection().execute(sql, params).fetchone()[0])
+
+    def judgment_status_counts(self) -> dict[str, dict[str, Any]]:
+        """``"judge_id:status" -> {status, count}`` over every judgment."""
+        rows = self._connection().execute(
+            "SELECT judge_id || ':' || status, status, COUNT(*) FROM judgments"
+            " GROUP BY judge_id, status"
+        )
+        return {r[0]: {"status": r[1], "count": int(r[2])} for r in rows}
+
+    def review_totals(self, source: str | None = None) -> dict[str, Any]:
+        """Reviews (of ``source``): ``{reviews, conversations, reviewers, accepted_ai, last}``."""
+        sql = (
+            "SELECT COUNT(*), COUNT(DISTINCT conversation_id), COUNT(DISTINCT reviewer),"
+            " COALESCE(SUM(accepted_ai), 0), MAX(updated_at) FROM reviews"
+        )
+        params: tuple[Any, ...] = ()
+        if source is not None:
+            sql += " WHERE source = ?"
+            params = (source,)
+        n, convs, people, accepted, last = self._connection().execute(sql, params).fetchone()
+        return {
+            "reviews": int(n),
+            "conversations": int(convs),
+            "reviewers": int(people),
+            "accepted_ai": int(accepted),
+            "last": last,
+        }
+
+    def count_conversations_from(self, source: str) -> int:
+        return int(
+            self._connection()
+            .execute("SELECT COUNT(*) FROM conversations WHERE source = ?", (source,))
+            .fetchone()[0]
+        )
+
+    def conversation_ids_from(self, source: str, limit: int) -> list[str]:
+        """The first ``limit`` conversation ids loaded from ``source``, in load order."""
+        rows = self._connection().execute(
+            "SELECT conversation_id FROM conversations WHERE source = ? ORDER BY rowid LIMIT ?",
+            (source, int(limit)),
+        )
+        return [r[0] for r in rows]
+
+    def conversation_id_pages(self, page_rows: int) -> Iterator[list[str]]:
+        """Every conversation id in load order, ``page_rows`` at a time (keyset paging)."""
+        after = -1
+        while True:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT rowid, conversation_id FROM conversations WHERE rowid > ?"
+                    " ORDER BY rowid LIMIT ?",
+                    (after, int(page_rows)),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [r[1] for r in rows]
+
+    def generator_models(self, generator_ids: list[str] | None = None) -> set[tuple[str, str]]:
+        """Every (generator_id, model) with a done candidate (of ``generator_ids``)."""
+        sql = "SELECT DISTINCT generator_id, model FROM candidates WHERE status = 'done'"
+        sql += " AND text IS NOT NULL"
+        params: list[Any] = []
+        if generator_ids:
+            sql += f" AND generator_id IN ({','.join('?' * len(generator_ids))})"
+            params = list(generator_ids)
+        return {(r[0], r[1]) for r in self._connection().execute(sql, params)}
+
+    def done_candidate_texts(
+        self, generator_ids: list[str] | None = None
+    ) -> Iterator[tuple[str, str, int, str, str]]:
+        """``(conversation_id, generator_id, sample_index, model, text)`` of every done
+        candidate (of ``generator_ids``), streamed."""
+        sql = (
+            "SELECT conversation_id, generator_id, sample_index, model, text FROM"
+            " candidates WHERE status = 'done' AND text IS NOT NULL"
+        )
+        params: list[Any] = []
+        if generator_ids:
+            sql += f" AND generator_id IN ({','.join('?' * len(generator_ids))})"
+            params = list(generator_ids)
+        yield from self._connection().execute(sql, params)
+
+    def usable_judgments(
+        self, judge_id: str | None = None
+    ) -> Iterator[tuple[str, str, str, list[str], list[Any], list[Any]]]:
+        """``(conversation_id, judge_id, model, candidate_keys, ratings, rationales)`` of every
+        done or partial judgment (of ``judge_id``), oldest first, streamed."""
+        sql = (
+            "SELECT conversation_id, judge_id, model, candidate_keys, ratings, rationales"
+            " FROM judgments WHERE status IN ('done', 'partial')"
+        )
+        params: tuple[Any, ...] = ()
+        if judge_id:
+            sql += " AND judge_id = ?"
+            params = (judge_id,)
+        for cid, jid, model, keys, ratings, rationales in self._connection().execute(
+            sql + " ORDER BY updated_at", params
+        ):
+            yield cid, jid, model, json.loads(keys), json.loads(ratings), json.loads(rationales)
+
+    # -- the Argilla review queue's push state ---------------------------------------------------
+    def argilla_push_state(self, dataset_key: str) -> dict[str, tuple[str | None, str, list[str]]]:
+        """conversation_id -> (record id on the server, record hash, slot keys) as last pushed."""
+        rows = self._connection().execute(
+            "SELECT conversation_id, record_id, record_hash, slot_keys FROM argilla_push"
+            " WHERE dataset_key = ?",
+            (dataset_key,),
+        )
+        return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+
+    def argilla_push_counts(self) -> dict[str, int]:
+        """dataset_key -> records pushed."""
+        rows = self._connection().execute(
+            "SELECT dataset_key, COUNT(*) FROM argilla_push GROUP BY dataset_key"
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def put_argilla_push(
+        self, dataset_key: str, rows: list[tuple[str, str, str | None, str, str, float]]
+    ) -> int:
+        """Record pushed records ``(dataset_key, conversation_id, record_id, record_hash,
+        slot_keys json, pushed_at)`` in one transaction; returns how many this store had
+        pushed before (to that dataset)."""
+        ids = [r[1] for r in rows]
+        if not ids:
+            return 0
+        with self._conn() as db:
+            existing = db.execute(
+                "SELECT COUNT(*) FROM argilla_push WHERE dataset_key = ? AND"
+                f" conversation_id IN ({','.join('?' * len(ids))})",
+                (dataset_key, *ids),
+            ).fetchone()[0]
+            db.executemany(
+                "INSERT INTO argilla_push (dataset_key, conversation_id, record_id, record_hash,"
+                " slot_keys, pushed_at) VALUES (?,?,?,?,?,?) ON CONFLICT (dataset_key,"
+                " conversation_id) DO UPDATE SET record_id=excluded.record_id,"
+                " record_hash=excluded.record_hash, slot_keys=excluded.slot_keys,"
+                " pushed_at=excluded.pushed_at",
+                rows,
+            )
+        return int(existing)
+
     def rated_by_both(
         self, generator_ids: list[str] | None = None, judge_id: str | None = None
     ) -> list[tuple[str, str, str, str, str, float, float]]:

@@ -386,11 +386,13 @@ def poll(ws: Any) -> tuple[str, dict[str, Any], str, dict[str, Any], Any]:
 
 def reviews_line(ws: Any) -> str:
     """For the Results tab: how much human work from Argilla is in the workspace."""
-    n, convs, people, last = ws.store.query(
-        "SELECT COUNT(*), COUNT(DISTINCT conversation_id), COUNT(DISTINCT reviewer),"
-        " MAX(updated_at) FROM reviews WHERE source = ?",
-        (REVIEW_SOURCE,),
-    )[0]
+    totals = ws.store.review_totals(REVIEW_SOURCE)
+    n, convs, people, last = (
+        totals["reviews"],
+        totals["conversations"],
+        totals["reviewers"],
+        totals["last"],
+    )
     p = _state(ws).puller
     if not n and ws.recipe.argilla is None and p is None:
         return ""

@@ -134,9 +134,7 @@ def preview_html(ws: Any, source_name: str) -> str:
     from pipelines.review import conversations_by_source
 
     convs = conversations_by_source(ws.store, source_name, PREVIEW)
-    total = ws.store.query("SELECT COUNT(*) FROM conversations WHERE source = ?", (source_name,))[
-        0
-    ][0]
+    total = ws.store.count_conversations_from(source_name)
     head = (
         f'<div class="cu-muted" id="cu-preview-count">Showing {len(convs)} of {total} '
         f"conversation(s) from {render.esc(source_name)}"
