@@ -24,13 +24,24 @@ _EMPTY_LIKE = re.compile(r"^\s*(?:\.{2,}|…|-+|_+|n/?a|none|null|todo|tbd|ratio
 _KEY_WORDS = re.compile(r"rationale|rating|reason|justification|explanation|text\s*\d", re.I)
 
 
+# the longest placeholder the templates hold is ~70 characters ("[Rationale for the rating in
+# short sentences, at most 20 characters]"); past this a text is written, not echoed
+MAX_PLACEHOLDER_CHARS = 200
+
+
+def without_placeholders(rationales: Iterable[str | None]) -> list[str | None]:
+    """The rationales with placeholders replaced by None: what an export carries (a judge's
+    echo of its template is no rationale; stats and the card count it as a judge failure)."""
+    return [None if placeholder_rationale(r) else r for r in rationales]
+
+
 def placeholder_rationale(text: str | None) -> bool:
     """True when ``text`` is a template placeholder or an empty-like filler, not a rationale.
 
     A rationale that is missing altogether (None or blank) is not a placeholder: it is simply
     absent (the judge gave a rating without one)."""
-    if text is None or not text.strip():
-        return False
+    if text is None or len(text) > MAX_PLACEHOLDER_CHARS or not text.strip():
+        return False  # (a template's placeholder is short: a long text is never one)
     stripped = text.strip().strip("\"'`")
     if _EMPTY_LIKE.match(stripped):
         return True

@@ -196,3 +196,41 @@ def test_the_card_counts_accepted_ai_apart_from_human_judgments(store: Store) ->
     card = (Path(summary.export_dir) / "README.md").read_text()
     assert "2 human reviews, of which 1 accepted the AI judge's suggested ratings" in card
     assert "| judge failures: placeholder rationales | 1 |" in card
+
+
+def test_placeholder_rationales_are_not_exported_as_judgments(store: Store) -> None:
+    """Issue 12, item 8: the template's placeholder is no rationale: both binarize paths (the
+    columnar one, and the reference one that reviewed rows take) export it as null."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipelines.binarize import BinarizeOptions, binarize, collect
+
+    rows = collect(store, judge_id="judge")
+    columnar = binarize(rows, BinarizeOptions()).table.column("rationales").to_pylist()
+    assert columnar == [["fine", None, "best"]]
+    submit_review(store, store.cid, "bob", candidate_keys=KEYS, ratings={"a/0": 3})
+    rows = collect(store, judge_id="judge")
+    reviewed = binarize(rows, BinarizeOptions()).table.column("rationales").to_pylist()
+    assert reviewed == [["fine", None, "best"]]
+    # and the recipe's streamed export writes the same
+    from pipelines.recipe import parse_recipe
+    from pipelines.run import run_recipe
+
+    recipe = parse_recipe(
+        {
+            "name": "flags",
+            "source": {"path": "unused.jsonl"},
+            "generators": [{"id": g, "backend": "original"} for g in ("a", "b", "c")],
+            "judge": {"id": "judge", "backend": "embedded"},
+        }
+    )
+    summary = run_recipe(recipe, store, stages=["binarize", "export"])
+    assert summary.status == "done", summary.error
+    data = Path(summary.export_dir) / "data"
+    assert pq.read_table(next(data.glob("*.parquet"))).column("rationales").to_pylist() == [
+        ["fine", None, "best"]
+    ]
+    line = json.loads(next(data.glob("*.jsonl")).read_text().splitlines()[0])
+    assert "[rationale for text 2]" not in json.dumps(line)
