@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.judge_quality import placeholder_rationale, without_placeholders
+from pipelines.judge_quality import null_placeholders, without_placeholders
 from pipelines.store import Store
 from pipelines.types import Conversation, Message
 
@@ -1099,10 +1099,7 @@ def _emit(
     ratings = pa.array(vals[cand_idx], type=pa.float64(), mask=~valid[cand_idx])
     rationales_l = list(map(_RATIONALES, rows))
     rat_off = _offsets(np.fromiter(map(len, rationales_l), np.int64, n_kept))
-    rationales = _strings(
-        (None if placeholder_rationale(t) else t for t in chain.from_iterable(rationales_l)),
-        int(rat_off[-1]),
-    )
+    rationales = null_placeholders(_strings(chain.from_iterable(rationales_l), int(rat_off[-1])))
 
     columns = {
         "source": per_pair(_strings(map(_SOURCE, convs), n_kept)),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 # words the judge templates use inside their placeholders
 _TEMPLATE_WORDS = (
@@ -22,11 +23,44 @@ _WRAPPED = re.compile(r"^\s*[\[<{(]\s*(?P<inner>.*?)\s*[\]>})]\s*[.:]?\s*$", re.
 _ONLY_TEMPLATE_WORDS = re.compile(rf"^(?:(?:{_TEMPLATE_WORDS})[\s,.:;/_-]*)+$", re.IGNORECASE)
 _EMPTY_LIKE = re.compile(r"^\s*(?:\.{2,}|…|-+|_+|n/?a|none|null|todo|tbd|rationale)\s*$", re.I)
 _KEY_WORDS = re.compile(r"rationale|rating|reason|justification|explanation|text\s*\d", re.I)
+# plain substrings that every _KEY_WORDS match contains
+_KEY_WORD_STEMS = ("rationale", "rating", "reason", "justification", "explanation", "text")
 
 
 # the longest placeholder the templates hold is ~70 characters ("[Rationale for the rating in
 # short sentences, at most 20 characters]"); past this a text is written, not echoed
 MAX_PLACEHOLDER_CHARS = 200
+
+
+# Every placeholder_rationale() match also matches this (RE2, searched by Arrow in C++): the
+# cheap first pass of ``null_placeholders`` over a whole column.
+_MAYBE = (
+    r"(?i)rationale|rating|reason|justification|explanation|text"
+    r"|^\s*[\"'`]*\s*[\[<{(.\-_…]|^\s*[\"'`]*\s*(n/?a|none|null|todo|tbd)"
+)
+
+
+def null_placeholders(column: Any) -> Any:
+    """A ``pa.string()`` array with placeholder rationales replaced by null (an export's
+    column): Arrow's vectorised search narrows the candidates, ``placeholder_rationale``
+    decides on those few."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(column) == 0:
+        return column
+    maybe = pc.and_(
+        pc.less_equal(pc.utf8_length(column), MAX_PLACEHOLDER_CHARS),
+        pc.match_substring_regex(column, _MAYBE),
+    )
+    idx = np.flatnonzero(pc.fill_null(maybe, False).to_numpy(zero_copy_only=False))
+    flags = np.zeros(len(column), dtype=bool)
+    for i in idx:
+        flags[i] = placeholder_rationale(column[int(i)].as_py())
+    if not flags.any():
+        return column
+    return pc.if_else(pa.array(flags), pa.scalar(None, pa.string()), column)
 
 
 def without_placeholders(rationales: Iterable[str | None]) -> list[str | None]:
@@ -45,6 +79,14 @@ def placeholder_rationale(text: str | None) -> bool:
     stripped = text.strip().strip("\"'`")
     if _EMPTY_LIKE.match(stripped):
         return True
+    low = stripped.lower()
+    if not any(word in low for word in _KEY_WORD_STEMS):
+        # no key word: only an empty wrapper ("[ ]", "<>") is left to be a placeholder; this
+        # plain-substring path keeps a real rationale's check cheap (exports check each one)
+        if stripped[:1] not in "[<{(":
+            return False
+        wrapped = _WRAPPED.match(stripped)
+        return wrapped is not None and not wrapped.group("inner").strip()
     wrapped = _WRAPPED.match(stripped)
     inner = wrapped.group("inner") if wrapped else stripped
     if not inner.strip():

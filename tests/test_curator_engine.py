@@ -234,3 +234,49 @@ def test_placeholder_rationales_are_not_exported_as_judgments(store: Store) -> N
     ]
     line = json.loads(next(data.glob("*.jsonl")).read_text().splitlines()[0])
     assert "[rationale for text 2]" not in json.dumps(line)
+
+
+def test_the_vectorised_column_check_is_the_same_check() -> None:
+    """``null_placeholders`` (Arrow's search, then the Python check on the few candidates) nulls
+    exactly what ``placeholder_rationale`` flags, on the known shapes and on random text."""
+    import pyarrow as pa
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pipelines.judge_quality import null_placeholders
+
+    known = [
+        "[rationale for text 2]",
+        "`[Rationale for the rating in short sentences, at most 20 characters]`",
+        "rationale for text 1",
+        "<rationale>",
+        "...",
+        "…",
+        "N/A",
+        " none ",
+        "[ ]",
+        "<>",
+        "-----",
+        "[Text 3]",
+        "Text 2: the reasoning is sound.",
+        "Clear and right.",
+        "",
+        None,
+        "x" * 300,
+    ]
+
+    def check(values: list[str | None]) -> None:
+        got = null_placeholders(pa.array(values, pa.string())).to_pylist()
+        assert got == [None if placeholder_rationale(v) else v for v in values]
+
+    check(known)
+    chars = list("[]<>{}().-_… \"'`abcnotxyz0123456789/")
+    pieces = st.sampled_from([*chars, "rationale ", "text "])
+    texts = st.one_of(st.none(), st.lists(pieces, max_size=12).map("".join), st.text(max_size=40))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(texts, min_size=1, max_size=20))
+    def random_columns(values: list[str | None]) -> None:
+        check(values)
+
+    random_columns()
