@@ -62,6 +62,19 @@ def model_stats(
     for p in pairs:
         chosen[p["chosen_model"]] = chosen.get(p["chosen_model"], 0) + 1
         rejected[p["rejected_model"]] = rejected.get(p["rejected_model"], 0) + 1
+    records = _model_records(hist, total, rated, chosen, rejected)
+    return pd.DataFrame.from_records(records, columns=MODEL_COLUMNS)
+
+
+def _model_records(
+    hist: dict[str, dict[str, int]],
+    total: dict[str, float],
+    rated: dict[str, int],
+    chosen: dict[str, int],
+    rejected: dict[str, int],
+) -> list[dict[str, Any]]:
+    """One row per model: its rating histogram, mean AI rating, chosen / rejected counts and
+    win rate (the Results table and the card), from the per-model tallies."""
     records = []
     for model in sorted(set(hist) | set(chosen) | set(rejected)):
         h = hist.get(model, dict.fromkeys(HIST_COLUMNS, 0))
@@ -77,7 +90,7 @@ def model_stats(
                 "win_rate": c / (c + r) if c + r else None,
             }
         )
-    return pd.DataFrame.from_records(records, columns=MODEL_COLUMNS)
+    return records
 
 
 def rating_pairs(rows: Iterable[JudgedConversation]) -> pd.DataFrame:
@@ -240,21 +253,7 @@ def store_stats(
         chosen[p["chosen_model"]] = chosen.get(p["chosen_model"], 0) + 1
         rejected[p["rejected_model"]] = rejected.get(p["rejected_model"], 0) + 1
         sources[p["rating_source"]] = sources.get(p["rating_source"], 0) + 1
-    models = []
-    for model in sorted(set(hist) | set(chosen) | set(rejected)):
-        h = hist.get(model, dict.fromkeys(HIST_COLUMNS, 0))
-        c, r = chosen.get(model, 0), rejected.get(model, 0)
-        models.append(
-            {
-                "model": model,
-                "count": sum(h.values()),
-                **h,
-                "mean_rating": total[model] / rated[model] if rated.get(model) else None,
-                "chosen": c,
-                "rejected": r,
-                "win_rate": c / (c + r) if c + r else None,
-            }
-        )
+    models = _model_records(hist, total, rated, chosen, rejected)
     both = store.rated_by_both(generator_ids, judge_id)
     df = pd.DataFrame.from_records(
         [
