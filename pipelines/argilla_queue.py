@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelines.rating_scale import rating_scale, scale_markdown
 from pipelines.secrets import mask_tokens
 from pipelines.store import Store
-from pipelines.types import Conversation, Progress
+from pipelines.types import Conversation, Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ STAGE_PULL = "pull-argilla"
 RATING_VALUES = [1, 2, 3, 4, 5]
 MAX_BULK = 500  # server limit per bulk upsert
 
-ProgressCallback = Callable[[Progress], None]
 
 GUIDELINES = """\
 ## Rate every response to the last user turn

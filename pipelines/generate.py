@@ -23,9 +23,8 @@ from pipelines.types import (
     GenerationResult,
     Message,
     Progress,
+    ProgressCallback,
 )
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass

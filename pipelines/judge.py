@@ -14,7 +14,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +28,11 @@ from pipelines.judge_format import (
     render_judge_messages,
 )
 from pipelines.store import Candidate, Store
-from pipelines.types import Conversation, GenerationRequest, Progress
+from pipelines.types import Conversation, GenerationRequest, Progress, ProgressCallback
 
 MIN_CANDIDATES = 2
 MAX_CANDIDATES = 8
 PARSE_RETRIES = 2  # extra immediate tries when the output cannot be fully read
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def shown_order(conversation_id: str, n: int, seed: int) -> list[int]:

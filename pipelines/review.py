@@ -59,12 +59,6 @@ class ReviewItem:
     other_reviews: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _in(column: str, values: list[str] | None) -> tuple[str, list[Any]]:
-    if not values:
-        return "", []
-    return f" AND {column} IN ({','.join('?' * len(values))})", list(values)
-
-
 def display_order(conversation_id: str, n: int) -> list[int]:
     """A stable shuffle of ``range(n)`` for one conversation."""
     seed = int(hashlib.sha256(f"review:{conversation_id}".encode()).hexdigest()[:12], 16)

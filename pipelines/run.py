@@ -20,9 +20,7 @@ from typing import Any
 
 from pipelines.recipe import STAGES, Recipe, RecipeError
 from pipelines.store import Store
-from pipelines.types import Conversation, Progress
-
-ProgressCallback = Callable[[Progress], None]
+from pipelines.types import Conversation, Progress, ProgressCallback
 
 
 class StageError(Exception):

@@ -3,7 +3,7 @@
 Every source ends up as a list of :class:`pipelines.types.Conversation`: OpenAI-style messages
 that end with the last user turn, plus the dataset's own answer to it (``original_response``).
 
-Supported inputs (see DESIGN.md, "Message format"):
+Supported inputs (the README's "Sources" section shows each shape):
 
 * files: ``.jsonl``, ``.json`` (an array, ``{"data": [...]}``-style objects, or JSON Lines saved
   as ``.json``), ``.parquet``, ``.csv`` (a column holding the conversation as JSON text);

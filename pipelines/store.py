@@ -1,6 +1,6 @@
 """The workspace store: one SQLite database (WAL) that every stage reads from and commits to.
 
-Every write is an idempotent upsert keyed as in DESIGN.md, committed at once, so a killed
+Every write is an idempotent upsert on its table's primary key, committed at once, so a killed
 job loses at most the requests that were in flight and a re-run does only what is missing.
 Nothing secret is ever written here: recipes are stored through ``redact``.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -193,3 +194,7 @@ class Progress:
             "message": self.message,
             **({"notes": list(self.notes)} if self.notes else {}),
         }
+
+
+# what every stage calls with its live progress (the CLI prints it, the app shows it)
+ProgressCallback = Callable[[Progress], None]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.net import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "argilla-local"
 EXPORTED = ("ARGILLA_API_URL", "ARGILLA_API_KEY")
@@ -30,12 +31,6 @@ EXPORTED = ("ARGILLA_API_URL", "ARGILLA_API_KEY")
 
 class ArgillaStartError(RuntimeError):
     """``argilla-local start`` failed; the message carries the tail of every log."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def missing_requirement() -> str | None:
