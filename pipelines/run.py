@@ -444,7 +444,6 @@ def run_recipe(
         if on_progress is not None:
             on_progress(p)
 
-    binarized = None
     pipelined = False
     from pipelines.cost import BudgetGuard
 
@@ -523,7 +522,7 @@ def run_recipe(
             elif stage == "binarize" and ("export" in stages or "publish" in stages):
                 continue  # streamed together with the export, chunk by chunk
             elif stage == "binarize":
-                binarized, summary.results["binarize"] = binarize_stage(recipe, store)
+                _, summary.results["binarize"] = binarize_stage(recipe, store)
             elif stage == "export":
                 out, summary.results["binarize"] = export_stage_streamed(recipe, store)
                 summary.export_dir = str(out)
