@@ -137,19 +137,24 @@ def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, A
 
 
 def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
-    """Everything the dataset card reports, gathered from the store."""
+    """Everything the dataset card reports, gathered from the store (``binarized`` in memory:
+    the Results tab's export)."""
+    from pipelines.stats import compute_stats
+
+    stats = compute_stats(binarized.rows, binarized.pair_labels(), store.reviews())
+    return _card(store, recipe, stats, dict(binarized.result.dropped))
+
+
+def _card(store: Store, recipe: Recipe, stats: dict[str, Any], dropped: dict[str, int]) -> Any:
+    """The dataset card's context: ``stats`` (``compute_stats`` or ``store_stats``) and the
+    binarize drop counts, plus the stage counts, reviews, usage and verdicts from the store."""
     from pipelines.cost import usage_report
     from pipelines.pairwise import verdicts_per_model
     from pipelines.publish import CardContext
-    from pipelines.stats import compute_stats
 
     counts = store.candidate_counts()
-    judged = store.count_judged(recipe.judge.id if recipe.judge else None)
-    reviewed = store.review_totals()["conversations"]
-    human_reviews = store.reviews()
-    options = recipe.binarize
-    stats = compute_stats(binarized.rows, binarized.pair_labels(), human_reviews)
-    quality = stats["judge_quality"]
+    totals = store.review_totals()
+    quality = stats.get("judge_quality") or {}
     return CardContext(
         dataset_name=recipe.export.dataset_name or recipe.name,
         recipe=recipe.to_dict(),
@@ -158,20 +163,20 @@ def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
             "conversations": store.count_conversations(),
             "candidates generated": sum(c["done"] for c in counts.values()),
             "candidates failed": sum(c["failed"] for c in counts.values()),
-            "conversations judged": int(judged),
-            "conversations reviewed": int(reviewed),
+            "conversations judged": store.count_judged(recipe.judge.id if recipe.judge else None),
+            "conversations reviewed": totals["conversations"],
             # issue 12: a rationale that is the template's placeholder is a judge failure
-            "judge failures: placeholder rationales": quality["placeholder_rationales"],
+            "judge failures: placeholder rationales": quality.get("placeholder_rationales", 0),
         },
         stats=stats,
         generator_models=[g.display_name() for g in recipe.generators],
         judge_model=recipe.judge.display_name() if recipe.judge else None,
-        dropped=dict(binarized.result.dropped),
-        strategy=str(options.get("strategy", "best-vs-worst")),
+        dropped=dropped,
+        strategy=str(recipe.binarize.get("strategy", "best-vs-worst")),
         repo_id=recipe.publish.repo_id,
-        reviewed=int(reviewed),
-        human_reviews=len(human_reviews),
-        accepted_ai=sum(1 for r in human_reviews if r.get("accepted_ai")),
+        reviewed=totals["conversations"],
+        human_reviews=totals["reviews"],
+        accepted_ai=totals["accepted_ai"],
         judge_template=recipe.judge.template if recipe.judge else None,
         usage=usage_report(store, recipe),  # issue 14
         pairwise=verdicts_per_model(store),
@@ -205,8 +210,6 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
     from collections import Counter
 
     from pipelines.binarize import BinarizeOptions, binarize, collect_chunks
-    from pipelines.cost import usage_report
-    from pipelines.pairwise import verdicts_per_model
     from pipelines.profiles import row_sources_of
     from pipelines.publish import CardContext, export_local_stream
     from pipelines.stats import store_stats
@@ -233,41 +236,10 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
                 yield {"chosen_model": chosen, "rejected_model": rejected, "rating_source": source}
 
     def card(n_rows: int) -> CardContext:
-        counts = store.candidate_counts()
-        judged = store.count_judged(judge_id)
-        totals = store.review_totals()
-        reviewed = totals["conversations"]
-        human_reviews, accepted_ai = totals["reviews"], totals["accepted_ai"]
         stats = store_stats(
             store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
         )
-        quality = stats.get("judge_quality") or {}
-        return CardContext(
-            dataset_name=recipe.export.dataset_name or recipe.name,
-            recipe=recipe.to_dict(),
-            load_reports=store.load_reports(),
-            stage_counts={
-                "conversations": store.count_conversations(),
-                "candidates generated": sum(c["done"] for c in counts.values()),
-                "candidates failed": sum(c["failed"] for c in counts.values()),
-                "conversations judged": int(judged),
-                "conversations reviewed": int(reviewed),
-                # issue 12: a rationale that is the template's placeholder is a judge failure
-                "judge failures: placeholder rationales": quality.get("placeholder_rationales", 0),
-            },
-            stats=stats,
-            generator_models=[g.display_name() for g in recipe.generators],
-            judge_model=recipe.judge.display_name() if recipe.judge else None,
-            dropped=dict(dropped),
-            strategy=str(recipe.binarize.get("strategy", "best-vs-worst")),
-            repo_id=recipe.publish.repo_id,
-            reviewed=int(reviewed),
-            human_reviews=human_reviews,
-            accepted_ai=accepted_ai,
-            judge_template=recipe.judge.template if recipe.judge else None,
-            usage=usage_report(store, recipe),  # issue 14
-            pairwise=verdicts_per_model(store),
-        )
+        return _card(store, recipe, stats, dict(dropped))
 
     out, n_pairs = export_local_stream(
         tables(),
