@@ -2,161 +2,37 @@
 
     Data ─▶ Models ─▶ Run ─▶ Review ─▶ Results      (Recipe: the whole configuration as YAML)
 
-The app holds one ``Workspace`` per data folder, shared by every browser session: the store,
-the current recipe and the background job manager. Tabs only call the engine (``pipelines``);
-no stage logic lives here.
+The app holds one ``WorkspaceService`` (``pipelines.service``) per data folder, shared by every
+browser session: the store, the current recipe, the background job manager and every operation
+on them, each checking the caller's role. Tabs hold layout and wiring only.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import yaml
 
 from capyui import render
 from capyui.tabs.arena import ARENA_KEYS_JS
-from pipelines.jobs import JobManager
-from pipelines.recipe import RECIPES_DIR, Recipe, RecipeError, load_recipe, parse_recipe
-from pipelines.store import Store, default_data_dir
+from pipelines.service import DEFAULT_RECIPE, WorkspaceService, get_service
 from pipelines.workspace import Policy, auth_users, is_loopback
 
-DEFAULT_RECIPE = "quickstart"
+__all__ = ["DEFAULT_RECIPE", "Workspace", "build_app", "get_workspace", "launch"]
 
 
-class Workspace:
-    """Server-side state of one data folder: store, current recipe, jobs."""
-
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
-        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        self.store = Store(self.data_dir)
-        self.jobs = JobManager(self.store)
-        self._lock = threading.Lock()
-        self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
-        self._listeners: list[Callable[[], None]] = []
-
-    def on_recipe_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (cheap; start a thread for real work) after every recipe change."""
-        self._listeners.append(listener)
-
-    def _changed(self) -> None:
-        for listener in list(self._listeners):
-            listener()
-
-    @property
-    def recipe_path(self) -> Path:
-        """The workspace's current recipe survives restarts (secret-free, like any recipe)."""
-        return self.data_dir / "recipe.yaml"
-
-    def _saved_recipe(self) -> Recipe | None:
-        if not self.recipe_path.is_file():
-            return None
-        try:
-            recipe = load_recipe(self.recipe_path)
-        except RecipeError as exc:
-            print(f"warning: ignoring the saved recipe: {exc}", file=sys.stderr)
-            return None
-        return recipe
-
-    def _save(self, recipe: Recipe) -> None:
-        """Write the recipe with its source file path made absolute (it is read back from the
-        data folder, not from where the recipe first came from)."""
-        data = recipe.to_dict()
-        if recipe.source.path:
-            data["source"]["path"] = str(Path(recipe.source_path()).resolve())
-        tmp = self.recipe_path.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
-        tmp.replace(self.recipe_path)
-
-    @property
-    def recipe(self) -> Recipe:
-        with self._lock:
-            return self._recipe
-
-    def check_paths(self, recipe: Recipe) -> None:
-        """A recipe of the app reads files only from the workspace or the bundled recipes,
-        checked after resolving symlinks (issue 10). RecipeError otherwise."""
-        if not recipe.source.path:
-            return
-        try:
-            target = Path(recipe.source_path()).resolve()
-        except (OSError, RuntimeError):
-            raise RecipeError("source.path: cannot be resolved") from None
-        roots = [self.data_dir.resolve(), RECIPES_DIR.resolve()]
-        if not any(target.is_relative_to(r) for r in roots):
-            raise RecipeError(
-                "source.path: only files in the workspace (upload them in the Data tab) or "
-                "the bundled samples can be read"
-            )
-
-    def set_recipe(self, recipe: Recipe) -> None:
-        if recipe.base_dir is None:
-            recipe.base_dir = self.base_dir
-        self.check_paths(recipe)
-        with self._lock:
-            self._recipe = recipe
-            self._save(recipe)
-        self._changed()
-
-    @property
-    def base_dir(self) -> str:
-        """Where relative source paths of an imported recipe resolve (the bundled recipes)."""
-        return self._recipe.base_dir or str(RECIPES_DIR)
-
-    def update_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
-        """Apply ``change`` to the recipe as a dict and validate (raises RecipeError)."""
-        with self._lock:
-            data = self._recipe.model_dump(mode="json", exclude_none=True)
-            change(data)
-            recipe = parse_recipe(data, name="recipe", base_dir=self._recipe.base_dir)
-            self.check_paths(recipe)
-            self._recipe = recipe
-            self._save(recipe)
-        self._changed()
-        return recipe
-
-    def candidate_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
-        """The recipe ``change`` would give, validated but NOT made current (raises
-        RecipeError). Use ``set_recipe`` once whatever depends on it has worked (a load)."""
-        with self._lock:
-            data = self._recipe.model_dump(mode="json", exclude_none=True)
-            base_dir = self._recipe.base_dir
-        change(data)
-        return parse_recipe(data, name="recipe", base_dir=base_dir)
-
-    def storage_warning(self) -> str | None:
-        """A warning when running on a Space whose data would not survive a restart."""
-        if not os.environ.get("SPACE_ID"):
-            return None
-        try:
-            resolved = self.data_dir.resolve()
-        except OSError:
-            resolved = self.data_dir
-        if Path("/data").is_dir() and str(resolved).startswith("/data"):
-            return None
-        return (
-            "This Space has no persistent storage: everything in the workspace (loaded data, "
-            "candidates, judgments, reviews) is lost when the Space restarts. Enable persistent "
-            "storage in the Space settings, and export or publish your results often."
-        )
+# The workspace (store, recipe, jobs) and its operations live in the engine's service; the app
+# and the CLI are front ends over it (issue 9). ``Workspace`` is its old name.
+Workspace = WorkspaceService
 
 
-_workspaces: dict[str, Workspace] = {}
-_workspaces_lock = threading.Lock()
-
-
-def get_workspace(data_dir: str | os.PathLike[str] | None = None) -> Workspace:
-    path = Path(data_dir) if data_dir is not None else default_data_dir()
-    key = str(path.resolve())
-    with _workspaces_lock:
-        if key not in _workspaces:
-            _workspaces[key] = Workspace(path)
-        return _workspaces[key]
+def get_workspace(
+    data_dir: str | os.PathLike[str] | None = None, policy: Policy | None = None
+) -> WorkspaceService:
+    return get_service(data_dir, policy)
 
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -186,8 +62,8 @@ def build_app(
     from capyui import guard
     from capyui.tabs import arena, data, models, recipe, results, review, run
 
-    ws = get_workspace(store_dir)
     policy = policy or Policy.from_env(default_host())
+    ws = get_workspace(store_dir, policy)
     on_space = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="CapyUI", analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):

@@ -1,4 +1,8 @@
-"""Server-side authorization of every Gradio event handler (issue 10).
+"""The Gradio adapter of the workspace service's authorization (issues 9, 10).
+
+The decision is the engine's: every operation of ``pipelines.service.WorkspaceService`` checks
+its caller's role for its action (``pipelines.workspace``), for the CLI and the app alike. This
+module builds the caller (``Actor``) from the web request and maps a refusal to a Gradio error.
 
 ``protect(demo, policy)`` runs once, after every tab has registered its events: it wraps the
 function of *every* event of the app with a check of ``pipelines.workspace.authorize`` for the
@@ -161,6 +165,10 @@ def _guarded(fn: Callable[..., Any], action: str, policy: Policy, silent: bool, 
         token = _actor.set(actor)
         try:
             return fn(*args, **kwargs)
+        except Forbidden as exc:  # the service's own check (pipelines.service) said no
+            if silent:
+                return _skip(n)
+            raise gr.Error(str(exc), print_exception=False) from None
         finally:
             _actor.reset(token)
 

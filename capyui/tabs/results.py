@@ -1,10 +1,14 @@
 """Results tab: binarization options with a live preview, statistics plots, download and
-publish to the Hugging Face Hub."""
+publish to the Hugging Face Hub.
+
+Layout and wiring only: the statistics (SQL aggregates), the binarize preview, the options,
+export and publish are ``pipelines.service.WorkspaceService`` operations with typed results;
+the tab maps them onto its components (``ResultsView``)."""
 
 from __future__ import annotations
 
 import os
-import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +16,14 @@ import gradio as gr
 import pandas as pd
 
 from capyui import render
+from capyui.guard import current_actor
 from pipelines.profiles import PROFILES
-from pipelines.recipe import MOVED_TO_EXPORT_FILTERS, RecipeError
+from pipelines.service import BinarizePreview, ResultsOverview, ServiceError, WorkspaceService
 
-STRATEGIES = ["best-vs-worst", "best-vs-random-lower", "all-pairs"]
 PREVIEW_PAIRS = 5
+SAMPLE_ROWS = 50  # conversations the quick pair sample of the tab's first look binarizes
+
+Updates = dict[Any, Any]  # component -> new value
 
 
 def _options(
@@ -26,7 +33,8 @@ def _options(
     drop_null: bool,
     max_turns: float | None,
 ) -> dict[str, Any]:
-    opts: dict[str, Any] = {"strategy": strategy if strategy in STRATEGIES else "best-vs-worst"}
+    """The options the form shows, as binarize option changes (the engine validates them)."""
+    opts: dict[str, Any] = {"strategy": strategy or "best-vs-worst"}
     if min_margin:
         opts["min_margin"] = float(min_margin)
     if min_chosen:
@@ -38,42 +46,6 @@ def _options(
     return opts
 
 
-_cache: dict[str, Any] = {}
-_cache_lock = threading.Lock()
-_warming: set[str] = set()
-
-
-def compute(ws: Any, options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    """(rows, BinarizeResult, stats) for the recipe's models and judge with ``options``.
-
-    Conversations without a single candidate (never generated) are left out: they are not
-    "too few candidates", they are work not done yet (``stats["not_generated"]`` counts them).
-    The result is reused while the store and the options are unchanged (``Store.change_marker``),
-    so coming back to the Results tab is instant on a large workspace."""
-    from pipelines.binarize import BinarizeOptions, binarize, collect
-    from pipelines.stats import compute_stats
-
-    recipe = ws.recipe
-    opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
-    gens = [g.id for g in recipe.generators]
-    judge_id = recipe.judge.id if recipe.judge is not None else None
-    key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
-    with _cache_lock:
-        hit = _cache.get(str(ws.data_dir))
-        if hit is not None and hit[0] == key:
-            return hit[1]
-    rows = collect(ws.store, generator_ids=gens, judge_id=judge_id)
-    generated = [r for r in rows if r.candidates]
-    result = binarize(generated, opts)
-    stats = compute_stats(generated, result.pairs, ws.store.reviews())
-    stats["not_generated"] = len(rows) - len(generated)
-    stats["generator_of"] = {c[2]: c[1] for r in generated for c in r.candidates}
-    out = (generated, result, stats)
-    with _cache_lock:
-        _cache[str(ws.data_dir)] = (key, out)
-    return out
-
-
 def _last_user(messages: list[dict[str, Any]]) -> str:
     for m in reversed(messages):
         if m.get("role") == "user":
@@ -81,8 +53,11 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def pairs_html(pairs: list[dict[str, Any]]) -> str:
+def pairs_html(pairs: list[dict[str, Any]], total: int | None) -> str:
+    """The first pairs; ``total``: how many the whole run made (None: a sample)."""
     if not pairs:
+        if total is None:
+            return render.notice_html("No pairs in the first conversations: press Preview.", "info")
         return render.notice_html("No pairs with these options.", "info")
     out = []
     for p in pairs[:PREVIEW_PAIRS]:
@@ -101,8 +76,8 @@ def pairs_html(pairs: list[dict[str, Any]]) -> str:
             f'<div class="cu-muted">rating chosen {render.esc(p["rating_chosen"])} · rating '
             f"rejected {render.esc(p['rating_rejected'])}</div></div>"
         )
-    more = len(pairs) - PREVIEW_PAIRS
-    if more > 0:
+    more = (len(pairs) if total is None else total) - PREVIEW_PAIRS
+    if more > 0 and total is not None:
         out.append(f'<div class="cu-muted">… and {more} more pair(s)</div>')
     return "".join(out)
 
@@ -168,10 +143,11 @@ def short_label(model: str, generator_of: dict[str, str]) -> str:
     return label if len(label) <= 24 else label[:23] + "…"
 
 
-def plots(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def plots(
+    stats: dict[str, Any], gen_of: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     from pipelines.stats import histogram_frame
 
-    gen_of = stats.get("generator_of") or {}
     hist = histogram_frame(stats)
     hist.insert(0, "generator", [short_label(m, gen_of) for m in hist["model"]])
     models = pd.DataFrame.from_records(
@@ -183,116 +159,117 @@ def plots(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     return hist, mean, win
 
 
-def cached(ws: Any, options: dict[str, Any]) -> bool:
-    """True when ``compute(ws, options)`` would answer from the cache (cheap to check)."""
-    from pipelines.binarize import BinarizeOptions
+@dataclass
+class ResultsView:
+    """The Results tab's statistics components; ``preview``/``overview`` map a typed result of
+    the service onto them, by component (one place)."""
 
-    recipe = ws.recipe
-    try:
-        opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
-    except ValueError:
-        return True  # an error is instant too
-    gens = [g.id for g in recipe.generators]
-    judge_id = recipe.judge.id if recipe.judge is not None else None
-    key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
-    with _cache_lock:
-        hit = _cache.get(str(ws.data_dir))
-    return hit is not None and hit[0] == key
+    counts: gr.HTML
+    pairs: gr.HTML
+    summary: gr.JSON
+    hist: gr.BarPlot
+    mean: gr.BarPlot
+    win: gr.BarPlot
+    agreement: gr.HTML
 
+    @property
+    def outputs(self) -> list[Any]:  # the API's output order
+        return [self.counts, self.pairs, self.summary, self.hist, self.mean, self.win,
+                self.agreement]  # fmt: skip
 
-def warm(ws: Any) -> None:
-    """Compute the default preview in a background thread (app start, recipe saved), so the
-    first visit of the Results tab finds it ready instead of waiting on a large workspace."""
-
-    key = str(ws.data_dir)
-    with _cache_lock:
-        if key in _warming:
-            return
-        _warming.add(key)
-
-    def work() -> None:
-        try:
-            compute(ws, {})
-        except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
-            pass
-        finally:
-            with _cache_lock:
-                _warming.discard(key)
-
-    threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
-
-
-def preview(ws: Any, *args: Any) -> list[Any]:
-    from pydantic import ValidationError
-
-    try:
-        _, result, stats = compute(ws, _options(*args))
-    except (ValidationError, ValueError) as exc:
-        msg = str(exc).splitlines()[0]
-        err = render.notice_html(f"Invalid options: {msg}", "error")
-        return [err, "", {}, None, None, None, ""]
-    summary = result.summary()
-    hist, mean, win = plots(stats)
-    return [
-        counts_html(summary, stats),
-        pairs_html(result.pairs),
-        summary,
-        hist,
-        mean,
-        win,
-        agreement_html(stats),
-    ]
-
-
-def save_options(ws: Any, *args: Any) -> str:
-    opts = _options(*args)
-
-    def change(data: dict[str, Any]) -> None:
-        data["binarize"] = {**(data.get("binarize") or {}), **opts}
-        for key in ("min_margin", "min_chosen_rating", "drop_null_ratings", "max_turns"):
-            if key not in opts:
-                data["binarize"].pop(key, None)
-        # thresholds are export filters (the build keeps every strictly ordered pair)
-        export_section = data.setdefault("export", {})
-        export_section["filters"] = {
-            k: data["binarize"].pop(k) for k in MOVED_TO_EXPORT_FILTERS if k in data["binarize"]
+    def error(self, message: str) -> Updates:
+        return {
+            self.counts: render.notice_html(message, "error"),
+            self.pairs: "",
+            self.summary: {},
+            self.hist: None,
+            self.mean: None,
+            self.win: None,
+            self.agreement: "",
         }
 
+    def preview(self, p: BinarizePreview, generator_of: dict[str, str]) -> Updates:
+        stats = {**p.stats, "not_generated": p.summary.get("not_generated", 0)}
+        hist, mean, win = plots(stats, generator_of)
+        return {
+            self.counts: counts_html(p.summary, stats),
+            self.pairs: pairs_html(p.pairs, p.num_pairs),
+            self.summary: p.summary,
+            self.hist: hist,
+            self.mean: mean,
+            self.win: win,
+            self.agreement: agreement_html(stats),
+        }
+
+    def overview(self, o: ResultsOverview, sample: list[dict[str, Any]]) -> Updates:
+        """The first look at any size: SQL statistics, a few pairs from the first
+        conversations; the pair counts and win rates follow from Preview (or the warm-up)."""
+        stats = {**o.stats, "not_generated": o.not_generated}
+        hist, mean, _ = plots(stats, o.generator_of)
+        head = render.table_html(
+            ["conversations with candidates", "not generated yet"],
+            [(o.reviewable, o.not_generated)],
+        )
+        note = render.notice_html(
+            "Pair counts and win rates are computed over the whole workspace: press Preview "
+            "(the pairs below come from the first conversations).",
+            "info",
+        )
+        return {
+            self.counts: head + note,
+            self.pairs: pairs_html(sample, None),
+            self.summary: {},
+            self.hist: hist,
+            self.mean: mean,
+            self.win: None,
+            self.agreement: agreement_html(stats),
+        }
+
+
+def preview(ws: WorkspaceService, v: ResultsView, *args: Any) -> Updates:
+    """Binarize the whole workspace with the form's options (the Preview button)."""
     try:
-        ws.update_recipe(change)
-    except RecipeError as exc:
+        p = ws.binarize_preview(current_actor(), _options(*args))
+    except ServiceError as exc:
+        return v.error(str(exc))
+    return v.preview(p, ws.results_overview(current_actor()).generator_of)
+
+
+def first_look(ws: WorkspaceService, v: ResultsView, *args: Any) -> Updates:
+    """What the tab shows when opened: the full preview if it is ready (warmed since the last
+    change), else the SQL overview; neither grows with the workspace."""
+    actor = current_actor()
+    options = _options(*args)
+    ready = ws.cached_preview(actor, options)
+    overview = ws.results_overview(actor)
+    if ready is not None:
+        return v.preview(ready, overview.generator_of)
+    try:
+        sample = ws.sample_pairs(actor, options, rows=SAMPLE_ROWS, limit=PREVIEW_PAIRS)
+    except ServiceError as exc:
+        return v.error(str(exc))
+    return v.overview(overview, sample)
+
+
+def save_options(ws: WorkspaceService, *args: Any) -> str:
+    try:
+        ws.save_binarize_options(current_actor(), _options(*args))
+    except ServiceError as exc:
         return render.notice_html(str(exc), "error")
     return render.notice_html("Binarization options saved to the recipe.", "ok")
 
 
 def export(
-    ws: Any, formats: list[str], *args: Any, profile: str | None = None
+    ws: WorkspaceService, formats: list[str], *args: Any, profile: str | None = None
 ) -> tuple[Any, str, list[str]]:
-    from pipelines.run import binarize_stage, export_stage
-
-    if not formats:
-        return None, render.notice_html("Pick at least one format.", "error"), []
-    save = save_options(ws, *args)
-    if "cu-error" in save:
-        return None, save, []
-
-    def change(data: dict[str, Any]) -> None:
-        data.setdefault("export", {})["formats"] = formats
-        if profile in PROFILES:
-            data["export"]["profile"] = profile
-
     try:
-        recipe = ws.update_recipe(change)
-        binarized, _ = binarize_stage(recipe, ws.store)
-        out = export_stage(recipe, ws.store, binarized)
-    except Exception as exc:  # noqa: BLE001 - PublishError and friends: one line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, render.notice_html(f"Export failed: {msg}", "error"), []
-    made = sorted(str(p) for p in (Path(out) / "data").glob("train-*"))
-    files = downloadable([*made, str(Path(out) / "README.md")])
+        made = ws.export(current_actor(), formats, _options(*args), profile=profile)
+    except ServiceError as exc:
+        return None, render.notice_html(str(exc), "error"), []
+    files = downloadable([str(p) for p in made.files])
     return (
         files,
-        render.notice_html(f"Exported {len(binarized.pairs)} pair(s) to {out}.", "ok"),
+        render.notice_html(f"Exported {made.pairs} pair(s) to {made.out_dir}.", "ok"),
         files,
     )
 
@@ -316,57 +293,33 @@ def downloadable(paths: list[str]) -> list[str]:
 
 
 def publish(
-    ws: Any,
+    ws: WorkspaceService,
     repo_id: str,
     private: bool,
     oauth: gr.OAuthToken | None = None,
     replace: bool = False,
 ) -> str:
-    from pipelines.publish import PublishError, push_to_hub
-    from pipelines.run import export_dir_for
-
-    repo_id = (repo_id or "").strip()
-    if not repo_id:
-        return render.notice_html("Enter a dataset repo id (namespace/name).", "error")
-    recipe = ws.recipe
-    out = export_dir_for(recipe, ws.store)
-    if not (out / "README.md").is_file():
-        return render.notice_html("Export the dataset first (Download section).", "error")
-    if os.environ.get("SPACE_ID"):
-        # on a Space: the signed-in user's own token, never the Space owner's HF_TOKEN (issue 10)
-        token = oauth.token if oauth is not None else None
-    else:
-        token = oauth.token if oauth is not None else os.environ.get(recipe.publish.token_env)
-    if not token:
-        where = (
-            "Sign in with Hugging Face above"
-            if os.environ.get("SPACE_ID")
-            else f"Set {recipe.publish.token_env} (a token with write access), then restart the app"
+    try:
+        url = ws.publish(
+            current_actor(),
+            repo_id,
+            private=bool(private),
+            user_token=oauth.token if oauth is not None else None,
+            replace=bool(replace),
         )
-        return render.notice_html(f"No Hugging Face token. {where}.", "error")
-    try:
-        url = push_to_hub(out, repo_id, token=token, private=bool(private), overwrite=bool(replace))
-    except PublishError as exc:
+    except ServiceError as exc:
         return render.notice_html(str(exc), "error")
-
-    def change(data: dict[str, Any]) -> None:
-        data.setdefault("publish", {}).update({"repo_id": repo_id, "private": bool(private)})
-
-    try:
-        ws.update_recipe(change)
-    except RecipeError:
-        pass
     return render.notice_html(f"Published to {url}", "ok")
 
 
-def build(ws: Any, tab: gr.Tab) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab) -> None:
     from capyui.tabs import argilla  # reviews pulled from Argilla, live-pull state
 
     argilla.build_results_line(ws, tab)
     b = {**ws.recipe.binarize, **ws.recipe.export.filters.active()}
     with gr.Row():
         strategy = gr.Dropdown(
-            STRATEGIES, value=b.get("strategy", "best-vs-worst"), label="Strategy"
+            ws.strategies(), value=b.get("strategy", "best-vs-worst"), label="Strategy"
         )
         min_margin = gr.Number(label="Min rating margin", value=b.get("min_margin", 0))
         min_chosen = gr.Number(
@@ -422,11 +375,12 @@ def build(ws: Any, tab: gr.Tab) -> None:
     agreement = gr.HTML(js_on_load=None)
     gr.Markdown("#### Pairs (first few)")
     pairs = gr.HTML(js_on_load=None, elem_id="cu-pairs")
-    outputs = [counts, pairs, summary, hist, mean, win, agreement]
-    preview_btn.click(lambda *a: preview(ws, *a), options, outputs, api_name="binarize_preview")
+    v = ResultsView(counts, pairs, summary, hist, mean, win, agreement)
+    outputs = v.outputs
+    preview_btn.click(lambda *a: preview(ws, v, *a), options, outputs, api_name="binarize_preview")
     for comp in options:
         comp.change(
-            lambda *a: preview(ws, *a),
+            lambda *a: preview(ws, v, *a),
             options,
             outputs,
             trigger_mode="always_last",
@@ -488,10 +442,11 @@ def build(ws: Any, tab: gr.Tab) -> None:
         return publish(ws, repo, priv, oauth, replace=repl)
 
     publish_btn.click(do_publish, [repo_id, private, replace], publish_status, api_name="publish")
-    # the preview is usually ready (warmed at start and whenever the recipe changes)
-    tab.select(lambda *a: preview(ws, *a), options, outputs, show_progress="hidden")
-    warm(ws)
-    ws.on_recipe_change(lambda: warm(ws))
+    # SQL statistics at once; the full preview when it is ready (warmed at start and whenever
+    # the recipe changes)
+    tab.select(lambda *a: first_look(ws, v, *a), options, outputs, show_progress="hidden")
+    ws.warm_preview()
+    ws.on_recipe_change(ws.warm_preview)
 
     from capyui.tabs import arena  # pairwise verdicts and rankings (issue 14)
 

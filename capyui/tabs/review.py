@@ -3,33 +3,34 @@
 Candidates are shown side by side in a per-conversation shuffled order, blind by default (the
 model names appear once you have submitted your review). Rate each candidate 1-5, pick the
 chosen / rejected answer, discard the conversation or comment. Keyboard: j / k next /
-previous, h / l (or arrows) move the focused candidate, 1-5 rate it, s submit.
+previous, h / l (or arrows) move the focused candidate, 1-5 rate it, s submit
+(``capyui/static/review_keys.js``).
+
+Layout and wiring only: the queue (paged SQL: a page of ids and the queue's size), the item,
+the submit and the progress come from ``pipelines.service.WorkspaceService``. Every handler
+returns its outputs by component (``ReviewView``), so no path can miscount a positional list.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from capyui import render
+from capyui.guard import current_actor, reviewer_identity
 from pipelines.rating_scale import rating_choices
-from pipelines.review import (
-    FILTERS,
-    ReviewError,
-    ai_suggestion,
-    default_picks,
-    queue_ids,
-    review_item,
-    review_progress,
-    submit_review,
-)
+from pipelines.review import FILTERS, ReviewItem, default_picks
+from pipelines.service import QueuePage, ServiceError, WorkspaceService
 
 SLOTS = 6
 LETTERS = "ABCDEFGH"[:SLOTS]
 # the one rating scale (UltraFeedback's level names, shared with the judge and Argilla)
 RATING_CHOICES = rating_choices()
 REVIEWER_KEY = "capyui-reviewer"  # the browser's localStorage key for the remembered name
+
+Updates = dict[Any, Any]  # component -> new value or gr.update(...)
 
 
 def resolve_reviewer(
@@ -44,24 +45,6 @@ def resolve_reviewer(
     if profile is not None and getattr(profile, "username", None):
         return str(profile.username), True
     return (remembered or "").strip()[:100], False
-
-
-def empty_queue_message(ws: Any, filter_: str, reviewer: str | None) -> str:
-    """Why the queue is empty, and what to do: an empty 'Unreviewed' queue with reviewable
-    conversations means the work is done, not that nothing was generated."""
-    gens, _ = _ids(ws)
-    p = review_progress(ws.store, generator_ids=gens, reviewer=(reviewer or "").strip() or None)
-    if p["reviewable"] == 0:
-        return (
-            "Nothing to review yet: no conversation has candidates. Generate them in the Run tab."
-        )
-    if filter_ == "unreviewed":
-        who = "you have" if reviewer else "reviewers have"
-        return (
-            f"All done: {who} reviewed every one of the {p['reviewable']} conversations with "
-            "candidates. Pick 'All with candidates' to revisit them."
-        )
-    return f"No conversation matches '{FILTERS.get(filter_, filter_)}'. Pick another queue."
 
 
 def form_state(
@@ -96,25 +79,177 @@ def is_blank(state: dict[str, Any]) -> bool:
     )
 
 
-def _ids(ws: Any) -> tuple[list[str], str | None]:
-    r = ws.recipe
-    return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
-
-
-def progress_html(ws: Any, reviewer: str | None) -> str:
-    gens, _ = _ids(ws)
-    p = review_progress(ws.store, generator_ids=gens, reviewer=(reviewer or "").strip() or None)
-    mine = f" · by you: {p['mine']}" if reviewer else ""
+def progress_html(ws: WorkspaceService, reviewer: str | None) -> str:
+    p = ws.review_progress(current_actor(), (reviewer or "").strip() or None)
+    mine = f" · by you: {p.mine}" if reviewer else ""
     return render.notice_html(
-        f"Reviewed {p['reviewed']} of {p['reviewable']} conversations with candidates"
-        f"{mine} · discarded: {p['discarded']}",
+        f"Reviewed {p.reviewed} of {p.reviewable} conversations with candidates"
+        f"{mine} · discarded: {p.discarded}",
         "info",
     )
 
 
-def render_item(
-    ws: Any,
-    queue: list[str],
+@dataclass
+class ReviewView:
+    """The Review tab's components; ``item``/``empty`` map what is shown onto them, by
+    component (one place)."""
+
+    header: gr.HTML
+    chat: gr.HTML
+    columns: list[gr.Column]
+    cards: list[gr.HTML]
+    ratings: list[gr.Radio]
+    chosen: gr.Dropdown
+    rejected: gr.Dropdown
+    discard: gr.Checkbox
+    comment: gr.Textbox
+    status: gr.HTML
+    progress: gr.HTML
+    queue: gr.State  # QueuePage | None
+    pos: gr.State
+    keys: gr.State
+    drafts: gr.State
+    seen: gr.State  # review_version of the conversation shown (stale views are refused)
+
+    @property
+    def form(self) -> list[Any]:
+        return [*self.ratings, self.chosen, self.rejected, self.discard, self.comment]
+
+    @property
+    def item_outputs(self) -> list[Any]:
+        """What rendering one conversation updates (the order is the API's output order)."""
+        slots: list[Any] = []
+        for col, card, rating in zip(self.columns, self.cards, self.ratings, strict=True):
+            slots += [col, card, rating]
+        return [
+            self.header,
+            self.chat,
+            *slots,
+            self.chosen,
+            self.rejected,
+            self.discard,
+            self.comment,
+            self.keys,
+            self.pos,
+            self.status,
+            self.seen,
+        ]
+
+    def notice(self, message: str, kind: str = "info") -> Updates:
+        return {self.status: render.notice_html(message, kind) if message else ""}
+
+    def empty(self, message: str) -> Updates:
+        out: Updates = {
+            self.header: render.notice_html(message, "info"),
+            self.chat: "",
+            self.chosen: gr.update(choices=[], value=None),
+            self.rejected: gr.update(choices=[], value=None),
+            self.discard: False,
+            self.comment: "",
+            self.keys: [],
+            self.pos: 0,
+            self.status: "",
+            self.seen: None,
+        }
+        for col, card, rating in zip(self.columns, self.cards, self.ratings, strict=True):
+            out.update({col: gr.update(visible=False), card: "", rating: None})
+        return out
+
+    def item(
+        self,
+        ws: WorkspaceService,
+        item: ReviewItem,
+        page: QueuePage,
+        pos: int,
+        reviewer: str,
+        blind: bool,
+        show_ai: bool,
+        *,
+        draft: dict[str, Any] | None,
+    ) -> Updates:
+        mine = dict(item.my_review or {})
+        if draft:
+            mine.update(draft)
+        reveal = (not blind) or bool(item.my_review)
+        cands = item.candidates[:SLOTS]
+        keys = [c.key for c in cands]
+        letters = list(LETTERS[: len(cands)])
+        out: Updates = {}
+        for i, (col, card, rating) in enumerate(
+            zip(self.columns, self.cards, self.ratings, strict=True)
+        ):
+            if i >= len(cands):
+                out.update({col: gr.update(visible=False), card: "", rating: None})
+                continue
+            c = cands[i]
+            html = render.candidate_html(
+                letters[i],
+                c.text,
+                model=f"{c.model} ({c.generator_id})" if reveal else None,
+                ai_rating=c.ai_rating,
+                rationale=c.rationale,
+                show_ai=show_ai or bool(item.my_review),  # after your own review: no anchoring
+            )
+            mine_rating = (mine.get("ratings") or {}).get(c.key)
+            out.update(
+                {
+                    col: gr.update(visible=True),
+                    card: html,
+                    rating: str(mine_rating) if mine_rating else None,
+                }
+            )
+        by_key = dict(zip(keys, letters, strict=True))
+        conv = item.conversation
+        head = (
+            f"Conversation {pos + 1} of {page.total} · "
+            f"{conv.conversation_id} · source {conv.source} · {conv.num_turns} user turn(s)"
+            + (f" · judge: {item.judge_model}" if item.judge_model else "")
+            + (" · you reviewed this" if item.my_review else "")
+            + (" · unsaved draft restored" if draft else "")
+        )
+        others = ""
+        if item.other_reviews and reveal:
+            others = render.table_html(
+                ["other reviewer", "chosen", "rejected", "discard", "comment"],
+                [
+                    (
+                        r["reviewer"],
+                        by_key.get(r["chosen"] or "", r["chosen"] or ""),
+                        by_key.get(r["rejected"] or "", r["rejected"] or ""),
+                        r["discard"],
+                        r["comment"] or "",
+                    )
+                    for r in item.other_reviews
+                ],
+            )
+        out.update(
+            {
+                self.header: render.notice_html(head, "info"),
+                self.chat: render.chat_html(conv.messages) + others,
+                self.chosen: gr.update(choices=letters, value=by_key.get(mine.get("chosen") or "")),
+                self.rejected: gr.update(
+                    choices=letters, value=by_key.get(mine.get("rejected") or "")
+                ),
+                self.discard: bool(mine.get("discard")),
+                self.comment: mine.get("comment") or "",
+                self.keys: keys,
+                self.pos: pos,
+                self.status: "",
+                # what this view was rendered from: a submit from a stale view is refused
+                self.seen: (
+                    ws.review_version(current_actor(), conv.conversation_id, reviewer)
+                    if reviewer
+                    else None
+                ),
+            }
+        )
+        return out
+
+
+def show(
+    ws: WorkspaceService,
+    v: ReviewView,
+    page: QueuePage | None,
     pos: int,
     reviewer: str,
     blind: bool,
@@ -124,105 +259,30 @@ def render_item(
     draft: dict[str, Any] | None = None,
     empty: str | None = None,
     kind: str = "ok",
-) -> list[Any]:
-    """Every output of the review view for ``queue[pos]``. ``draft``: unsaved form values to
-    restore instead of the stored review; ``empty``: what to say when the queue is empty."""
-    gens, judge_id = _ids(ws)
+) -> Updates:
+    """Every output of the review view for ``page.ids[pos]`` (read from the store).
+    ``draft``: unsaved form values to restore instead of the stored review; ``empty``: what to
+    say when the queue is empty."""
     reviewer = (reviewer or "").strip()
     item = None
-    if queue:
-        pos = max(0, min(pos, len(queue) - 1))
-        item = review_item(
-            ws.store, queue[pos], generator_ids=gens, judge_id=judge_id, reviewer=reviewer or None
-        )
-    if item is None:
-        empty_html = render.notice_html(
+    if page is not None and page.ids:
+        pos = max(0, min(pos, len(page.ids) - 1))
+        item = ws.review_item(current_actor(), page.ids[pos], reviewer or None)
+    if item is None or page is None:
+        out = v.empty(
             empty
             or "Nothing to review for this filter. Generate candidates in the Run tab, or pick "
-            "another filter.",
-            "info",
+            "another filter."
         )
-        slots: list[Any] = []
-        for _ in range(SLOTS):
-            slots += [gr.update(visible=False), "", None]
-        return [
-            empty_html,
-            "",
-            *slots,
-            gr.update(choices=[], value=None),
-            gr.update(choices=[], value=None),
-            False,
-            "",
-            [],
-            0,
-            render.notice_html(message, "info") if message else "",
-            None,
-        ]
-    mine = dict(item.my_review or {})
-    if draft:
-        mine.update(draft)
-    reveal = (not blind) or bool(item.my_review)
-    cands = item.candidates[:SLOTS]
-    keys = [c.key for c in cands]
-    letters = list(LETTERS[: len(cands)])
-    slots = []
-    for i in range(SLOTS):
-        if i < len(cands):
-            c = cands[i]
-            card = render.candidate_html(
-                letters[i],
-                c.text,
-                model=f"{c.model} ({c.generator_id})" if reveal else None,
-                ai_rating=c.ai_rating,
-                rationale=c.rationale,
-                show_ai=show_ai or bool(item.my_review),  # after your own review: no anchoring
-            )
-            rating = (mine.get("ratings") or {}).get(c.key)
-            slots += [gr.update(visible=True), card, str(rating) if rating else None]
-        else:
-            slots += [gr.update(visible=False), "", None]
-    by_key = dict(zip(keys, letters, strict=True))
-    conv = item.conversation
-    head = (
-        f"Conversation {pos + 1} of {len(queue)} · {conv.conversation_id} · source "
-        f"{conv.source} · {conv.num_turns} user turn(s)"
-        + (f" · judge: {item.judge_model}" if item.judge_model else "")
-        + (" · you reviewed this" if item.my_review else "")
-        + (" · unsaved draft restored" if draft else "")
-    )
-    others = ""
-    if item.other_reviews and reveal:
-        others = render.table_html(
-            ["other reviewer", "chosen", "rejected", "discard", "comment"],
-            [
-                (
-                    r["reviewer"],
-                    by_key.get(r["chosen"] or "", r["chosen"] or ""),
-                    by_key.get(r["rejected"] or "", r["rejected"] or ""),
-                    r["discard"],
-                    r["comment"] or "",
-                )
-                for r in item.other_reviews
-            ],
-        )
-    status = render.notice_html(message, kind) if message else ""
-    return [
-        render.notice_html(head, "info"),
-        render.chat_html(conv.messages) + others,
-        *slots,
-        gr.update(choices=letters, value=by_key.get(mine.get("chosen") or "")),
-        gr.update(choices=letters, value=by_key.get(mine.get("rejected") or "")),
-        bool(mine.get("discard")),
-        mine.get("comment") or "",
-        keys,
-        pos,
-        status,
-        # what this view was rendered from: a submit from a stale view is refused (issue 10)
-        ws.store.review_version(conv.conversation_id, reviewer) if reviewer else None,
-    ]
+    else:
+        out = v.item(ws, item, page, pos, reviewer, blind, show_ai, draft=draft)
+    out.update(v.notice(message, kind))
+    return out
 
 
-def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | None = None) -> None:
+def build(
+    ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | None = None
+) -> None:
     """The Review tab. ``remembered``: the browser-stored reviewer name; it must be rendered
     outside the tabs (a tab not shown yet reads nothing from localStorage at page load)."""
     with gr.Column(elem_id="cu-review"):
@@ -245,7 +305,8 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
         progress = gr.HTML(js_on_load=None, elem_id="cu-review-progress")
         header = gr.HTML(js_on_load=None, elem_id="cu-review-header")
         chat = gr.HTML(js_on_load=None, elem_id="cu-review-chat")
-        slot_outputs: list[Any] = []
+        columns: list[gr.Column] = []
+        cards: list[gr.HTML] = []
         ratings: list[gr.Radio] = []
         with gr.Row(equal_height=False):
             for i in range(SLOTS):
@@ -256,7 +317,8 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
                         label=f"Your rating for {LETTERS[i]}",
                         elem_id=f"cu-rate-{i}",
                     )
-                slot_outputs += [col, card, rating]
+                columns.append(col)
+                cards.append(card)
                 ratings.append(rating)
         with gr.Row():
             chosen = gr.Dropdown(
@@ -280,86 +342,61 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
             "when you move on. Submitting the AI's ratings untouched is recorded as "
             "*accepted the AI's suggestion*, not as your own judgment."
         )
-    queue = gr.State([])
-    pos = gr.State(0)
-    keys = gr.State([])
-    drafts = gr.State({})  # conversation id -> unsaved form values (this browser tab)
-    seen = gr.State(None)  # review_version of the conversation shown (stale views are refused)
+    v = ReviewView(
+        header=header,
+        chat=chat,
+        columns=columns,
+        cards=cards,
+        ratings=ratings,
+        chosen=chosen,
+        rejected=rejected,
+        discard=discard,
+        comment=comment,
+        status=status,
+        progress=progress,
+        queue=gr.State(None),
+        pos=gr.State(0),
+        keys=gr.State([]),
+        drafts=gr.State({}),  # conversation id -> unsaved form values (this browser tab)
+        seen=gr.State(None),
+    )
     if remembered is None:
         remembered = gr.BrowserState("", storage_key=REVIEWER_KEY)
 
-    view = [
-        header,
-        chat,
-        *slot_outputs,
-        chosen,
-        rejected,
-        discard,
-        comment,
-        keys,
-        pos,
-        status,
-        seen,
-    ]
-    form = [*ratings, chosen, rejected, discard, comment]
-
-    def _me(typed: str | None = None) -> str:
-        """The reviewer (``guard.reviewer_identity``); this browser remembers a local name."""
-        from capyui.guard import reviewer_identity
-
-        return reviewer_identity(typed)
-
-    def load_queue(filter_: str, who: str, blind_: bool, ai_: bool) -> list[Any]:
-        who = _me(who)
-        gens_, judge_ = _ids(ws)
+    def load_queue(filter_: str, who: str, blind_: bool, ai_: bool) -> Updates:
+        who = reviewer_identity(who)
         try:
-            ids = queue_ids(
-                ws.store,
-                filter_,
-                generator_ids=gens_,
-                judge_id=judge_,
-                reviewer=(who or "").strip() or None,
-            )
-        except ReviewError as exc:
-            return [[], progress_html(ws, who), *render_item(ws, [], 0, who, blind_, ai_, str(exc))]
-        empty = None if ids else empty_queue_message(ws, filter_, who)
-        return [
-            ids,
-            progress_html(ws, who),
-            *render_item(ws, ids, 0, who, blind_, ai_, empty=empty),
-        ]
+            page = ws.review_queue(current_actor(), filter_, who)
+        except ServiceError as exc:
+            out = show(ws, v, None, 0, who, blind_, ai_, str(exc))
+            return {**out, v.queue: None, v.progress: progress_html(ws, who)}
+        empty = None if page.ids else ws.empty_queue_message(current_actor(), filter_, who)
+        out = show(ws, v, page, 0, who, blind_, ai_, empty=empty)
+        return {**out, v.queue: page, v.progress: progress_html(ws, who)}
 
     def _stash(
-        d: dict[str, Any], q: list[str], p: int, ks: list[str], who: str, values: Any
+        d: dict[str, Any], page: QueuePage | None, p: int, ks: list[str], who: str, values: Any
     ) -> tuple[dict[str, Any], bool]:
-        """Keep the form as a draft of q[p] when it differs from what is stored."""
+        """Keep the form as a draft of the shown conversation when it differs from what is
+        stored."""
         d = dict(d or {})
-        if not q or not ks:
+        if page is None or not page.ids or not ks:
             return d, False
-        p = max(0, min(p or 0, len(q) - 1))
-        cid = q[p]
+        p = max(0, min(p or 0, len(page.ids) - 1))
+        cid = page.ids[p]
         current = form_state(ks, values[:SLOTS], *values[SLOTS:])
-        gens_, judge_ = _ids(ws)
-        item = review_item(
-            ws.store,
-            cid,
-            generator_ids=gens_,
-            judge_id=judge_,
-            reviewer=(who or "").strip() or None,
-        )
+        item = ws.review_item(current_actor(), cid, who)
         saved = _saved_state(item.my_review if item else None)
-        if current == saved or (is_blank(current) and not item_has_review(item)):
+        has_review = bool(item is not None and item.my_review)
+        if current == saved or (is_blank(current) and not has_review):
             d.pop(cid, None)
             return d, False
         d[cid] = current
         return d, True
 
-    def item_has_review(item: Any) -> bool:
-        return bool(item is not None and item.my_review)
-
     def step(delta: int) -> Any:
         def go(
-            q: list[str],
+            page: QueuePage | None,
             p: int,
             ks: list[str],
             d: dict[str, Any],
@@ -367,16 +404,19 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
             blind_: bool,
             ai_: bool,
             *values: Any,
-        ) -> list[Any]:
-            who = _me(who)
-            d, kept = _stash(d, q, p, ks, who, values)
+        ) -> Updates:
+            who = reviewer_identity(who)
+            d, kept = _stash(d, page, p, ks, who, values)
             p = p or 0
             target = p + delta
+            if page is not None and target >= len(page.ids) and not page.complete:
+                page = ws.review_more(current_actor(), page)  # the next page of the queue
+            n = len(page.ids) if page is not None else 0
             note, kind = "", "ok"
-            if q and delta and not 0 <= target < len(q):
+            if n and delta and not 0 <= target < n:
                 edge = "last" if delta > 0 else "first"
                 note = (
-                    f"This is the {edge} conversation of the queue ({p + 1} of {len(q)}). "
+                    f"This is the {edge} conversation of the queue ({p + 1} of {n}). "
                     "Pick another queue or press Load queue for new ones."
                 )
                 kind, target = "warn", p
@@ -386,14 +426,15 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
                     "(k/j) and press s to submit it."
                 )
                 kind = "warn"
-            target = max(0, min(target, len(q) - 1)) if q else 0
-            draft = d.get(q[target]) if q else None
-            return [*render_item(ws, q, target, who, blind_, ai_, note, draft=draft, kind=kind), d]
+            target = max(0, min(target, n - 1)) if n else 0
+            draft = d.get(page.ids[target]) if page is not None and n else None
+            out = show(ws, v, page, target, who, blind_, ai_, note, draft=draft, kind=kind)
+            return {**out, v.drafts: d, v.queue: page}
 
         return go
 
     def submit(
-        q: list[str],
+        page: QueuePage | None,
         p: int,
         ks: list[str],
         d: dict[str, Any],
@@ -401,31 +442,25 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
         blind_: bool,
         ai_: bool,
         *rest: Any,
-    ) -> list[Any]:
-        who = _me(who)  # the signed-in identity; a typed name only for the local user
+    ) -> Updates:
+        who = reviewer_identity(who)  # the signed-in identity; a typed name only for local use
         rates = rest[:SLOTS]
         ch, rj, disc, com, version = rest[SLOTS:]
-        keep = [gr.update()] * (len(view) - 4)  # all but keys, pos, status, seen
-        if not q or not ks:
-            return [gr.update(), *render_item(ws, q, p, who, blind_, ai_, "Nothing to submit."), d]
+        if page is None or not page.ids or not ks:
+            return show(ws, v, page, p, who, blind_, ai_, "Nothing to submit.")
         if not (who or "").strip():
             # said right under the name field, where it needs fixing (and at the button)
             miss = "Give a reviewer name (or sign in) before submitting."
-            return [
-                progress_html(ws, who) + render.notice_html(miss, "error"),
-                *keep,
-                ks,
-                p,
-                render.notice_html(miss + " The field is at the top of the tab.", "error"),
-                gr.update(),
-                d,
-            ]
+            return {
+                v.progress: progress_html(ws, who) + render.notice_html(miss, "error"),
+                **v.notice(miss + " The field is at the top of the tab.", "error"),
+            }
         letter_key = dict(zip(LETTERS, ks, strict=False))
-        gens_, judge_ = _ids(ws)
+        cid = page.ids[p]
         try:
-            stored = submit_review(
-                ws.store,
-                q[p],
+            stored = ws.submit_review(
+                current_actor(),
+                cid,
                 who,
                 candidate_keys=ks,
                 ratings={k: rates[i] for i, k in enumerate(ks) if rates[i]},
@@ -433,83 +468,71 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
                 rejected=letter_key.get(rj or ""),
                 discard=bool(disc),
                 comment=com,
-                judge_id=judge_,
                 expected_version=version,
             )
-        except ReviewError as exc:
+        except ServiceError as exc:
             # keep the view (and the reviewer's unsaved input) as it is; say why
-            return [
-                gr.update(),
-                *keep,
-                ks,
-                p,
-                render.notice_html(str(exc), "error"),
-                gr.update(),
-                d,
-            ]
-        d = {k: v for k, v in (d or {}).items() if k != q[p]}
+            return v.notice(str(exc), "error")
+        d = {k: val for k, val in (d or {}).items() if k != cid}
         msg = "Saved. Press j for the next one."
-        if stored.get("accepted_ai"):
+        if stored.accepted_ai:
             msg = "Saved as 'accepted the AI's suggestion' (not counted as your own judgment)."
-        return [progress_html(ws, who), *render_item(ws, q, p, who, blind_, ai_, msg), d]
+        out = show(ws, v, page, p, who, blind_, ai_, msg)
+        return {**out, v.progress: progress_html(ws, who), v.drafts: d}
 
-    def use_ai(q: list[str], p: int, ks: list[str]) -> list[Any]:
-        if not q or not ks:
-            return [gr.update()] * (SLOTS + 3)
-        _, judge_ = _ids(ws)
-        suggestion = ai_suggestion(ws.store, q[p or 0], ks, judge_)
+    def use_ai(page: QueuePage | None, p: int, ks: list[str]) -> Updates:
+        if page is None or not page.ids or not ks:
+            return {}
+        suggestion = ws.ai_suggestion(current_actor(), page.ids[p or 0], ks)
         if not suggestion:
-            return [
-                *[gr.update()] * (SLOTS + 2),
-                render.notice_html("No AI ratings for this conversation.", "warn"),
-            ]
+            return v.notice("No AI ratings for this conversation.", "warn")
         key_letter = dict(zip(ks, LETTERS, strict=False))
         best, worst = default_picks(suggestion)
-        return [
-            *[
-                str(suggestion[ks[i]]) if i < len(ks) and ks[i] in suggestion else None
-                for i in range(SLOTS)
-            ],
-            key_letter.get(best or ""),
-            key_letter.get(worst or ""),
-            render.notice_html(
+        out: Updates = {
+            rating: str(suggestion[ks[i]]) if i < len(ks) and ks[i] in suggestion else None
+            for i, rating in enumerate(v.ratings)
+        }
+        out[v.chosen] = key_letter.get(best or "")
+        out[v.rejected] = key_letter.get(worst or "")
+        out.update(
+            v.notice(
                 "Filled in the AI's ratings. Change any to make it your own judgment; "
                 "submitted untouched it counts as 'accepted the AI's suggestion'.",
                 "info",
-            ),
-        ]
+            )
+        )
+        return out
 
+    view = v.item_outputs
     queue_inputs = [flt, reviewer, blind, show_ai]
-    reload_btn.click(load_queue, queue_inputs, [queue, progress, *view], api_name="review_queue")
-    flt.input(load_queue, queue_inputs, [queue, progress, *view], show_progress="hidden")
-    nav_inputs = [queue, pos, keys, drafts, reviewer, blind, show_ai, *form]
-    next_btn.click(
-        step(1), nav_inputs, [*view, drafts], api_name="review_next", show_progress="hidden"
-    )
+    queue_outputs = [v.queue, progress, *view]
+    reload_btn.click(load_queue, queue_inputs, queue_outputs, api_name="review_queue")
+    flt.input(load_queue, queue_inputs, queue_outputs, show_progress="hidden")
+    nav_inputs = [v.queue, v.pos, v.keys, v.drafts, reviewer, blind, show_ai, *v.form]
+    nav_outputs = [*view, v.drafts, v.queue]
+    next_btn.click(step(1), nav_inputs, nav_outputs, api_name="review_next", show_progress="hidden")
     prev_btn.click(
-        step(-1), nav_inputs, [*view, drafts], api_name="review_prev", show_progress="hidden"
+        step(-1), nav_inputs, nav_outputs, api_name="review_prev", show_progress="hidden"
     )
     for box in (blind, show_ai):
-        box.input(step(0), nav_inputs, [*view, drafts], show_progress="hidden")
+        box.input(step(0), nav_inputs, nav_outputs, show_progress="hidden")
     submit_btn.click(
-        submit, [*nav_inputs, seen], [progress, *view, drafts], api_name="review_submit"
+        submit, [*nav_inputs, v.seen], [progress, *view, v.drafts], api_name="review_submit"
     )
     use_ai_btn.click(
         use_ai,
-        [queue, pos, keys],
+        [v.queue, v.pos, v.keys],
         [*ratings, chosen, rejected, status],
         show_progress="hidden",
         api_visibility="private",
     )
 
     def who_am_i(saved: str) -> Any:
-        from capyui.guard import current_actor
-
         actor = current_actor()
         if actor.via != "local":  # signed in: the identity, shown, never typed
             name = actor.name or ""
             return gr.update(value=name, interactive=False, label="Reviewer (signed in)")
-        name = _me(saved)
+        name = reviewer_identity(saved)
         return gr.update(value=name) if name else gr.update()
 
     demo.load(who_am_i, remembered, reviewer, show_progress="hidden", api_visibility="private")
@@ -524,17 +547,16 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks, remembered: gr.BrowserState | N
     )
 
     def on_select(
-        q: list[str], p: int, filter_: str, who: str, blind_: bool, ai_: bool
-    ) -> list[Any]:
+        page: QueuePage | None, p: int, filter_: str, who: str, blind_: bool, ai_: bool
+    ) -> Updates:
         # coming back to the tab keeps your place in the queue; a first visit loads it
-        who = _me(who)
-        if q:
-            return [q, progress_html(ws, who), *render_item(ws, q, p or 0, who, blind_, ai_)]
+        who = reviewer_identity(who)
+        if page is not None and page.ids:
+            out = show(ws, v, page, p or 0, who, blind_, ai_)
+            return {**out, v.progress: progress_html(ws, who)}
         return load_queue(filter_, who, blind_, ai_)
 
-    tab.select(
-        on_select, [queue, pos, *queue_inputs], [queue, progress, *view], show_progress="hidden"
-    )
+    tab.select(on_select, [v.queue, v.pos, *queue_inputs], queue_outputs, show_progress="hidden")
 
     from capyui.tabs import argilla  # the Argilla review queue panel, below the built-in one
 

@@ -1,0 +1,677 @@
+"""The workspace service: the one API the CLI and every tab of the app call (issue 9).
+
+``WorkspaceService`` is the server-side state of one data folder (the store, the current
+recipe, the background job manager) plus the operations a front end offers on it: review
+(queue page, next item, submit), binarize preview and options, export, publish, jobs, Argilla
+push/pull state. Every operation takes the ``Actor`` calling it and checks the actor's role
+for its action (``pipelines.workspace.ACTIONS``) before doing anything, so the CLI, the Gradio
+app and any later front end get the same authorization. Results are typed records
+(dataclasses), never HTML: rendering is the front end's business. A user error is a
+``ServiceError`` with a one-line message; a refusal is ``Forbidden``.
+
+Reads are paged or SQL aggregates (issue 13): opening the review queue reads one page of ids
+and counts; the Results overview is ``stats.store_stats``; neither grows with the store.
+
+This module is part of the engine: it never imports gradio or capyui.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.jobs import JobManager
+from pipelines.recipe import (
+    MOVED_TO_EXPORT_FILTERS,
+    RECIPES_DIR,
+    Recipe,
+    RecipeError,
+    load_recipe,
+    parse_recipe,
+)
+from pipelines.store import Store, default_data_dir
+from pipelines.workspace import CLI_ACTOR, Actor, Forbidden, Policy
+
+__all__ = [
+    "BinarizePreview",
+    "ExportResult",
+    "Forbidden",
+    "QueuePage",
+    "ResultsOverview",
+    "ReviewProgress",
+    "ServiceError",
+    "SubmitResult",
+    "WorkspaceService",
+    "get_service",
+]
+
+DEFAULT_RECIPE = "quickstart"
+QUEUE_PAGE = 50  # review-queue ids read per page (keyset paging)
+PREVIEW_PAIRS = 5  # pairs the Results preview shows
+
+
+class ServiceError(ValueError):
+    """A request the service cannot carry out as given; the message is one line for the user."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
+# -- typed results ---------------------------------------------------------------------------
+@dataclass
+class ReviewProgress:
+    reviewable: int
+    reviewed: int
+    mine: int
+    discarded: int
+
+
+@dataclass
+class QueuePage:
+    """The review queue as far as it has been read: ids in load order (one page, extended a
+    page at a time as the reviewer moves on) and the queue's size (SQL counts)."""
+
+    filter: str
+    reviewer: str | None
+    ids: list[str] = field(default_factory=list)
+    total: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.ids) >= self.total
+
+
+@dataclass
+class SubmitResult:
+    ratings: dict[str, int]
+    chosen: str | None
+    rejected: str | None
+    discard: bool
+    comment: str | None
+    accepted_ai: bool
+
+
+@dataclass
+class ResultsOverview:
+    """What the Results tab shows before any binarize run: SQL aggregates of the store."""
+
+    stats: dict[str, Any]  # stats.store_stats (no pair columns)
+    reviewable: int
+    not_generated: int
+    generator_of: dict[str, str]  # model label of the statistics -> generator id (plots)
+
+
+@dataclass
+class BinarizePreview:
+    """One binarize run over the whole store with some options: counts, the first pairs, and
+    the statistics with the pair columns (win rates)."""
+
+    options: dict[str, Any]
+    summary: dict[str, Any]
+    pairs: list[dict[str, Any]]  # the first PREVIEW_PAIRS
+    num_pairs: int
+    stats: dict[str, Any]
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: list[Path]  # the data files and the card
+    pairs: int
+
+
+# -- the service -----------------------------------------------------------------------------
+class WorkspaceService:
+    """One data folder: store, current recipe, jobs, and every operation on them.
+
+    ``policy`` decides what an actor's role allows (demo mode lets anonymous visitors look);
+    the default is the environment's for a loopback address (the CLI's case)."""
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str] | None = None, policy: Policy | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.store = Store(self.data_dir)
+        self.jobs = JobManager(self.store)
+        self.policy = policy or Policy.from_env("127.0.0.1")
+        self._lock = threading.Lock()
+        self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+        self._listeners: list[Callable[[], None]] = []
+        # the Results preview of the last options, reused while the store is unchanged
+        self._preview_cache: tuple[str, BinarizePreview] | None = None
+        self._preview_lock = threading.Lock()
+        self._warming = False
+        # per-panel state of front ends (e.g. the Argilla panel's last push / live pull)
+        self.panels: dict[str, Any] = {}
+
+    # -- authorization ---------------------------------------------------------------------
+    def authorize(self, actor: Actor, action: str) -> None:
+        """Raise ``Forbidden`` unless ``actor`` may perform ``action`` here."""
+        self.policy.authorize(actor, action)
+
+    def allowed(self, actor: Actor, action: str) -> bool:
+        return self.policy.allowed(actor, action)
+
+    # -- recipe ------------------------------------------------------------------------------
+    def on_recipe_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap; start a thread for real work) after every recipe change."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    @property
+    def recipe_path(self) -> Path:
+        """The workspace's current recipe survives restarts (secret-free, like any recipe)."""
+        return self.data_dir / "recipe.yaml"
+
+    def _saved_recipe(self) -> Recipe | None:
+        if not self.recipe_path.is_file():
+            return None
+        try:
+            recipe = load_recipe(self.recipe_path)
+        except RecipeError as exc:
+            print(f"warning: ignoring the saved recipe: {exc}", file=sys.stderr)
+            return None
+        return recipe
+
+    def _save(self, recipe: Recipe) -> None:
+        """Write the recipe with its source file path made absolute (it is read back from the
+        data folder, not from where the recipe first came from)."""
+        data = recipe.to_dict()
+        if recipe.source.path:
+            data["source"]["path"] = str(Path(recipe.source_path()).resolve())
+        tmp = self.recipe_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
+        tmp.replace(self.recipe_path)
+
+    @property
+    def recipe(self) -> Recipe:
+        with self._lock:
+            return self._recipe
+
+    def check_paths(self, recipe: Recipe) -> None:
+        """A recipe of the app reads files only from the workspace or the bundled recipes,
+        checked after resolving symlinks (issue 10). RecipeError otherwise."""
+        if not recipe.source.path:
+            return
+        try:
+            target = Path(recipe.source_path()).resolve()
+        except (OSError, RuntimeError):
+            raise RecipeError("source.path: cannot be resolved") from None
+        roots = [self.data_dir.resolve(), RECIPES_DIR.resolve()]
+        if not any(target.is_relative_to(r) for r in roots):
+            raise RecipeError(
+                "source.path: only files in the workspace (upload them in the Data tab) or "
+                "the bundled samples can be read"
+            )
+
+    def set_recipe(self, recipe: Recipe) -> None:
+        if recipe.base_dir is None:
+            recipe.base_dir = self.base_dir
+        self.check_paths(recipe)
+        with self._lock:
+            self._recipe = recipe
+            self._save(recipe)
+        self._changed()
+
+    @property
+    def base_dir(self) -> str:
+        """Where relative source paths of an imported recipe resolve (the bundled recipes)."""
+        return self._recipe.base_dir or str(RECIPES_DIR)
+
+    def update_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
+        """Apply ``change`` to the recipe as a dict and validate (raises RecipeError)."""
+        with self._lock:
+            data = self._recipe.model_dump(mode="json", exclude_none=True)
+            change(data)
+            recipe = parse_recipe(data, name="recipe", base_dir=self._recipe.base_dir)
+            self.check_paths(recipe)
+            self._recipe = recipe
+            self._save(recipe)
+        self._changed()
+        return recipe
+
+    def candidate_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
+        """The recipe ``change`` would give, validated but NOT made current (raises
+        RecipeError). Use ``set_recipe`` once whatever depends on it has worked (a load)."""
+        with self._lock:
+            data = self._recipe.model_dump(mode="json", exclude_none=True)
+            base_dir = self._recipe.base_dir
+        change(data)
+        return parse_recipe(data, name="recipe", base_dir=base_dir)
+
+    def storage_warning(self) -> str | None:
+        """A warning when running on a Space whose data would not survive a restart."""
+        if not os.environ.get("SPACE_ID"):
+            return None
+        try:
+            resolved = self.data_dir.resolve()
+        except OSError:
+            resolved = self.data_dir
+        if Path("/data").is_dir() and str(resolved).startswith("/data"):
+            return None
+        return (
+            "This Space has no persistent storage: everything in the workspace (loaded data, "
+            "candidates, judgments, reviews) is lost when the Space restarts. Enable persistent "
+            "storage in the Space settings, and export or publish your results often."
+        )
+
+    def model_ids(self) -> tuple[list[str], str | None]:
+        """(generator ids, judge id) of the current recipe: what the review and stats read."""
+        r = self.recipe
+        return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
+
+    # -- review ------------------------------------------------------------------------------
+    def review_progress(self, actor: Actor, reviewer: str | None) -> ReviewProgress:
+        """Reviewed / reviewable counts (SQL aggregates; cheap on every submit)."""
+        from pipelines.review import review_progress
+
+        self.authorize(actor, "view")
+        gens, _ = self.model_ids()
+        p = review_progress(self.store, generator_ids=gens, reviewer=(reviewer or None))
+        return ReviewProgress(p["reviewable"], p["reviewed"], p["mine"], p["discarded"])
+
+    def _queue_total(self, filter_: str, reviewer: str | None, first: list[str]) -> int:
+        from pipelines.review import queue_count
+
+        if len(first) < QUEUE_PAGE:  # the whole queue fits on the first page
+            return len(first)
+        gens, judge = self.model_ids()
+        if filter_ in ("all", "unreviewed"):
+            # from the progress aggregates (the reviewable count is cached in the store):
+            # unreviewed = reviewable - reviewed (by this reviewer, or by anyone)
+            p = self.review_progress(CLI_ACTOR, reviewer)
+            if filter_ == "all":
+                return p.reviewable
+            return p.reviewable - (p.mine if reviewer else p.reviewed)
+        return queue_count(
+            self.store, filter_, generator_ids=gens, judge_id=judge, reviewer=reviewer
+        )
+
+    def review_queue(self, actor: Actor, filter_: str, reviewer: str | None) -> QueuePage:
+        """Open a review queue: its first page of ids and its size. ``ServiceError`` for an
+        unknown filter."""
+        from pipelines.review import ReviewError, queue_page
+
+        self.authorize(actor, "view")
+        reviewer = (reviewer or "").strip() or None
+        gens, judge = self.model_ids()
+        try:
+            ids = queue_page(
+                self.store,
+                filter_,
+                page_size=QUEUE_PAGE,
+                generator_ids=gens,
+                judge_id=judge,
+                reviewer=reviewer,
+            )
+        except ReviewError as exc:
+            raise ServiceError(str(exc)) from None
+        return QueuePage(filter_, reviewer, ids, self._queue_total(filter_, reviewer, ids))
+
+    def review_more(self, actor: Actor, page: QueuePage) -> QueuePage:
+        """``page`` with the next page of ids appended (keyset paging after its last id)."""
+        from pipelines.review import queue_page
+
+        self.authorize(actor, "view")
+        if not page.ids or page.complete:
+            return page
+        gens, judge = self.model_ids()
+        more = queue_page(
+            self.store,
+            page.filter,
+            page_size=QUEUE_PAGE,
+            after=page.ids[-1],
+            generator_ids=gens,
+            judge_id=judge,
+            reviewer=page.reviewer,
+        )
+        ids = page.ids + [i for i in more if i not in set(page.ids)]
+        total = page.total if more else len(ids)  # the queue ended early (rows went away)
+        return QueuePage(page.filter, page.reviewer, ids, max(total, len(ids)))
+
+    def empty_queue_message(self, actor: Actor, filter_: str, reviewer: str | None) -> str:
+        """Why the queue is empty, and what to do: an empty 'Unreviewed' queue with reviewable
+        conversations means the work is done, not that nothing was generated."""
+        from pipelines.review import FILTERS
+
+        p = self.review_progress(actor, reviewer)
+        if p.reviewable == 0:
+            return (
+                "Nothing to review yet: no conversation has candidates. Generate them in the Run "
+                "tab."
+            )
+        if filter_ == "unreviewed":
+            who = "you have" if reviewer else "reviewers have"
+            return (
+                f"All done: {who} reviewed every one of the {p.reviewable} conversations with "
+                "candidates. Pick 'All with candidates' to revisit them."
+            )
+        return f"No conversation matches '{FILTERS.get(filter_, filter_)}'. Pick another queue."
+
+    def review_item(self, actor: Actor, conversation_id: str, reviewer: str | None) -> Any:
+        """The conversation with its candidates (display order), AI ratings and reviews
+        (``review.ReviewItem``), or None when it is gone."""
+        from pipelines.review import review_item
+
+        self.authorize(actor, "view")
+        gens, judge = self.model_ids()
+        return review_item(
+            self.store,
+            conversation_id,
+            generator_ids=gens,
+            judge_id=judge,
+            reviewer=(reviewer or "").strip() or None,
+        )
+
+    def review_version(self, actor: Actor, conversation_id: str, reviewer: str) -> str:
+        """What a view was rendered from: a submit from a stale view is refused (issue 10)."""
+        self.authorize(actor, "view")
+        return self.store.review_version(conversation_id, reviewer)
+
+    def ai_suggestion(
+        self, actor: Actor, conversation_id: str, candidate_keys: list[str]
+    ) -> dict[str, int]:
+        from pipelines.review import ai_suggestion
+
+        self.authorize(actor, "view")
+        _, judge = self.model_ids()
+        return ai_suggestion(self.store, conversation_id, candidate_keys, judge)
+
+    def submit_review(
+        self,
+        actor: Actor,
+        conversation_id: str,
+        reviewer: str,
+        *,
+        candidate_keys: list[str],
+        ratings: dict[str, Any],
+        chosen: str | None,
+        rejected: str | None,
+        discard: bool,
+        comment: str | None,
+        expected_version: str | None,
+    ) -> SubmitResult:
+        """Validate and store one review; ``ServiceError`` (one line) when it cannot be."""
+        from pipelines.review import ReviewError, submit_review
+
+        self.authorize(actor, "review")
+        _, judge = self.model_ids()
+        try:
+            stored = submit_review(
+                self.store,
+                conversation_id,
+                reviewer,
+                candidate_keys=candidate_keys,
+                ratings=ratings,
+                chosen=chosen,
+                rejected=rejected,
+                discard=discard,
+                comment=comment,
+                judge_id=judge,
+                expected_version=expected_version,
+            )
+        except ReviewError as exc:
+            raise ServiceError(str(exc)) from None
+        return SubmitResult(**stored)
+
+    # -- results: statistics, binarize preview, options ---------------------------------------
+    @staticmethod
+    def strategies() -> list[str]:
+        """The binarize strategies, as the engine's options model declares them."""
+        from pipelines.binarize import BinarizeOptions
+
+        return list(typing.get_args(BinarizeOptions.model_fields["strategy"].annotation))
+
+    def binarize_options(self, changes: dict[str, Any] | None = None) -> Any:
+        """The recipe's binarize options with ``changes``, validated (``ServiceError``)."""
+        from pydantic import ValidationError
+
+        from pipelines.binarize import BinarizeOptions
+
+        try:
+            return BinarizeOptions.model_validate({**self.recipe.binarize, **(changes or {})})
+        except (ValidationError, ValueError) as exc:
+            raise ServiceError(f"Invalid options: {_one_line(exc)}") from None
+
+    def results_overview(self, actor: Actor) -> ResultsOverview:
+        """The Results statistics as SQL aggregates (histograms, mean ratings, agreement,
+        review counts): what the tab shows first, at any size."""
+        from pipelines.stats import store_stats
+
+        self.authorize(actor, "view")
+        gens, judge = self.model_ids()
+        stats = store_stats(self.store, generator_ids=gens, judge_id=judge)
+        reviewable = self.store.count_reviewable(gens or None)
+        from pipelines.binarize import model_labels
+
+        labels = model_labels(self.store.generator_models(gens or None))
+        generator_of = {label: gen for (gen, _), label in labels.items()}
+        return ResultsOverview(
+            stats=stats,
+            reviewable=reviewable,
+            not_generated=max(0, self.store.count_conversations() - reviewable),
+            generator_of=generator_of,
+        )
+
+    def _preview_key(self, options: Any) -> str:
+        gens, judge = self.model_ids()
+        return repr((options.model_dump(), gens, judge, self.store.change_marker()))
+
+    def cached_preview(self, actor: Actor, changes: dict[str, Any]) -> BinarizePreview | None:
+        """The preview for ``changes`` if it is ready (computed since the last change)."""
+        self.authorize(actor, "view")
+        try:
+            key = self._preview_key(self.binarize_options(changes))
+        except ServiceError:
+            return None
+        with self._preview_lock:
+            hit = self._preview_cache
+        return hit[1] if hit is not None and hit[0] == key else None
+
+    def binarize_preview(self, actor: Actor, changes: dict[str, Any]) -> BinarizePreview:
+        """Binarize the whole store with the recipe's options plus ``changes`` (not saved):
+        counts, the first pairs, statistics with win rates. Conversations without a single
+        candidate are left out (work not done yet: ``summary["not_generated"]``). Reused while
+        the store and the options are unchanged. ``ServiceError`` for invalid options."""
+        from pipelines.binarize import binarize, collect
+        from pipelines.stats import store_stats
+
+        self.authorize(actor, "view")
+        options = self.binarize_options(changes)
+        key = self._preview_key(options)
+        with self._preview_lock:
+            hit = self._preview_cache
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        gens, judge = self.model_ids()
+        rows = collect(self.store, generator_ids=gens, judge_id=judge)
+        generated = [r for r in rows if r.candidates]
+        result = binarize(generated, options)
+        cols = ["chosen_model", "rejected_model", "rating_source"]
+        labels = result.table.select(cols).to_pylist()
+        stats = store_stats(self.store, generator_ids=gens, judge_id=judge, pairs=labels)
+        summary = result.summary()
+        summary["not_generated"] = len(rows) - len(generated)
+        preview = BinarizePreview(
+            options=options.model_dump(),
+            summary=summary,
+            pairs=result.table.slice(0, PREVIEW_PAIRS).to_pylist(),
+            num_pairs=result.num_pairs,
+            stats=stats,
+        )
+        with self._preview_lock:
+            self._preview_cache = (key, preview)
+        return preview
+
+    def sample_pairs(
+        self, actor: Actor, changes: dict[str, Any], *, rows: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """The first ``limit`` pairs of the first ``rows`` conversations with candidates (one
+        page of the review queue, binarized): a look at the pairs that costs the same at any
+        size. ``ServiceError`` for invalid options."""
+        from pipelines.binarize import binarize, collect
+        from pipelines.review import queue_page
+
+        self.authorize(actor, "view")
+        options = self.binarize_options(changes)
+        gens, judge = self.model_ids()
+        ids = queue_page(self.store, "all", page_size=rows, generator_ids=gens, judge_id=judge)
+        if not ids:
+            return []
+        found = collect(self.store, generator_ids=gens, judge_id=judge, conversation_ids=ids)
+        result = binarize([r for r in found if r.candidates], options)
+        return list(result.table.slice(0, limit).to_pylist())
+
+    def warm_preview(self) -> None:
+        """Compute the default preview in a background thread (app start, recipe saved), so the
+        Results tab finds the pair counts ready on a large workspace."""
+        with self._preview_lock:
+            if self._warming:
+                return
+            self._warming = True
+
+        def work() -> None:
+            try:
+                self.binarize_preview(CLI_ACTOR, {})
+            except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
+                pass
+            finally:
+                with self._preview_lock:
+                    self._warming = False
+
+        threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
+
+    def save_binarize_options(self, actor: Actor, changes: dict[str, Any]) -> Recipe:
+        """Save binarize options to the recipe; thresholds are export filters (the build keeps
+        every strictly ordered pair). ``ServiceError`` when the recipe refuses them."""
+        self.authorize(actor, "binarize_options")
+        self.binarize_options(changes)
+
+        def change(data: dict[str, Any]) -> None:
+            data["binarize"] = {**(data.get("binarize") or {}), **changes}
+            for key in ("min_margin", "min_chosen_rating", "drop_null_ratings", "max_turns"):
+                if key not in changes:
+                    data["binarize"].pop(key, None)
+            export_section = data.setdefault("export", {})
+            export_section["filters"] = {
+                k: data["binarize"].pop(k) for k in MOVED_TO_EXPORT_FILTERS if k in data["binarize"]
+            }
+
+        try:
+            return self.update_recipe(change)
+        except RecipeError as exc:
+            raise ServiceError(_one_line(exc)) from None
+
+    # -- export / publish ------------------------------------------------------------------------
+    def export(
+        self,
+        actor: Actor,
+        formats: list[str],
+        changes: dict[str, Any] | None = None,
+        *,
+        profile: str | None = None,
+    ) -> ExportResult:
+        """Save the options, binarize and export the recipe's dataset (data files + card)."""
+        from pipelines.profiles import PROFILES
+        from pipelines.run import binarize_stage, export_stage
+
+        self.authorize(actor, "export")
+        if not formats:
+            raise ServiceError("Pick at least one format.")
+        if changes is not None:
+            self.save_binarize_options(actor, changes)
+
+        def change(data: dict[str, Any]) -> None:
+            data.setdefault("export", {})["formats"] = list(formats)
+            if profile in PROFILES:
+                data["export"]["profile"] = profile
+
+        try:
+            recipe = self.update_recipe(change)
+            binarized, _ = binarize_stage(recipe, self.store)
+            out = export_stage(recipe, self.store, binarized)
+        except Exception as exc:  # noqa: BLE001 - PublishError and friends: one line
+            raise ServiceError(f"Export failed: {_one_line(exc)}") from None
+        out = Path(out)
+        files = sorted((out / "data").glob("train-*")) + [out / "README.md"]
+        return ExportResult(out, files, binarized.num_pairs)
+
+    def publish(
+        self,
+        actor: Actor,
+        repo_id: str,
+        *,
+        private: bool,
+        user_token: str | None,
+        replace: bool = False,
+    ) -> str:
+        """Push the last export to the Hub. On a Space only the signed-in user's own token
+        (``user_token``) is used, never the Space owner's (issue 10); locally the user's token
+        or the one in the recipe's ``publish.token_env``. Returns the URL; ``ServiceError``
+        (one line) otherwise."""
+        from pipelines.publish import PublishError, push_to_hub
+        from pipelines.run import export_dir_for
+
+        self.authorize(actor, "publish")
+        repo_id = (repo_id or "").strip()
+        if not repo_id:
+            raise ServiceError("Enter a dataset repo id (namespace/name).")
+        recipe = self.recipe
+        out = export_dir_for(recipe, self.store)
+        if not (out / "README.md").is_file():
+            raise ServiceError("Export the dataset first (Download section).")
+        on_space = bool(os.environ.get("SPACE_ID"))
+        token = user_token if on_space else (user_token or os.environ.get(recipe.publish.token_env))
+        if not token:
+            where = (
+                "Sign in with Hugging Face above"
+                if on_space
+                else f"Set {recipe.publish.token_env} (a token with write access), then restart "
+                "the app"
+            )
+            raise ServiceError(f"No Hugging Face token. {where}.")
+        try:
+            url = push_to_hub(out, repo_id, token=token, private=bool(private), overwrite=replace)
+        except PublishError as exc:
+            raise ServiceError(str(exc)) from None
+
+        def change(data: dict[str, Any]) -> None:
+            data.setdefault("publish", {}).update({"repo_id": repo_id, "private": bool(private)})
+
+        try:
+            self.update_recipe(change)
+        except RecipeError:
+            pass
+        return str(url)
+
+
+_services: dict[str, WorkspaceService] = {}
+_services_lock = threading.Lock()
+
+
+def get_service(
+    data_dir: str | os.PathLike[str] | None = None, policy: Policy | None = None
+) -> WorkspaceService:
+    """The one service of a data folder in this process (shared by every browser session: one
+    store, one job manager). ``policy``, when given, becomes the service's."""
+    path = Path(data_dir) if data_dir is not None else default_data_dir()
+    key = str(path.resolve())
+    with _services_lock:
+        if key not in _services:
+            _services[key] = WorkspaceService(path, policy)
+        elif policy is not None:
+            _services[key].policy = policy
+        return _services[key]
