@@ -36,6 +36,14 @@ def _store(args: argparse.Namespace) -> Any:
     return Store(args.data_dir)
 
 
+def _service(args: argparse.Namespace) -> Any:
+    """The workspace service of ``--data-dir`` (``pipelines.service``), which checks every
+    operation against the CLI user's role like the app's."""
+    from pipelines.service import WorkspaceService
+
+    return WorkspaceService(args.data_dir)
+
+
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False, default=str), flush=True)
 
@@ -167,7 +175,7 @@ def _summarise(stage: str, res: dict[str, Any]) -> str:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from pipelines.sources import load_source
+    from pipelines.workspace import CLI_ACTOR
 
     columns = {}
     for spec in args.column or []:
@@ -175,19 +183,15 @@ def cmd_load(args: argparse.Namespace) -> int:
             raise CliError(f"--column takes logical=actual, got '{spec}'")
         k, v = spec.split("=", 1)
         columns[k] = v
-    store = _store(args)
-    sink = store.conversation_sink()  # streamed: one chunk in memory at a time
-    result = load_source(
+    report = _service(args).load_file(  # streamed: one chunk in memory at a time
+        CLI_ACTOR,
         args.source,
         format=args.format,
         columns=columns or None,
         split=args.split,
         limit=args.limit,
-        sink=sink,
     )
-    added, existing = sink.added, sink.existing
-    report = {**result.summary(), "added": added, "already_in_store": existing}
-    store.record_load(args.source, report)
+    added, existing = report["added"], report["already_in_store"]
     if args.json:
         _print_json(report)
         return 0
@@ -204,18 +208,9 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = _store(args)
-    status = {
-        "data_dir": str(store.data_dir),
-        "conversations": store.count_conversations(),
-        "candidates": store.candidate_counts(),
-        "judgments": store.judgment_status_counts(),
-        "reviews": store.review_totals()["reviews"],
-        "jobs": [
-            {k: j[k] for k in ("job_id", "kind", "status", "last_error", "counters")}
-            for j in store.jobs(limit=5)
-        ],
-    }
+    from pipelines.workspace import CLI_ACTOR
+
+    status = _service(args).status(CLI_ACTOR)
     if args.json:
         _print_json(status)
         return 0

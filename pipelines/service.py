@@ -56,6 +56,7 @@ __all__ = [
 DEFAULT_RECIPE = "quickstart"
 QUEUE_PAGE = 50  # review-queue ids read per page (keyset paging)
 PREVIEW_PAIRS = 5  # pairs the Results preview shows
+ARGILLA_PUSH_JOB = "argilla-push"  # the job name of a push started from a front end
 
 
 class ServiceError(ValueError):
@@ -65,6 +66,15 @@ class ServiceError(ValueError):
 def _one_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _default_policy() -> Policy:
+    """The environment's roles for a loopback address (the CLI's case); a malformed
+    ``CAPYUI_AUTH`` grants nobody anything beyond their actor's own role."""
+    try:
+        return Policy.from_env("127.0.0.1")
+    except ValueError:
+        return Policy(frozenset(), frozenset())
 
 
 # -- typed results ---------------------------------------------------------------------------
@@ -130,6 +140,16 @@ class ExportResult:
     pairs: int
 
 
+@dataclass
+class ArgillaState:
+    """The workspace's Argilla work in the background: the last push job started from a front
+    end, and the live pull (a background thread) with its client."""
+
+    push: Any = None  # jobs.JobHandle
+    puller: Any = None  # argilla_queue.BackgroundPull
+    puller_queue: Any = None  # argilla_queue.ArgillaQueue
+
+
 # -- the service -----------------------------------------------------------------------------
 class WorkspaceService:
     """One data folder: store, current recipe, jobs, and every operation on them.
@@ -143,7 +163,7 @@ class WorkspaceService:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.store = Store(self.data_dir)
         self.jobs = JobManager(self.store)
-        self.policy = policy or Policy.from_env("127.0.0.1")
+        self.policy = policy or _default_policy()
         self._lock = threading.Lock()
         self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
         self._listeners: list[Callable[[], None]] = []
@@ -151,8 +171,8 @@ class WorkspaceService:
         self._preview_cache: tuple[str, BinarizePreview] | None = None
         self._preview_lock = threading.Lock()
         self._warming = False
-        # per-panel state of front ends (e.g. the Argilla panel's last push / live pull)
-        self.panels: dict[str, Any] = {}
+        # the Argilla panel's last push and live pull (shared by every session, like the jobs)
+        self.argilla = ArgillaState()
 
     # -- authorization ---------------------------------------------------------------------
     def authorize(self, actor: Actor, action: str) -> None:
@@ -272,6 +292,101 @@ class WorkspaceService:
         """(generator ids, judge id) of the current recipe: what the review and stats read."""
         r = self.recipe
         return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
+
+    # -- data ---------------------------------------------------------------------------------
+    def load_into_recipe(
+        self, actor: Actor, source: dict[str, Any], base_dir: str, limit: int | None
+    ) -> tuple[Recipe, dict[str, Any]]:
+        """Load ``source`` (a recipe ``source:`` section) into the store, streamed; the
+        recipe's source changes only once the load has worked (a failed load leaves the recipe
+        and the next run as they were). ``RecipeError`` for a bad source; any other exception
+        is the loader's one-line error."""
+        from pipelines.run import load_stage
+
+        self.authorize(actor, "load_data")
+
+        def change(data: dict[str, Any]) -> None:
+            data["source"] = source
+
+        recipe = self.candidate_recipe(change)
+        recipe.base_dir = base_dir
+        report = load_stage(recipe, self.store, limit)
+        self.set_recipe(recipe)
+        return recipe, report
+
+    def load_file(
+        self,
+        actor: Actor,
+        source: str,
+        *,
+        format: str = "auto",
+        columns: dict[str, str] | None = None,
+        split: str = "train",
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Load a file or Hub dataset into the store (streamed, one chunk in memory at a
+        time) without touching the recipe (the CLI's ``capyui load``); returns the report."""
+        from pipelines.sources import load_source
+
+        self.authorize(actor, "load_data")
+        sink = self.store.conversation_sink()
+        result = load_source(
+            source, format=format, columns=columns, split=split, limit=limit, sink=sink
+        )
+        report = {**result.summary(), "added": sink.added, "already_in_store": sink.existing}
+        self.store.record_load(source, report)
+        return report
+
+    def status(self, actor: Actor) -> dict[str, Any]:
+        """What the workspace holds: counts per stage and the last jobs (``capyui status``)."""
+        self.authorize(actor, "view")
+        store = self.store
+        return {
+            "data_dir": str(store.data_dir),
+            "conversations": store.count_conversations(),
+            "candidates": store.candidate_counts(),
+            "judgments": store.judgment_status_counts(),
+            "reviews": store.review_totals()["reviews"],
+            "jobs": [
+                {k: j[k] for k in ("job_id", "kind", "status", "last_error", "counters")}
+                for j in store.jobs(limit=5)
+            ],
+        }
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def start_job(
+        self, actor: Actor, stages: list[str], *, limit: int | None = None, name: str = "ui"
+    ) -> Any:
+        """Start the current recipe's ``stages`` in the background (one job at a time per
+        workspace); returns the ``JobHandle``. ``ServiceError`` (one line) otherwise."""
+        self.authorize(actor, "run_jobs")
+        if "publish" in stages:
+            self.authorize(actor, "publish")
+        if not stages:
+            raise ServiceError("Pick at least one stage.")
+        recipe = self.recipe
+        if "judge" in stages and recipe.judge is None:
+            raise ServiceError("The recipe has no judge: add one in the Models tab.")
+        try:
+            return self.jobs.start(recipe, stages, limit=limit, name=name)
+        except RuntimeError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def job(self, actor: Actor, job_id: str) -> dict[str, Any] | None:
+        """One recorded job (of the recent ones), or None."""
+        self.authorize(actor, "view")
+        return next((j for j in self.store.jobs(limit=200) if j["job_id"] == job_id), None)
+
+    def cancel_job(self, actor: Actor) -> bool:
+        """Ask the running job to stop after the requests in flight; False when none runs."""
+        self.authorize(actor, "run_jobs")
+        return bool(self.jobs.cancel())
+
+    def job_snapshot(self, actor: Actor) -> dict[str, Any] | None:
+        """The current (or last) job's progress, or None."""
+        self.authorize(actor, "view")
+        h = self.jobs.current
+        return h.snapshot() if h is not None else None
 
     # -- review ------------------------------------------------------------------------------
     def review_progress(self, actor: Actor, reviewer: str | None) -> ReviewProgress:
@@ -656,6 +771,71 @@ class WorkspaceService:
         except RecipeError:
             pass
         return str(url)
+
+    # -- Argilla -----------------------------------------------------------------------------
+    def argilla_status(self, actor: Actor, config: Any) -> dict[str, Any]:
+        """``ArgillaQueue.status()`` for ``config`` (an ``ArgillaConfig``): never raises."""
+        from pipelines.argilla_queue import ArgillaQueue
+
+        self.authorize(actor, "manage_argilla")
+        queue = ArgillaQueue.from_config(config)
+        try:
+            return dict(queue.status())
+        except Exception as exc:  # noqa: BLE001 - status() should not raise; one line if it does
+            return {"ok": False, "url": queue.api_url, "error": _one_line(exc)}
+        finally:
+            queue.close()
+
+    def argilla_push(self, actor: Actor, config: Any) -> Any:
+        """Start pushing to Argilla as a background job (the Run tab shows it too); returns
+        the job handle. ``ServiceError`` when a job is already running."""
+        from pipelines.argilla_queue import STAGE_PUSH
+
+        self.authorize(actor, "manage_argilla")
+        recipe = self.recipe.model_copy(update={"argilla": config})
+        try:
+            handle = self.jobs.start(recipe, [STAGE_PUSH], name=ARGILLA_PUSH_JOB)
+        except RuntimeError as exc:
+            raise ServiceError(str(exc)) from None
+        self.argilla.push = handle
+        return handle
+
+    def argilla_pull(self, actor: Actor, config: Any) -> dict[str, Any]:
+        """Pull the humans' responses into the store's reviews now (``PullSummary`` as a
+        dict). ``ServiceError`` (one line) when it fails."""
+        from pipelines.argilla_queue import ArgillaQueue, ArgillaQueueError
+
+        self.authorize(actor, "manage_argilla")
+        queue = ArgillaQueue.from_config(config)
+        try:
+            return dict(queue.pull(self.store).as_dict())
+        except ArgillaQueueError as exc:
+            raise ServiceError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - never a traceback in a front end
+            raise ServiceError(f"pull failed: {_one_line(exc)}") from None
+        finally:
+            queue.close()
+
+    def argilla_live(self, actor: Actor, config: Any | None) -> Any:
+        """Stop the live pull, then (``config`` given) start one every
+        ``config.pull_interval_s``; returns the running ``BackgroundPull`` or None."""
+        from pipelines.argilla_queue import ArgillaQueue
+
+        self.authorize(actor, "manage_argilla")
+        st = self.argilla
+        puller, queue = st.puller, st.puller_queue
+        st.puller = st.puller_queue = None
+        if puller is not None:
+            puller.stop(timeout=5)
+        if queue is not None:
+            queue.close()
+        if config is None:
+            return None
+        st.puller_queue = ArgillaQueue.from_config(config)
+        st.puller = st.puller_queue.start_background_pull(
+            self.store, interval_s=config.pull_interval_s
+        )
+        return st.puller
 
 
 _services: dict[str, WorkspaceService] = {}

@@ -29,6 +29,7 @@ from pipelines.pairwise import (
     submit_verdict,
     verdicts_per_model,
 )
+from pipelines.service import WorkspaceService
 
 KEYS = {"a": "a", "b": "b", "t": "tie", "x": "both_bad", "s": "skip"}
 
@@ -57,7 +58,7 @@ ARENA_KEYS_JS = r"""
 """
 
 
-def _ids(ws: Any) -> tuple[list[str], str | None]:
+def _ids(ws: WorkspaceService) -> tuple[list[str], str | None]:
     r = ws.recipe
     return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
 
@@ -67,7 +68,7 @@ def _reasons(selected: list[str] | None) -> list[str]:
     return chosen or list(DEFAULT_REASONS)
 
 
-def progress_html(ws: Any, reviewer: str | None, with_queues: bool = False) -> str:
+def progress_html(ws: WorkspaceService, reviewer: str | None, with_queues: bool = False) -> str:
     """Verdict counts; ``with_queues`` adds pairs judged per queue (a scan of the queue: on
     start / refresh only, never per keystroke)."""
     p = ws.store.pairwise_progress((reviewer or "").strip() or None)
@@ -86,7 +87,7 @@ def progress_html(ws: Any, reviewer: str | None, with_queues: bool = False) -> s
 
 
 def view(
-    ws: Any,
+    ws: WorkspaceService,
     reviewer: str,
     reasons: list[str],
     max_verdicts: float | None,
@@ -143,7 +144,7 @@ def view(
 
 
 def answer(
-    ws: Any,
+    ws: WorkspaceService,
     state: dict[str, Any] | None,
     reviewer: str,
     reasons: list[str],
@@ -183,7 +184,7 @@ def answer(
     return [progress_html(ws, reviewer), *view(ws, reviewer, reasons, max_verdicts, message)]
 
 
-def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
     with gr.Column(elem_id="cu-arena"):
         with gr.Row():
             reviewer = gr.Textbox(
@@ -276,7 +277,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     )
 
 
-def results_panel(ws: Any) -> None:
+def results_panel(ws: WorkspaceService) -> None:
     """Pairwise results in the Results tab: verdicts per model and the two rankings."""
     with gr.Accordion("Pairwise (arena) verdicts and rankings", open=False):
         out = gr.HTML(js_on_load=None, elem_id="cu-arena-results")
@@ -284,7 +285,7 @@ def results_panel(ws: Any) -> None:
     btn.click(lambda: results_html(ws), None, out, api_name="arena_rankings")
 
 
-def results_html(ws: Any) -> str:
+def results_html(ws: WorkspaceService) -> str:
     _, judge_id = _ids(ws)
     per_model = verdicts_per_model(ws.store)
     both = rankings(ws.store, judge_id)

@@ -20,44 +20,29 @@ Every error (unreachable server, bad key, incompatible dataset, invalid settings
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 from pydantic import ValidationError
 
 from capyui import render
+from capyui.guard import current_actor
 from pipelines.argilla_queue import (
     REVIEW_SOURCE,
     STAGE_PUSH,
     ArgillaConfig,
-    ArgillaQueue,
-    ArgillaQueueError,
     BackgroundPull,
 )
 from pipelines.recipe import RecipeError
+from pipelines.service import ARGILLA_PUSH_JOB, ServiceError, WorkspaceService
 
 SELECT_CHOICES = [
     ("All judged conversations", "all"),
     ("AI ties", "ties"),
     ("Low AI confidence", "low_confidence"),
 ]
-JOB_NAME = "argilla-push"
-
-
-@dataclass
-class _PanelState:
-    """Per-workspace state shared by every browser session (like the job manager)."""
-
-    push: Any = None  # the JobHandle of the last push started from the panel
-    puller: BackgroundPull | None = None
-    puller_queue: ArgillaQueue | None = None
-
-
-_states: dict[str, _PanelState] = {}
-_states_lock = threading.Lock()
+JOB_NAME = ARGILLA_PUSH_JOB
 
 
 def _select_label(select: str | list[str]) -> str:
@@ -65,12 +50,6 @@ def _select_label(select: str | list[str]) -> str:
     if isinstance(select, str):
         return dict((v, k) for k, v in SELECT_CHOICES).get(select, select)
     return f"{len(select)} chosen conversation(s)"
-
-
-def _state(ws: Any) -> _PanelState:
-    key = str(ws.data_dir.resolve())
-    with _states_lock:
-        return _states.setdefault(key, _PanelState())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -82,7 +61,7 @@ def _one_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 # settings <-> recipe
 # ---------------------------------------------------------------------------------------------
-def settings_of(ws: Any) -> list[Any]:
+def settings_of(ws: WorkspaceService) -> list[Any]:
     """The panel's inputs from the recipe's ``argilla:`` section (defaults when absent)."""
     c = ws.recipe.argilla or ArgillaConfig()
     select = c.select if isinstance(c.select, str) else "all"
@@ -100,7 +79,7 @@ def settings_of(ws: Any) -> list[Any]:
 
 
 def config_from(
-    ws: Any,
+    ws: WorkspaceService,
     url: str | None,
     url_env: str | None,
     key_env: str | None,
@@ -139,7 +118,7 @@ def config_from(
         raise ValueError("invalid Argilla settings: " + "; ".join(parts)) from None
 
 
-def save_settings(ws: Any, *settings: Any) -> str:
+def save_settings(ws: WorkspaceService, *settings: Any) -> str:
     try:
         cfg = config_from(ws, *settings)
     except ValueError as exc:
@@ -193,18 +172,12 @@ def status_html(st: dict[str, Any]) -> str:
     )
 
 
-def check(ws: Any, *settings: Any) -> tuple[str, dict[str, Any]]:
+def check(ws: WorkspaceService, *settings: Any) -> tuple[str, dict[str, Any]]:
     try:
         cfg = config_from(ws, *settings)
     except ValueError as exc:
         return render.notice_html(str(exc), "error"), {"ok": False, "error": str(exc)}
-    queue = ArgillaQueue.from_config(cfg)
-    try:
-        st = queue.status()
-    except Exception as exc:  # noqa: BLE001 - status() should not raise; one line if it does
-        st = {"ok": False, "url": queue.api_url, "error": _one_line(exc)}
-    finally:
-        queue.close()
+    st = ws.argilla_status(current_actor(), cfg)
     if not st.get("ok") and st.get("error") and "not an Argilla API" not in st["error"]:
         # a connection check says reachable / refused / status N, never the server's body
         import re
@@ -216,26 +189,24 @@ def check(ws: Any, *settings: Any) -> tuple[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # push (a background job)
 # ---------------------------------------------------------------------------------------------
-def start_push(ws: Any, *settings: Any) -> str:
+def start_push(ws: WorkspaceService, *settings: Any) -> str:
     try:
         cfg = config_from(ws, *settings)
     except ValueError as exc:
         return render.notice_html(str(exc), "error")
-    recipe = ws.recipe.model_copy(update={"argilla": cfg})
     try:
-        handle = ws.jobs.start(recipe, [STAGE_PUSH], name=JOB_NAME)
-    except RuntimeError as exc:
+        ws.argilla_push(current_actor(), cfg)
+    except ServiceError as exc:
         return render.notice_html(str(exc), "error")
-    _state(ws).push = handle
     return render.notice_html(
         f"Pushing ({_select_label(cfg.select)}) to '{cfg.dataset_name}'…",
         "info",
     )
 
 
-def push_view(ws: Any) -> tuple[str, dict[str, Any], bool]:
+def push_view(ws: WorkspaceService) -> tuple[str, dict[str, Any], bool]:
     """(html, summary dict, running) of the panel's last push."""
-    handle = _state(ws).push
+    handle = ws.argilla.push
     if handle is None:
         return "", {}, False
     snap = handle.snapshot()
@@ -298,21 +269,15 @@ def pull_summary_html(s: dict[str, Any], prefix: str = "Pulled") -> str:
     return render.notice_html(line, "ok") + table
 
 
-def pull(ws: Any, *settings: Any) -> tuple[str, dict[str, Any]]:
+def pull(ws: WorkspaceService, *settings: Any) -> tuple[str, dict[str, Any]]:
     try:
         cfg = config_from(ws, *settings)
     except ValueError as exc:
         return render.notice_html(str(exc), "error"), {"error": str(exc)}
-    queue = ArgillaQueue.from_config(cfg)
     try:
-        summary = queue.pull(ws.store).as_dict()
-    except ArgillaQueueError as exc:
+        summary = ws.argilla_pull(current_actor(), cfg)
+    except ServiceError as exc:
         return render.notice_html(str(exc), "error"), {"error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - never a traceback in the panel
-        msg = f"pull failed: {_one_line(exc)}"
-        return render.notice_html(msg, "error"), {"error": msg}
-    finally:
-        queue.close()
     return pull_summary_html(summary), summary
 
 
@@ -320,9 +285,8 @@ def _clock(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if t else "—"
 
 
-def live_view(ws: Any) -> tuple[str, dict[str, Any], bool]:
-    st = _state(ws)
-    p = st.puller
+def live_view(ws: WorkspaceService) -> tuple[str, dict[str, Any], bool]:
+    p: BackgroundPull | None = ws.argilla.puller
     if p is None or not p.running:
         return render.notice_html("Live pull is off.", "info"), {"running": False}, False
     info = {
@@ -348,43 +312,31 @@ def live_view(ws: Any) -> tuple[str, dict[str, Any], bool]:
     return render.notice_html(head, "ok") + body, info, True
 
 
-def stop_live(ws: Any) -> None:
-    st = _state(ws)
-    puller, queue = st.puller, st.puller_queue
-    st.puller = st.puller_queue = None
-    if puller is not None:
-        puller.stop(timeout=5)
-    if queue is not None:
-        queue.close()
-
-
-def set_live(ws: Any, on: bool, *settings: Any) -> tuple[str, dict[str, Any]]:
-    stop_live(ws)
+def set_live(ws: WorkspaceService, on: bool, *settings: Any) -> tuple[str, dict[str, Any]]:
     if not on:
+        ws.argilla_live(current_actor(), None)
         html, info, _ = live_view(ws)
         return html, info
     try:
         cfg = config_from(ws, *settings)
     except ValueError as exc:
+        ws.argilla_live(current_actor(), None)
         return render.notice_html(str(exc), "error"), {"running": False, "error": str(exc)}
-    queue = ArgillaQueue.from_config(cfg)
-    st = _state(ws)
-    st.puller_queue = queue
-    st.puller = queue.start_background_pull(ws.store, interval_s=cfg.pull_interval_s)
+    puller = ws.argilla_live(current_actor(), cfg)
     deadline = time.monotonic() + 3  # show the first pull's outcome when it is quick
-    while st.puller.pulls == 0 and time.monotonic() < deadline:
+    while puller.pulls == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     html, info, _ = live_view(ws)
     return html, info
 
 
-def poll(ws: Any) -> tuple[str, dict[str, Any], str, dict[str, Any], Any]:
+def poll(ws: WorkspaceService) -> tuple[str, dict[str, Any], str, dict[str, Any], Any]:
     push_html, push_info, pushing = push_view(ws)
     live_html, live_info, live = live_view(ws)
     return push_html, push_info, live_html, live_info, gr.Timer(active=pushing or live)
 
 
-def reviews_line(ws: Any) -> str:
+def reviews_line(ws: WorkspaceService) -> str:
     """For the Results tab: how much human work from Argilla is in the workspace."""
     totals = ws.store.review_totals(REVIEW_SOURCE)
     n, convs, people, last = (
@@ -393,7 +345,7 @@ def reviews_line(ws: Any) -> str:
         totals["reviewers"],
         totals["last"],
     )
-    p = _state(ws).puller
+    p = ws.argilla.puller
     if not n and ws.recipe.argilla is None and p is None:
         return ""
     live = (
@@ -411,7 +363,7 @@ def reviews_line(ws: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # layout
 # ---------------------------------------------------------------------------------------------
-def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
     """The panel; mounted once (in the Review tab): its events have API names."""
     s0 = settings_of(ws)
     with gr.Accordion("Argilla review queue", open=False, elem_id="cu-argilla"):
@@ -523,8 +475,8 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     gr.api(argilla_settings, api_name="argilla_settings")
 
     def on_show() -> list[Any]:
-        st = _state(ws)
-        running = st.puller is not None and st.puller.running
+        puller = ws.argilla.puller
+        running = puller is not None and puller.running
         return [*settings_of(ws), running, *poll(ws)]
 
     # the recipe may have changed (Recipe tab import): show its section; keep job/live views
@@ -538,7 +490,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     )
 
 
-def build_results_line(ws: Any, tab: gr.Tab) -> None:
+def build_results_line(ws: WorkspaceService, tab: gr.Tab) -> None:
     """A status line in the Results tab: Argilla reviews in the store, live pull state."""
     line = gr.HTML(reviews_line(ws), js_on_load=None, elem_id="cu-results-argilla")
     tab.select(lambda: reviews_line(ws), None, line, show_progress="hidden")

@@ -9,9 +9,10 @@ import gradio as gr
 
 from capyui import render
 from pipelines.cost import dry_run, usage_report
+from pipelines.service import WorkspaceService
 
 
-def cost_html(ws: Any, limit: float | None = None) -> str:
+def cost_html(ws: WorkspaceService, limit: float | None = None) -> str:
     recipe = ws.recipe
     spent = usage_report(ws.store, recipe)
     proj = dry_run(recipe, ws.store, int(limit) if limit else None).as_dict()
@@ -76,7 +77,7 @@ def cost_html(ws: Any, limit: float | None = None) -> str:
     return "".join(parts)
 
 
-def build(ws: Any, limit: Any) -> None:
+def build(ws: WorkspaceService, limit: Any) -> None:
     """An accordion under the Run tab's controls; ``limit`` is the tab's row-limit input."""
     with gr.Accordion("Tokens and cost (prices and budget in the recipe)", open=False):
         out = gr.HTML(js_on_load=None, elem_id="cu-cost")

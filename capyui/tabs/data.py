@@ -12,7 +12,9 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
+from capyui.guard import current_actor
 from pipelines.recipe import RECIPES_DIR, RecipeError
+from pipelines.service import Forbidden, WorkspaceService
 
 SAMPLE = "Bundled sample"
 UPLOAD = "Upload a file"
@@ -34,7 +36,7 @@ def _max_upload_bytes() -> int:
     return int(max_upload().removesuffix("mb")) << 20
 
 
-def store_upload(ws: Any, upload: str) -> Path:
+def store_upload(ws: WorkspaceService, upload: str) -> Path:
     """Copy an upload (a file Gradio received into its own cache) into the workspace, as data.
 
     The copy is named by a hash of its bytes, so the same file uploaded twice is one source."""
@@ -130,7 +132,7 @@ def load_error_hint(message: str, kind: str) -> str:
     return "Try the bundled sample again, or report this"
 
 
-def preview_html(ws: Any, source_name: str) -> str:
+def preview_html(ws: WorkspaceService, source_name: str) -> str:
     from pipelines.review import conversations_by_source
 
     convs = conversations_by_source(ws.store, source_name, PREVIEW)
@@ -150,7 +152,7 @@ def preview_html(ws: Any, source_name: str) -> str:
     return head + render.chats_html(items)
 
 
-def workspace_summary(ws: Any) -> str:
+def workspace_summary(ws: WorkspaceService) -> str:
     n = ws.store.count_conversations()
     src = ws.recipe.source
     return render.notice_html(
@@ -161,10 +163,14 @@ def workspace_summary(ws: Any) -> str:
 
 
 def load_data(
-    ws: Any, kind: str, hub_id: str, split: str, upload: str | None, fmt: str, limit: float | None
+    ws: WorkspaceService,
+    kind: str,
+    hub_id: str,
+    split: str,
+    upload: str | None,
+    fmt: str,
+    limit: float | None,
 ) -> tuple[str, str, dict[str, Any], str]:
-    from pipelines.run import load_stage
-
     fmt = fmt if fmt in FORMATS else "auto"
     n = int(limit) if limit else None
     if n is not None and n < 1:
@@ -194,15 +200,12 @@ def load_data(
     if n is not None:
         source["limit"] = n
 
-    def change(data: dict[str, Any]) -> None:
-        data["source"] = source
-
     # The recipe's source changes only once the load has worked: a failed load leaves the
     # recipe (and the next Run) as they were.
     try:
-        recipe = ws.candidate_recipe(change)
-        recipe.base_dir = base_dir
-        report = load_stage(recipe, ws.store, n)
+        recipe, report = ws.load_into_recipe(current_actor(), source, base_dir, n)
+    except Forbidden:
+        raise
     except RecipeError as exc:
         return render.error_html(str(exc)), "", {}, workspace_summary(ws)
     except Exception as exc:  # noqa: BLE001 - SourceError and friends: one line to the user
@@ -213,12 +216,11 @@ def load_data(
             {},
             workspace_summary(ws),
         )
-    ws.set_recipe(recipe)
     name = recipe.source.dataset or Path(recipe.source.path or "").name
     return report_html(report), preview_html(ws, name), report, workspace_summary(ws)
 
 
-def build(ws: Any, tab: gr.Tab) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab) -> None:
     gr.Markdown(
         "Load multi-turn conversations. Formats: Capybara (`conversation: [{input, output}]`), "
         "OpenAI/TRL `messages`, ShareGPT `conversations`. The last user turn is the prompt; "

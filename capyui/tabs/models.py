@@ -14,6 +14,7 @@ import gradio as gr
 
 from capyui import render
 from pipelines.recipe import RecipeError
+from pipelines.service import WorkspaceService
 
 PRESETS = {
     "embedded": "Embedded SmolLM2-135M (CPU, no key)",
@@ -33,7 +34,7 @@ JUDGE_NOTE = (
 )
 
 
-def _choices(ws: Any) -> list[str]:
+def _choices(ws: WorkspaceService) -> list[str]:
     r = ws.recipe
     out = [f"generator:{g.id}" for g in r.generators]
     if r.judge is not None:
@@ -41,7 +42,7 @@ def _choices(ws: Any) -> list[str]:
     return out
 
 
-def _config(ws: Any, choice: str | None) -> Any:
+def _config(ws: WorkspaceService, choice: str | None) -> Any:
     if not choice or ":" not in choice:
         return None
     role, mid = choice.split(":", 1)
@@ -68,13 +69,14 @@ def _shown_env_names() -> set[str]:
     return {e.api_key_env for e in registry if e.api_key_env}
 
 
-def models_html(ws: Any) -> str:
+def models_html(ws: WorkspaceService) -> str:
     r = ws.recipe
     shown = _shown_env_names()
     if "*" in shown:
-        shown = {m.api_key_env for m in r.generators + ([r.judge] if r.judge else [])}
+        models: list[Any] = [*r.generators, *([r.judge] if r.judge else [])]
+        shown = {m.api_key_env for m in models if m.api_key_env}
     rows = []
-    items = [("generator", g) for g in r.generators]
+    items: list[tuple[str, Any]] = [("generator", g) for g in r.generators]
     if r.judge is not None:
         items.append(("judge", r.judge))
     for role, m in items:
@@ -119,7 +121,7 @@ def models_html(ws: Any) -> str:
 
 
 def save_model(
-    ws: Any,
+    ws: WorkspaceService,
     role: str,
     backend: str,
     mid: str,
@@ -182,7 +184,7 @@ def save_model(
 
 
 def _apply(
-    ws: Any, change: Callable[[dict[str, Any]], None], done: str, selected: str | None
+    ws: WorkspaceService, change: Callable[[dict[str, Any]], None], done: str, selected: str | None
 ) -> tuple[str, str, Any]:
     """Change the workspace recipe; (models table, notice, model picker update)."""
     try:
@@ -196,7 +198,7 @@ def _apply(
     )
 
 
-def remove_model(ws: Any, choice: str | None) -> tuple[str, str, Any]:
+def remove_model(ws: WorkspaceService, choice: str | None) -> tuple[str, str, Any]:
     cfg = _config(ws, choice)
     if cfg is None:
         return models_html(ws), render.notice_html("Pick a model to remove.", "error"), gr.update()
@@ -211,7 +213,7 @@ def remove_model(ws: Any, choice: str | None) -> tuple[str, str, Any]:
     return _apply(ws, change, f"Removed {role} '{cfg.id}'.", None)
 
 
-def test_connection(ws: Any, choice: str | None) -> str:
+def test_connection(ws: WorkspaceService, choice: str | None) -> str:
     from pipelines.backends import make_backend, short_error
 
     cfg = _config(ws, choice)
@@ -253,7 +255,7 @@ def connection_hint(problem: str) -> str:
     return "Check the base URL, the model name and the server's log"
 
 
-def confirm_remove(ws: Any, choice: str | None) -> tuple[Any, str, str]:
+def confirm_remove(ws: WorkspaceService, choice: str | None) -> tuple[Any, str, str]:
     """First step of Remove: (confirm row update, question html, error html)."""
     cfg = _config(ws, choice)
     if cfg is None:
@@ -288,7 +290,7 @@ def connection_verdict(error: str) -> str:
     return "failed (the server's answer was not a valid completion)"
 
 
-def load_form(ws: Any, choice: str | None) -> list[Any]:
+def load_form(ws: WorkspaceService, choice: str | None) -> list[Any]:
     cfg = _config(ws, choice)
     if cfg is None:
         return [gr.update()] * 9
@@ -306,7 +308,7 @@ def load_form(ws: Any, choice: str | None) -> list[Any]:
     ]
 
 
-def build(ws: Any, tab: gr.Tab) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab) -> None:
     table = gr.HTML(models_html(ws), js_on_load=None, elem_id="cu-models")
     with gr.Row():
         pick = gr.Dropdown(_choices(ws), label="Model", value=None, scale=2)

@@ -13,11 +13,12 @@ import gradio as gr
 
 from capyui import render
 from pipelines.recipe import RecipeError, parse_recipe_yaml
+from pipelines.service import WorkspaceService
 
 MAX_RECIPE_BYTES = 1 << 20
 
 
-def export_recipe(ws: Any) -> tuple[str, Any, str]:
+def export_recipe(ws: WorkspaceService) -> tuple[str, Any, str]:
     recipe = ws.recipe
     text = recipe.to_yaml()
     out_dir = ws.data_dir / "recipes"
@@ -34,7 +35,7 @@ def export_recipe(ws: Any) -> tuple[str, Any, str]:
     )
 
 
-def import_recipe(ws: Any, text: str) -> tuple[str, str]:
+def import_recipe(ws: WorkspaceService, text: str) -> tuple[str, str]:
     """Validate ``text`` and make it the workspace recipe; (status html, one-line error)."""
     if len((text or "").encode("utf-8")) > MAX_RECIPE_BYTES:
         err = "recipe: larger than 1 MiB"
@@ -58,7 +59,7 @@ def read_upload(upload: str | None) -> Any:
     return data.decode("utf-8", errors="replace")
 
 
-def build(ws: Any, tab: gr.Tab) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab) -> None:
     gr.Markdown(
         "The same YAML runs headless: `capyui run recipe.yaml`. Keys are never part of a recipe:"
         " models name the environment variable that holds theirs (`api_key_env`)."

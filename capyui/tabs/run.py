@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
+from capyui.guard import current_actor
+from pipelines.service import ServiceError, WorkspaceService
 
 STAGE_CHOICES = ["load", "generate", "judge"]
 RESUMABLE = ("interrupted", "cancelled", "failed", "paused")  # paused: by the budget
@@ -114,9 +116,8 @@ def status_html(snap: dict[str, Any] | None) -> str:
     return head + table + err
 
 
-def snapshot(ws: Any) -> dict[str, Any] | None:
-    h = ws.jobs.current
-    return None if h is None else h.snapshot()
+def snapshot(ws: WorkspaceService) -> dict[str, Any] | None:
+    return ws.job_snapshot(current_actor())
 
 
 def stages_of(kind: str) -> list[str]:
@@ -133,7 +134,7 @@ def _progress_line(counters: dict[str, Any]) -> str:
     )
 
 
-def history(ws: Any, snap: dict[str, Any] | None = None) -> tuple[str, Any]:
+def history(ws: WorkspaceService, snap: dict[str, Any] | None = None) -> tuple[str, Any]:
     """The jobs table. The running job's row shows the same live counters as the stage table
     above it (``snap``), not the store's copy, which is written at most once a second."""
     jobs = ws.store.jobs(limit=20)
@@ -168,17 +169,13 @@ def _limit(limit: float | None) -> int | None:
     return int(limit) if limit and limit >= 1 else None
 
 
-def _start(ws: Any, stages: list[str], limit: float | None, name: str) -> tuple[str, str]:
+def _start(
+    ws: WorkspaceService, stages: list[str], limit: float | None, name: str
+) -> tuple[str, str]:
     stages = [s for s in STAGE_CHOICES if s in (stages or [])]
-    if not stages:
-        return "", render.notice_html("Pick at least one stage.", "error")
-    if "judge" in stages and ws.recipe.judge is None:
-        return "", render.notice_html(
-            "The recipe has no judge: add one in the Models tab.", "error"
-        )
     try:
-        ws.jobs.start(ws.recipe, stages, limit=_limit(limit), name=name)
-    except RuntimeError as exc:
+        ws.start_job(current_actor(), stages, limit=_limit(limit), name=name)
+    except ServiceError as exc:
         return "", render.notice_html(str(exc), "error")
     n = _limit(limit)
     return "", render.notice_html(
@@ -188,7 +185,7 @@ def _start(ws: Any, stages: list[str], limit: float | None, name: str) -> tuple[
     )
 
 
-def poll(ws: Any) -> tuple[str, dict[str, Any], Any, str, Any, Any, Any]:
+def poll(ws: WorkspaceService) -> tuple[str, dict[str, Any], Any, str, Any, Any, Any]:
     """Everything the Run tab shows, from one snapshot of the current job."""
     snap = snapshot(ws)
     running = snap is not None and snap["status"] in ("running", "cancelling", "starting")
@@ -204,7 +201,7 @@ def poll(ws: Any) -> tuple[str, dict[str, Any], Any, str, Any, Any, Any]:
     )
 
 
-def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
+def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
     gr.Markdown(
         "Jobs run on the server and keep running if you close this page. Everything finished "
         "is saved as it completes; resuming does only what is missing."
@@ -254,14 +251,14 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     def resume(job_id: str | None, limit_: float | None) -> tuple[str, str]:
         # the job's own stored limit and stages; the Limit box only for jobs recorded before
         # limits were stored (their run_limit is unknown)
-        job = next((j for j in ws.store.jobs(limit=200) if j["job_id"] == job_id), None)
+        job = ws.job(current_actor(), job_id) if job_id else None
         if job is None:
             return "", render.notice_html("Pick a job to resume.", "error")
         stored = job.get("run_limit")
         return _start(ws, stages_of(job["kind"]), stored if stored else limit_, "ui-resume")
 
     def cancel() -> tuple[str, Any]:
-        if ws.jobs.cancel():
+        if ws.cancel_job(current_actor()):
             return render.notice_html(
                 "Cancelling: the job stops after the requests in flight.", "warn"
             ), gr.update(visible=False)
