@@ -11,6 +11,9 @@ each measurement runs in its own process (peak RSS is that process's ``ru_maxrss
   opening the queue per filter (the full id list the Review tab asks for, and where the code has
   it the paged open: first page of 50 + count), next (``review_item``), submit-to-saved
   (``submit_review`` + the progress counts the tab recomputes), p50/p95;
+* browser: the Review tab in Chromium against the real app on the same workspace (up to
+  ``--browser-max``): queue open (first visit of the tab, then per filter), next, and
+  submit-to-saved, p50/p95, printed beside the function timings;
 * results: the Results statistics (collect + binarize + ``compute_stats``; and the SQL model
   statistics where the code has them);
 * export: binarize + export to Parquet through the recipe path (``run.binarize_stage`` +
@@ -241,6 +244,85 @@ def child_export(args: argparse.Namespace) -> dict[str, Any]:
     return {"s": time.perf_counter() - t, "pairs": res["pairs"], "rss_mb": rss_mb()}
 
 
+def child_browser(args: argparse.Namespace) -> dict[str, Any]:
+    """The Review tab in Chromium against the real app (``python app.py``) on this workspace:
+    opening the queue (tab first visit, then Load queue per filter), next, and
+    submit-to-saved (click Submit until the status says Saved), p50/p95 of ``--reps``."""
+    import yaml
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest_ui import CHROMIUM_ARGS, AppServer
+
+    ws = Path(args.ws)
+    recipe = {
+        "name": "bench",
+        "source": {"path": str(Path(args.data).resolve())},
+        "generators": [{"id": g, "backend": "original"} for g in GENS],
+        "judge": {"id": JUDGE, "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                  "model": "judge-model"},
+    }  # fmt: skip
+    (ws / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out: dict[str, Any] = {}
+    header = "#cu-review-header"
+    with AppServer(ws) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url)
+        page.wait_for_selector("button[role=tab]", timeout=120_000)
+        t = time.perf_counter()
+        page.get_by_role("tab", name="Review").click()
+        page.wait_for_function(
+            "s => (document.querySelector(s)?.innerText || '').includes('Conversation 1 of')",
+            arg=header,
+            timeout=120_000,
+        )
+        out["browser queue open (tab)"] = time.perf_counter() - t
+        page.locator("#cu-reviewer textarea, #cu-reviewer input").first.fill("bench-ui")
+        from pipelines.review import FILTERS
+
+        for label in ("Low AI rating", "AI ties", "All with candidates"):
+            page.locator(header).evaluate("el => { el.innerText = '' }")
+            t = time.perf_counter()
+            page.get_by_label("Queue").click()
+            page.get_by_role("option", name=label).click()
+            page.wait_for_function(
+                "s => /Conversation|Nothing|No conversation|All done/.test("
+                "document.querySelector(s)?.innerText || '')",
+                arg=header,
+                timeout=120_000,
+            )
+            key = next(k for k, v in FILTERS.items() if v == label)
+            out[f"browser queue {key}"] = time.perf_counter() - t
+        nexts, submits = [], []
+        for i in range(args.reps):
+            page.locator("#cu-rate-0 input").first.check()
+            t = time.perf_counter()
+            page.locator("#cu-submit").click()
+            page.wait_for_function(
+                "() => (document.querySelector('#cu-review-status')?.innerText || '')"
+                ".includes('Saved')",
+                timeout=60_000,
+            )
+            submits.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            page.locator("#cu-next").click()
+            page.wait_for_function(
+                "([s, k]) => (document.querySelector(s)?.innerText || '')"
+                ".includes('Conversation ' + k + ' of')",
+                arg=[header, i + 2],
+                timeout=60_000,
+            )
+            nexts.append(time.perf_counter() - t)
+        out["browser next p50"], out["browser next p95"] = statistics.median(nexts), _p(nexts, 0.95)
+        out["browser submit-to-saved p50"] = statistics.median(submits)
+        out["browser submit-to-saved p95"] = _p(submits, 0.95)
+        browser.close()
+    return out
+
+
 CHILDREN = {
     "bare": child_bare,
     "load": child_load,
@@ -248,6 +330,7 @@ CHILDREN = {
     "review": child_review,
     "results": child_results,
     "export": child_export,
+    "browser": child_browser,
 }
 
 
@@ -276,6 +359,9 @@ def measure(code: Path, label: str, n: int, data: Path, work: Path, args: Any) -
     rev = run_child("review", code, n, data, ws, args.reps)
     m.update({k: v for k, v in rev.items() if k != "rss_mb"})
     print(f"  [{label} n={n}] review done", flush=True)
+    if n <= args.browser_max and label == "ours":  # the app of this checkout only
+        m.update(run_child("browser", code, n, data, ws, args.reps))
+        print(f"  [{label} n={n}] browser done", flush=True)
     if n <= args.results_max:
         res = run_child("results", code, n, data, ws, args.reps)
         m.update({k: v for k, v in res.items() if k != "rss_mb"})
@@ -315,6 +401,12 @@ def main() -> None:
     ap.add_argument("--export-max", type=int, default=10**9, help="skip export above this N")
     ap.add_argument("--results-max", type=int, default=10**9, help="skip results above this N")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces")
+    ap.add_argument(
+        "--browser-max",
+        type=int,
+        default=100_000,
+        help="measure the Review tab in Chromium up to this N (0: never)",
+    )
     ap.add_argument(
         "--legacy-max",
         type=int,
