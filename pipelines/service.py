@@ -772,6 +772,103 @@ class WorkspaceService:
             pass
         return str(url)
 
+    # -- data, jobs, cost: read-only views -----------------------------------------------------
+    def source_preview(self, actor: Actor, source_name: str, limit: int) -> tuple[list[Any], int]:
+        """The first ``limit`` conversations of one source (load order) and how many it has."""
+        from pipelines.review import conversations_by_source
+
+        self.authorize(actor, "view")
+        convs = conversations_by_source(self.store, source_name, limit)
+        return convs, self.store.count_conversations_from(source_name)
+
+    def conversation_count(self, actor: Actor) -> int:
+        self.authorize(actor, "view")
+        return self.store.count_conversations()
+
+    def job_history(self, actor: Actor, limit: int = 20) -> list[dict[str, Any]]:
+        """The last ``limit`` recorded jobs, newest first."""
+        self.authorize(actor, "view")
+        return self.store.jobs(limit=limit)
+
+    def cost(self, actor: Actor, limit: int | None = None) -> tuple[list[dict[str, Any]], Any]:
+        """(tokens and cost so far per stage and model, the dry-run ``Projection`` of what the
+        recipe still has to do)."""
+        from pipelines.cost import dry_run, usage_report
+
+        self.authorize(actor, "view_config")
+        recipe = self.recipe
+        return usage_report(self.store, recipe), dry_run(recipe, self.store, limit)
+
+    # -- arena (pairwise review) ---------------------------------------------------------------
+    def arena_progress(
+        self, actor: Actor, reviewer: str | None, with_queues: bool = False
+    ) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """(verdict counts, pairs judged per queue when ``with_queues``: a scan of the queue)."""
+        self.authorize(actor, "view")
+        p = self.store.pairwise_progress((reviewer or "").strip() or None)
+        return p, (self.store.pairwise_pair_reason_count() if with_queues else {})
+
+    def arena_refresh(self, actor: Actor) -> None:
+        """Queue the informative pairs of what has been judged since the last refresh."""
+        from pipelines.pairwise import refresh_pairs
+
+        self.authorize(actor, "view")
+        gens, judge = self.model_ids()
+        refresh_pairs(self.store, judge_id=judge, generator_ids=gens)
+
+    def arena_next(self, actor: Actor, reviewer: str, reasons: list[str], max_verdicts: int) -> Any:
+        """The next pair for ``reviewer`` (``pairwise.PairItem``) or None; ``ServiceError``."""
+        from pipelines.pairwise import PairwiseError, next_pair
+
+        self.authorize(actor, "view")
+        try:
+            return next_pair(self.store, reviewer, reasons=reasons, max_verdicts=max_verdicts)
+        except PairwiseError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def arena_submit(
+        self,
+        actor: Actor,
+        conversation_id: str,
+        reviewer: str,
+        *,
+        left_key: str,
+        right_key: str,
+        verdict: str,
+        reason: str | None,
+    ) -> None:
+        """Store a pairwise verdict; ``ServiceError`` (one line) when refused."""
+        from pipelines.pairwise import PairwiseError, submit_verdict
+
+        self.authorize(actor, "review")
+        try:
+            submit_verdict(
+                self.store,
+                conversation_id,
+                reviewer,
+                left_key=left_key,
+                right_key=right_key,
+                verdict=verdict,
+                reason=reason,
+            )
+        except PairwiseError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def arena_rankings(self, actor: Actor) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(verdicts per generator, the human and AI Bradley–Terry rankings)."""
+        from pipelines.pairwise import rankings, verdicts_per_model
+
+        self.authorize(actor, "view")
+        _, judge = self.model_ids()
+        return verdicts_per_model(self.store), rankings(self.store, judge)
+
+    def argilla_review_totals(self, actor: Actor) -> dict[str, Any]:
+        """How much human work from Argilla is in the workspace (reviews, people, latest)."""
+        from pipelines.argilla_queue import REVIEW_SOURCE
+
+        self.authorize(actor, "view")
+        return dict(self.store.review_totals(REVIEW_SOURCE))
+
     # -- Argilla -----------------------------------------------------------------------------
     def argilla_status(self, actor: Actor, config: Any) -> dict[str, Any]:
         """``ArgillaQueue.status()`` for ``config`` (an ``ArgillaConfig``): never raises."""

@@ -22,14 +22,8 @@ from pipelines.pairwise import (
     DEFAULT_REASONS,
     REASONS,
     VERDICTS,
-    PairwiseError,
-    next_pair,
-    rankings,
-    refresh_pairs,
-    submit_verdict,
-    verdicts_per_model,
 )
-from pipelines.service import WorkspaceService
+from pipelines.service import ServiceError, WorkspaceService
 
 KEYS = {"a": "a", "b": "b", "t": "tie", "x": "both_bad", "s": "skip"}
 
@@ -71,8 +65,7 @@ def _reasons(selected: list[str] | None) -> list[str]:
 def progress_html(ws: WorkspaceService, reviewer: str | None, with_queues: bool = False) -> str:
     """Verdict counts; ``with_queues`` adds pairs judged per queue (a scan of the queue: on
     start / refresh only, never per keystroke)."""
-    p = ws.store.pairwise_progress((reviewer or "").strip() or None)
-    queued = ws.store.pairwise_pair_reason_count() if with_queues else {}
+    p, queued = ws.arena_progress(current_actor(), reviewer, with_queues)
     parts = ", ".join(
         f"{REASONS[r].split(' (')[0].lower()}: {v['judged']}/{v['pairs']}"
         for r, v in queued.items()
@@ -97,13 +90,13 @@ def view(
     """[state, header, chat, A, B, status] for the next pair of ``reviewer``."""
     status = render.notice_html(message, kind) if message else ""
     try:
-        item = next_pair(
-            ws.store,
+        item = ws.arena_next(
+            current_actor(),
             reviewer,
-            reasons=_reasons(reasons),
-            max_verdicts=int(max_verdicts or DEFAULT_MAX_VERDICTS),
+            _reasons(reasons),
+            int(max_verdicts or DEFAULT_MAX_VERDICTS),
         )
-    except PairwiseError as exc:
+    except ServiceError as exc:
         return [None, render.notice_html(str(exc), "warn"), "", "", "", status]
     if item is None:
         return [
@@ -155,8 +148,8 @@ def answer(
     if not state:
         return [progress_html(ws, reviewer), *view(ws, reviewer, reasons, max_verdicts)]
     try:
-        submit_verdict(
-            ws.store,
+        ws.arena_submit(
+            current_actor(),
             state["conversation_id"],
             reviewer,
             left_key=state["left"],
@@ -164,7 +157,7 @@ def answer(
             verdict=verdict,
             reason=state.get("reason"),
         )
-    except PairwiseError as exc:
+    except ServiceError as exc:
         return [
             gr.update(),
             state,
@@ -233,8 +226,7 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
 
     def start(who: str, rs: list[str], mv: float | None) -> list[Any]:
         who = reviewer_identity(who)  # signed in: the identity, never the typed name
-        gens, judge_id = _ids(ws)
-        refresh_pairs(ws.store, judge_id=judge_id, generator_ids=gens)
+        ws.arena_refresh(current_actor())
         return [progress_html(ws, who, with_queues=True), *view(ws, who, rs, mv)]
 
     start_btn.click(start, inputs, outputs, api_name="arena_start")
@@ -286,9 +278,7 @@ def results_panel(ws: WorkspaceService) -> None:
 
 
 def results_html(ws: WorkspaceService) -> str:
-    _, judge_id = _ids(ws)
-    per_model = verdicts_per_model(ws.store)
-    both = rankings(ws.store, judge_id)
+    per_model, both = ws.arena_rankings(current_actor())
     parts = ["<h4>Human pairwise verdicts per generator</h4>"]
     if per_model:
         parts.append(

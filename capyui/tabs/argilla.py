@@ -29,7 +29,6 @@ from pydantic import ValidationError
 from capyui import render
 from capyui.guard import current_actor
 from pipelines.argilla_queue import (
-    REVIEW_SOURCE,
     STAGE_PUSH,
     ArgillaConfig,
     BackgroundPull,
@@ -338,7 +337,7 @@ def poll(ws: WorkspaceService) -> tuple[str, dict[str, Any], str, dict[str, Any]
 
 def reviews_line(ws: WorkspaceService) -> str:
     """For the Results tab: how much human work from Argilla is in the workspace."""
-    totals = ws.store.review_totals(REVIEW_SOURCE)
+    totals = ws.argilla_review_totals(current_actor())
     n, convs, people, last = (
         totals["reviews"],
         totals["conversations"],

@@ -8,14 +8,13 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
-from pipelines.cost import dry_run, usage_report
+from capyui.guard import current_actor
 from pipelines.service import WorkspaceService
 
 
 def cost_html(ws: WorkspaceService, limit: float | None = None) -> str:
-    recipe = ws.recipe
-    spent = usage_report(ws.store, recipe)
-    proj = dry_run(recipe, ws.store, int(limit) if limit else None).as_dict()
+    spent, projection = ws.cost(current_actor(), int(limit) if limit else None)
+    proj = projection.as_dict()
 
     def money(row: dict[str, Any]) -> str:
         return f"${row['usd']:.4f}" if row["priced"] else "no price"

@@ -133,10 +133,7 @@ def load_error_hint(message: str, kind: str) -> str:
 
 
 def preview_html(ws: WorkspaceService, source_name: str) -> str:
-    from pipelines.review import conversations_by_source
-
-    convs = conversations_by_source(ws.store, source_name, PREVIEW)
-    total = ws.store.count_conversations_from(source_name)
+    convs, total = ws.source_preview(current_actor(), source_name, PREVIEW)
     head = (
         f'<div class="cu-muted" id="cu-preview-count">Showing {len(convs)} of {total} '
         f"conversation(s) from {render.esc(source_name)}"
@@ -153,7 +150,7 @@ def preview_html(ws: WorkspaceService, source_name: str) -> str:
 
 
 def workspace_summary(ws: WorkspaceService) -> str:
-    n = ws.store.count_conversations()
+    n = ws.conversation_count(current_actor())
     src = ws.recipe.source
     return render.notice_html(
         f"The workspace holds {n} conversation(s). Recipe source: {src.location} "

@@ -137,7 +137,7 @@ def _progress_line(counters: dict[str, Any]) -> str:
 def history(ws: WorkspaceService, snap: dict[str, Any] | None = None) -> tuple[str, Any]:
     """The jobs table. The running job's row shows the same live counters as the stage table
     above it (``snap``), not the store's copy, which is written at most once a second."""
-    jobs = ws.store.jobs(limit=20)
+    jobs = ws.job_history(current_actor(), 20)
     rows = []
     for j in jobs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["started_at"]))
