@@ -272,6 +272,24 @@ class WorkspaceService:
         change(data)
         return parse_recipe(data, name="recipe", base_dir=base_dir)
 
+    RECIPE_ACTIONS = frozenset({"edit_recipe", "configure_models", "manage_argilla"})
+
+    def change_recipe(
+        self, actor: Actor, action: str, change: Callable[[dict[str, Any]], None]
+    ) -> Recipe:
+        """``update_recipe`` for a front end: ``action`` names what part is changed (models,
+        the Argilla section, the whole recipe) and the actor must be allowed it."""
+        if action not in self.RECIPE_ACTIONS:
+            raise ValueError(f"not a recipe action: {action}")
+        self.authorize(actor, action)
+        return self.update_recipe(change)
+
+    def replace_recipe(self, actor: Actor, recipe: Recipe) -> None:
+        """Make ``recipe`` (an imported one) the workspace's (``RecipeError`` for a source
+        outside the workspace)."""
+        self.authorize(actor, "edit_recipe")
+        self.set_recipe(recipe)
+
     def storage_warning(self) -> str | None:
         """A warning when running on a Space whose data would not survive a restart."""
         if not os.environ.get("SPACE_ID"):

@@ -127,7 +127,7 @@ def save_settings(ws: WorkspaceService, *settings: Any) -> str:
         data["argilla"] = cfg.model_dump(mode="json", exclude_none=True)
 
     try:
-        ws.update_recipe(change)
+        ws.change_recipe(current_actor(), "manage_argilla", change)
     except RecipeError as exc:
         return render.notice_html(str(exc), "error")
     return render.notice_html(

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
+from capyui.guard import current_actor
 from pipelines.recipe import RecipeError
 from pipelines.service import WorkspaceService
 
@@ -54,7 +55,6 @@ def _config(ws: WorkspaceService, choice: str | None) -> Any:
 
 def _shown_env_names() -> set[str]:
     """Env var names whose set / not set state the caller may see (issue 10)."""
-    from capyui.guard import current_actor
     from pipelines.endpoints import EndpointError, load_registry, strict
     from pipelines.workspace import Role
 
@@ -188,7 +188,7 @@ def _apply(
 ) -> tuple[str, str, Any]:
     """Change the workspace recipe; (models table, notice, model picker update)."""
     try:
-        ws.update_recipe(change)
+        ws.change_recipe(current_actor(), "configure_models", change)
     except RecipeError as exc:
         return models_html(ws), render.notice_html(str(exc), "error"), gr.update()
     return (

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
+from capyui.guard import current_actor
 from pipelines.recipe import RecipeError, parse_recipe_yaml
 from pipelines.service import WorkspaceService
 
@@ -42,7 +43,7 @@ def import_recipe(ws: WorkspaceService, text: str) -> tuple[str, str]:
         return render.notice_html(err, "error"), err
     try:
         recipe = parse_recipe_yaml(text or "", name="recipe", base_dir=ws.base_dir)
-        ws.set_recipe(recipe)  # (refuses a source outside the workspace)
+        ws.replace_recipe(current_actor(), recipe)  # (refuses a source outside the workspace)
     except RecipeError as exc:
         return render.error_html(str(exc), "Fix the YAML above and save again"), str(exc)
     return render.notice_html(
