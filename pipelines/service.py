@@ -171,6 +171,7 @@ class WorkspaceService:
         self._preview_cache: tuple[str, BinarizePreview] | None = None
         self._preview_lock = threading.Lock()
         self._warming = False
+        self._overview_cache: tuple[str, ResultsOverview] | None = None
         # the Argilla panel's last push and live pull (shared by every session, like the jobs)
         self.argilla = ArgillaState()
 
@@ -586,18 +587,24 @@ class WorkspaceService:
 
         self.authorize(actor, "view")
         gens, judge = self.model_ids()
+        key = repr((gens, judge, self.store.change_marker()))
+        hit = self._overview_cache
+        if hit is not None and hit[0] == key:  # unchanged store: coming back is instant
+            return hit[1]
         stats = store_stats(self.store, generator_ids=gens, judge_id=judge)
         reviewable = self.store.count_reviewable(gens or None)
         from pipelines.binarize import model_labels
 
         labels = model_labels(self.store.generator_models(gens or None))
         generator_of = {label: gen for (gen, _), label in labels.items()}
-        return ResultsOverview(
+        overview = ResultsOverview(
             stats=stats,
             reviewable=reviewable,
             not_generated=max(0, self.store.count_conversations() - reviewable),
             generator_of=generator_of,
         )
+        self._overview_cache = (key, overview)
+        return overview
 
     def _preview_key(self, options: Any) -> str:
         gens, judge = self.model_ids()
