@@ -11,6 +11,7 @@ the generators from human verdicts beside the one implied by the AI ratings.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -28,33 +29,12 @@ from pipelines.service import ServiceError, WorkspaceService
 KEYS = {"a": "a", "b": "b", "t": "tie", "x": "both_bad", "s": "skip"}
 
 # One keystroke per verdict while the Arena tab is visible (ignored while typing).
-ARENA_KEYS_JS = r"""
-<script>
-(() => {
-  if (window.__capyuiArenaKeys) return;
-  window.__capyuiArenaKeys = true;
-  const ids = {a: 'cu-arena-a', b: 'cu-arena-b', t: 'cu-arena-tie', x: 'cu-arena-bad',
-               s: 'cu-arena-skip'};
-  document.addEventListener('keydown', e => {
-    const t = e.target;
-    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-    if (t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
-        (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)))) return;
-    const arena = document.getElementById('cu-arena');
-    if (!arena || arena.offsetParent === null) return;
-    const id = ids[e.key.toLowerCase()];
-    if (!id) return;
-    const b = document.getElementById(id);
-    if (b && !b.disabled) { b.click(); e.preventDefault(); }
-  });
-})();
-</script>
-"""
-
-
-def _ids(ws: WorkspaceService) -> tuple[list[str], str | None]:
-    r = ws.recipe
-    return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
+# the Arena's keyboard shortcuts (``static/arena_keys.js``) as a ``<head>`` script
+ARENA_KEYS_JS = (
+    "<script>\n"
+    + (Path(__file__).resolve().parent.parent / "static" / "arena_keys.js").read_text("utf-8")
+    + "</script>\n"
+)
 
 
 def _reasons(selected: list[str] | None) -> list[str]:
