@@ -94,6 +94,11 @@ def counts_html(summary: dict[str, Any], stats: dict[str, Any] | None = None) ->
         if reasons
         else render.notice_html("No conversation dropped by the filters.", "info")
     )
+    return head + dropped + notes_html(stats)
+
+
+def notes_html(stats: dict[str, Any]) -> str:
+    """Work not done yet, reviews and judge failures, under the counts."""
     notes = []
     if stats.get("not_generated"):
         notes.append(
@@ -113,7 +118,7 @@ def counts_html(summary: dict[str, Any], stats: dict[str, Any] | None = None) ->
             f"{quality['judgments_with_placeholders']} judgment(s) are only the template's "
             "placeholder."
         )
-    return head + dropped + "".join(render.notice_html(n, "info") for n in notes)
+    return "".join(render.notice_html(n, "info") for n in notes)
 
 
 def agreement_html(stats: dict[str, Any]) -> str:
@@ -206,17 +211,14 @@ class ResultsView:
         conversations; the pair counts and win rates follow from Preview (or the warm-up)."""
         stats = {**o.stats, "not_generated": o.not_generated}
         hist, mean, _ = plots(stats, o.generator_of)
-        head = render.table_html(
-            ["conversations with candidates", "not generated yet"],
-            [(o.reviewable, o.not_generated)],
-        )
+        head = render.table_html(["conversations with candidates"], [(o.reviewable,)])
         note = render.notice_html(
             "Pair counts and win rates are computed over the whole workspace: press Preview "
             "(the pairs below come from the first conversations).",
             "info",
         )
         return {
-            self.counts: head + note,
+            self.counts: head + note + notes_html(stats),
             self.pairs: pairs_html(sample, None),
             self.summary: {},
             self.hist: hist,
