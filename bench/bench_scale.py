@@ -281,20 +281,23 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
         )
         out["browser queue open (tab)"] = time.perf_counter() - t
         page.locator("#cu-reviewer textarea, #cu-reviewer input").first.fill("bench-ui")
-        from pipelines.review import FILTERS
+        from pipelines import review
+        from pipelines.store import Store
 
-        for label in ("Low AI rating", "AI ties", "All with candidates"):
-            page.locator(header).evaluate("el => { el.innerText = '' }")
+        store = Store(ws)
+        kw = {"generator_ids": GENS, "judge_id": JUDGE, "reviewer": "bench-ui"}
+        for key in ("low_ai", "ai_tie", "all"):
+            # what the header will say: the queue's first conversation and its size
+            first = review.queue_page(store, key, page_size=1, **kw)
+            want = f"Conversation 1 of {review.queue_count(store, key, **kw)} · {first[0]}"
             t = time.perf_counter()
-            page.get_by_label("Queue").click()
-            page.get_by_role("option", name=label).click()
+            page.get_by_label("Queue", exact=True).click()
+            page.get_by_role("option", name=review.FILTERS[key]).click()
             page.wait_for_function(
-                "s => /Conversation|Nothing|No conversation|All done/.test("
-                "document.querySelector(s)?.innerText || '')",
-                arg=header,
+                "([s, w]) => (document.querySelector(s)?.innerText || '').includes(w)",
+                arg=[header, want],
                 timeout=120_000,
             )
-            key = next(k for k, v in FILTERS.items() if v == label)
             out[f"browser queue {key}"] = time.perf_counter() - t
         nexts, submits = [], []
         for i in range(args.reps):
