@@ -30,12 +30,6 @@ class CliError(Exception):
     pass
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from pipelines.store import Store
-
-    return Store(args.data_dir)
-
-
 def _service(args: argparse.Namespace) -> Any:
     """The workspace service of ``--data-dir`` (``pipelines.service``), which checks every
     operation against the CLI user's role like the app's."""
@@ -67,14 +61,16 @@ def _authorize(*actions: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.recipe import load_recipe
-    from pipelines.run import parse_stages, run_recipe
+    from pipelines.run import parse_stages
+    from pipelines.workspace import CLI_ACTOR
 
     recipe = load_recipe(args.recipe)
     if args.profile:
         recipe.export.profile = args.profile
     stages = parse_stages(args.stages, recipe)
     _authorize("run_jobs", *(["publish"] if "publish" in stages else []))
-    store = _store(args)
+    service = _service(args)
+    store = service.store
     cancel = threading.Event()
 
     def on_sigterm(signum: int, frame: Any) -> None:
@@ -95,8 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     try:
-        summary = run_recipe(
-            recipe, store, stages=stages, limit=args.limit, on_progress=on_progress, cancel=cancel
+        summary = service.run(
+            CLI_ACTOR, recipe, stages, limit=args.limit, on_progress=on_progress, cancel=cancel
         )
     except KeyboardInterrupt:
         print(
@@ -232,7 +228,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipelines.recipe import load_recipe
-    from pipelines.run import export_dir_for, run_recipe
+    from pipelines.run import export_dir_for
+    from pipelines.workspace import CLI_ACTOR
 
     recipe = load_recipe(args.recipe)
     _authorize("export")
@@ -241,8 +238,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         recipe.export.profile = args.profile
     if args.out:
         recipe.export.out = str(args.out)
-    store = _store(args)
-    summary = run_recipe(recipe, store, stages=["binarize", "export"], job_kind="export")
+    service = _service(args)
+    store = service.store
+    summary = service.run(CLI_ACTOR, recipe, ["binarize", "export"], job_kind="export")
     if summary.status == "failed":
         print(f"error: {summary.error}", file=sys.stderr)
         return EXIT_FAILED

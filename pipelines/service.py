@@ -165,7 +165,8 @@ class WorkspaceService:
         self.jobs = JobManager(self.store)
         self.policy = policy or _default_policy()
         self._lock = threading.Lock()
-        self._recipe: Recipe = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+        # the current recipe, read on first use (the CLI runs recipe files and never needs it)
+        self._loaded: Recipe | None = None
         self._listeners: list[Callable[[], None]] = []
         # the Results preview of the last options, reused while the store is unchanged
         self._preview_cache: tuple[str, BinarizePreview] | None = None
@@ -218,6 +219,16 @@ class WorkspaceService:
         tmp.replace(self.recipe_path)
 
     @property
+    def _recipe(self) -> Recipe:
+        if self._loaded is None:
+            self._loaded = self._saved_recipe() or load_recipe(DEFAULT_RECIPE)
+        return self._loaded
+
+    @_recipe.setter
+    def _recipe(self, recipe: Recipe) -> None:
+        self._loaded = recipe
+
+    @property
     def recipe(self) -> Recipe:
         with self._lock:
             return self._recipe
@@ -250,7 +261,7 @@ class WorkspaceService:
     @property
     def base_dir(self) -> str:
         """Where relative source paths of an imported recipe resolve (the bundled recipes)."""
-        return self._recipe.base_dir or str(RECIPES_DIR)
+        return self.recipe.base_dir or str(RECIPES_DIR)
 
     def update_recipe(self, change: Callable[[dict[str, Any]], None]) -> Recipe:
         """Apply ``change`` to the recipe as a dict and validate (raises RecipeError)."""
@@ -390,6 +401,35 @@ class WorkspaceService:
             return self.jobs.start(recipe, stages, limit=limit, name=name)
         except RuntimeError as exc:
             raise ServiceError(str(exc)) from None
+
+    def run(
+        self,
+        actor: Actor,
+        recipe: Recipe,
+        stages: list[str],
+        *,
+        limit: int | None = None,
+        on_progress: Any = None,
+        cancel: threading.Event | None = None,
+        job_kind: str = "run",
+    ) -> Any:
+        """Run ``recipe``'s ``stages`` here, in the foreground (``capyui run`` / ``export``);
+        returns the ``run.RunSummary``. Publishing needs the publish role as well, an
+        export-only run the export role."""
+        from pipelines.run import run_recipe
+
+        needs = ["export"] if set(stages) <= {"binarize", "export"} else ["run_jobs"]
+        for action in needs + (["publish"] if "publish" in stages else []):
+            self.authorize(actor, action)
+        return run_recipe(
+            recipe,
+            self.store,
+            stages=stages,
+            limit=limit,
+            on_progress=on_progress,
+            cancel=cancel,
+            job_kind=job_kind,
+        )
 
     def job(self, actor: Actor, job_id: str) -> dict[str, Any] | None:
         """One recorded job (of the recent ones), or None."""
