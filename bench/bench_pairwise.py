@@ -29,13 +29,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines.pairwise import next_pair, refresh_pairs  # noqa: E402
-from pipelines.recipe import load_recipe  # noqa: E402
 from pipelines.store import Store  # noqa: E402
 from pipelines.types import Conversation  # noqa: E402
 
@@ -119,9 +117,10 @@ def pct(values: list[float], q: float) -> float:
 
 def measure_functions(data_dir: Path, steps: int) -> dict[str, list[float]]:
     from capyui.tabs.arena import answer, view
+    from pipelines.service import WorkspaceService
 
-    store = Store(data_dir)
-    ws = SimpleNamespace(store=store, recipe=load_recipe("quickstart"))
+    ws = WorkspaceService(data_dir)  # the tab's service (quickstart recipe unless one is saved)
+    store = ws.store
     ids = [r[0] for r in store.query("SELECT conversation_id FROM conversations LIMIT 2000")]
     rng = random.Random(1)
     out: dict[str, list[float]] = {"bare PK selects": [], "next_pair": [], "keystroke": []}
