@@ -292,12 +292,16 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
             want = f"Conversation 1 of {review.queue_count(store, key, **kw)} · {first[0]}"
             t = time.perf_counter()
             page.get_by_label("Queue", exact=True).click()
-            page.get_by_role("option", name=review.FILTERS[key]).click()
-            page.wait_for_function(
-                "([s, w]) => (document.querySelector(s)?.innerText || '').includes(w)",
-                arg=[header, want],
-                timeout=120_000,
-            )
+            page.get_by_role("option", name=review.FILTERS[key], exact=True).click()
+            try:
+                page.wait_for_function(
+                    "([s, w]) => (document.querySelector(s)?.innerText || '').includes(w)",
+                    arg=[header, want],
+                    timeout=120_000,
+                )
+            except Exception:
+                shown = page.locator(header).inner_text()
+                raise SystemExit(f"queue {key}: waited for {want!r}, the tab shows {shown!r}")
             out[f"browser queue {key}"] = time.perf_counter() - t
         nexts, submits = [], []
         for i in range(args.reps):
