@@ -249,6 +249,7 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
     opening the queue (tab first visit, then Load queue per filter), next, and
     submit-to-saved (click Submit until the status says Saved), p50/p95 of ``--reps``."""
     import yaml
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT))
@@ -299,9 +300,10 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
                     arg=[header, want],
                     timeout=120_000,
                 )
-            except Exception:
+            except PlaywrightTimeout:
                 shown = page.locator(header).inner_text()
-                raise SystemExit(f"queue {key}: waited for {want!r}, the tab shows {shown!r}")
+                msg = f"queue {key}: waited for {want!r}, the tab shows {shown!r}"
+                raise SystemExit(msg) from None
             out[f"browser queue {key}"] = time.perf_counter() - t
         nexts, submits = [], []
         for i in range(args.reps):
