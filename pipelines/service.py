@@ -158,15 +158,20 @@ class WorkspaceService:
     the default is the environment's for a loopback address (the CLI's case)."""
 
     def __init__(
-        self, data_dir: str | os.PathLike[str] | None = None, policy: Policy | None = None
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        policy: Policy | None = None,
+        *,
+        recipe: Recipe | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.store = Store(self.data_dir)
         self.jobs = JobManager(self.store)
         self.policy = policy or _default_policy()
         self._lock = threading.Lock()
-        # the current recipe, read on first use (the CLI runs recipe files and never needs it)
-        self._loaded: Recipe | None = None
+        # the current recipe: ``recipe`` (server-side code's own), else the one saved in the
+        # data folder, else quickstart, read on first use (the CLI runs recipe files instead)
+        self._loaded: Recipe | None = recipe
         self._listeners: list[Callable[[], None]] = []
         # the Results preview of the last options, reused while the store is unchanged
         self._preview_cache: tuple[str, BinarizePreview] | None = None
