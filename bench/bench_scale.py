@@ -295,8 +295,12 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
             first = review.queue_page(store, key, page_size=1, **kw)
             want = f"Conversation 1 of {review.queue_count(store, key, **kw)} · {first[0]}"
             t = time.perf_counter()
-            page.get_by_label("Queue", exact=True).click()
-            page.get_by_role("option", name=review.FILTERS[key], exact=True).click()
+            box = page.get_by_label("Queue", exact=True)
+            for _ in range(3):  # a click while the list is still opening can miss the option
+                box.click()
+                page.get_by_role("option", name=review.FILTERS[key], exact=True).click()
+                if box.input_value() == review.FILTERS[key]:
+                    break
             try:
                 page.wait_for_function(
                     "([s, w]) => (document.querySelector(s)?.innerText || '').includes(w)",
