@@ -211,14 +211,20 @@ def test_cli_dry_run_and_paused_exit(tmp_path: Path, server: tuple[UsageServer, 
 
 
 def test_run_tab_cost_panel(tmp_path: Path, server: tuple[UsageServer, str]) -> None:
+    from capyui import guard
     from capyui.tabs.cost import cost_html
     from pipelines.service import WorkspaceService
+    from pipelines.workspace import Actor, Role
 
     _, url = server
     store = Store(tmp_path / "ws")
     r = recipe(tmp_path, url, {"usd": 3.5 * ROW_USD})
     run_recipe(r, store, stages=["load", "generate"])
-    html = cost_html(WorkspaceService(store.data_dir, recipe=r))
+    token = guard._actor.set(Actor("o", Role.OWNER))  # as in an owner's event
+    try:
+        html = cost_html(WorkspaceService(store.data_dir, recipe=r))
+    finally:
+        guard._actor.reset(token)
     assert "paid-model (paid)" in html and f"{3 * ROW_USD:.4f}" in html  # spent so far
     assert "does not fit" in html and "characters / 4" in html  # the projection of the rest
 
