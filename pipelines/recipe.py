@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipelines.argilla_queue import ArgillaConfig
+from pipelines.binarize.config import BinarizeConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
 from pipelines.cost import Budget, Price
 from pipelines.profiles import ExportFilters, Profile
@@ -109,7 +110,7 @@ class Recipe(StrictModel):
     generators: list[GeneratorConfig] = Field(min_length=1)
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
     judge: JudgeConfig | None = None
-    binarize: dict[str, Any] = Field(default_factory=dict)
+    binarize: BinarizeConfig = Field(default_factory=BinarizeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     # human review in Argilla: the push-argilla / pull-argilla stages
@@ -150,14 +151,6 @@ class Recipe(StrictModel):
                 raise ValueError(f"generator id '{g.id}' is used twice")
             seen.add(g.id)
         return gens
-
-    @field_validator("binarize")
-    @classmethod
-    def _binarize_options(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.binarize import BinarizeOptions
-
-        BinarizeOptions.model_validate(value)
-        return value
 
     def source_path(self) -> str:
         """The source location, with a relative file path resolved against the recipe."""

@@ -12,10 +12,11 @@ import gradio as gr
 import pandas as pd
 
 from capyui import render
+from pipelines.binarize.config import STRATEGIES as BINARIZE_STRATEGIES
 from pipelines.profiles import PROFILES
 from pipelines.recipe import MOVED_TO_EXPORT_FILTERS, RecipeError
 
-STRATEGIES = ["best-vs-worst", "best-vs-random-lower", "all-pairs"]
+STRATEGIES = list(BINARIZE_STRATEGIES)
 PREVIEW_PAIRS = 5
 
 
@@ -50,11 +51,11 @@ def compute(ws: Any, options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]
     "too few candidates", they are work not done yet (``stats["not_generated"]`` counts them).
     The result is reused while the store and the options are unchanged (``Store.change_marker``),
     so coming back to the Results tab is instant on a large workspace."""
-    from pipelines.binarize import BinarizeOptions, binarize, collect
+    from pipelines.binarize import binarize, collect
     from pipelines.stats import compute_stats
 
     recipe = ws.recipe
-    opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
+    opts = recipe.binarize.with_overrides(options)
     gens = [g.id for g in recipe.generators]
     judge_id = recipe.judge.id if recipe.judge is not None else None
     key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
@@ -185,11 +186,9 @@ def plots(stats: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
 def cached(ws: Any, options: dict[str, Any]) -> bool:
     """True when ``compute(ws, options)`` would answer from the cache (cheap to check)."""
-    from pipelines.binarize import BinarizeOptions
-
     recipe = ws.recipe
     try:
-        opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
+        opts = recipe.binarize.with_overrides(options)
     except ValueError:
         return True  # an error is instant too
     gens = [g.id for g in recipe.generators]
@@ -363,7 +362,7 @@ def build(ws: Any, tab: gr.Tab) -> None:
     from capyui.tabs import argilla  # reviews pulled from Argilla, live-pull state
 
     argilla.build_results_line(ws, tab)
-    b = {**ws.recipe.binarize, **ws.recipe.export.filters.active()}
+    b = {**ws.recipe.binarize.model_dump(), **ws.recipe.export.filters.active()}
     with gr.Row():
         strategy = gr.Dropdown(
             STRATEGIES, value=b.get("strategy", "best-vs-worst"), label="Strategy"
