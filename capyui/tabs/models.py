@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from capyui import render
+from pipelines.config import options_of
 from pipelines.recipe import RecipeError
 
 PRESETS = {
@@ -68,21 +69,27 @@ def _shown_env_names() -> set[str]:
     return {e.api_key_env for e in registry if e.api_key_env}
 
 
+def _key_env(cfg: Any) -> str | None:
+    """The variable holding the model's key (only backends that send one have the field)."""
+    return getattr(cfg, "api_key_env", None)
+
+
 def models_html(ws: Any) -> str:
     r = ws.recipe
     shown = _shown_env_names()
     if "*" in shown:
-        shown = {m.api_key_env for m in r.generators + ([r.judge] if r.judge else [])}
+        shown = {_key_env(m) for m in r.generators + ([r.judge] if r.judge else [])}
     rows = []
     items = [("generator", g) for g in r.generators]
     if r.judge is not None:
         items.append(("judge", r.judge))
     for role, m in items:
         key = "—"
-        if m.api_key_env:
-            key = m.api_key_env
-            if m.api_key_env in shown:  # set / not set: only owners, only registry variables
-                key += f" ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
+        key_env = _key_env(m)
+        if key_env:
+            key = key_env
+            if key_env in shown:  # set / not set: only owners, only registry variables
+                key += f" ({'set' if os.environ.get(key_env) else 'NOT set'})"
         rows.append(
             (
                 role,
@@ -158,8 +165,9 @@ def save_model(
 
     def merge(old: dict[str, Any] | None) -> dict[str, Any]:
         base = dict(old or {})
-        if old and old.get("backend") != backend:
-            base = {k: v for k, v in base.items() if k not in ("base_url", "base_urls", "engine")}
+        if old and old.get("backend") != backend:  # keep what the new backend accepts
+            allowed = options_of(backend)
+            base = {k: v for k, v in base.items() if k in allowed}
         base.update(fields)
         if "base_url" not in fields:
             base.pop("base_url", None)
@@ -298,8 +306,8 @@ def load_form(ws: Any, choice: str | None) -> list[Any]:
         cfg.backend,
         cfg.id,
         cfg.model,
-        cfg.base_url or "",
-        cfg.api_key_env or "",
+        getattr(cfg, "base_url", None) or "",
+        _key_env(cfg) or "",
         cfg.temperature,
         cfg.max_tokens,
         getattr(cfg, "samples", 1),
