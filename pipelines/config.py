@@ -66,6 +66,19 @@ MAX_N_CTX = 32768
 MAX_N_THREADS = 64
 _ROLES_READY = False  # True once the role classes below exist (see ModelConfig's schema)
 
+# The backend fields of the flat ModelConfig every backend shared until issue 9, with the
+# defaults its recipes were written with (``Recipe.to_yaml`` wrote them all on every model).
+FLAT_DEFAULTS: dict[str, Any] = {
+    "base_url": None,
+    "base_urls": None,
+    "api_key_env": None,
+    "timeout_s": 120.0,
+    "max_retries": 3,
+    "n_ctx": 4096,
+    "n_threads": None,
+    "engine": {},
+}
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -117,6 +130,22 @@ class ModelConfig(StrictModel):
             choices = {name: handler(concrete_config(source, name)) for name in backend_names()}
             return core_schema.tagged_union_schema(choices, discriminator="backend")
         return handler(source)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_flat_defaults(cls, data: Any) -> Any:
+        # Recipes written while ModelConfig was one flat model carry every backend's fields at
+        # their defaults (``timeout_s: 120.0``, ``engine: {}`` on an embedded model): they load
+        # as before. A value someone set on a field this backend lacks stays, and is an error.
+        if not isinstance(data, dict) or cls in _ROLES:
+            return data
+        own = cls.model_fields
+        stale = [
+            k
+            for k, v in data.items()
+            if k not in own and k in FLAT_DEFAULTS and v == FLAT_DEFAULTS[k]
+        ]
+        return {k: v for k, v in data.items() if k not in stale} if stale else data
 
     @field_validator("backend")
     @classmethod

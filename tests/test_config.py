@@ -36,6 +36,7 @@ from pipelines.recipe import (
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE: dict[str, Any] = {"name": "r", "source": {"path": "x.jsonl"}}
+V0_DIR = ROOT / "tests" / "fixtures" / "recipes-v0"  # Recipe.to_yaml of today's main
 
 
 def _readme_yaml_blocks() -> list[tuple[str, Any]]:
@@ -47,7 +48,8 @@ def _readme_yaml_blocks() -> list[tuple[str, Any]]:
 def _repo_recipes() -> list[tuple[str, dict[str, Any]]]:
     """Every recipe in the repository: the bundled ones, and the README's examples (whole
     recipes, or sections completed with a minimal recipe around them)."""
-    out = [(p.name, yaml.safe_load(p.read_text())) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
+    files = [*sorted(RECIPES_DIR.glob("*.yaml")), *sorted(V0_DIR.glob("*.yaml"))]
+    out = [(f"{p.parent.name}/{p.name}", yaml.safe_load(p.read_text())) for p in files]
     for name, data in _readme_yaml_blocks():
         if not isinstance(data, dict) or not set(data) <= set(Recipe.model_fields):
             continue  # endpoints.yaml (a list) is not a recipe
@@ -100,6 +102,24 @@ def test_bundled_recipes_load_by_name() -> None:
     assert isinstance(seed.judge, OpenAIConfig) and seed.judge.urls == ["https://api.openai.com/v1"]
 
 
+@pytest.mark.parametrize("name", ["quickstart", "capybara-dpo", "multi-gpu"])
+def test_a_recipe_written_by_the_flat_config_loads_as_it_did(name: str) -> None:
+    # every model of those files has every backend's fields at their defaults
+    old = load_recipe(V0_DIR / f"{name}.yaml")
+    assert "timeout_s: 120.0" in (V0_DIR / f"{name}.yaml").read_text()
+    assert old.to_dict() == load_recipe(name).to_dict()
+
+
+def test_a_value_set_on_another_backends_field_is_an_error() -> None:
+    data = yaml.safe_load((V0_DIR / "quickstart.yaml").read_text())
+    data["generators"][0]["timeout_s"] = 60.0  # the flat default was 120.0
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(data)
+    assert "generators.0.timeout_s: not an option of backend embedded (an option of openai)" in (
+        str(err.value)
+    )
+
+
 def test_constructing_a_role_gives_the_backend_config() -> None:
     gen = GeneratorConfig(id="g", backend="openai", base_url="http://127.0.0.1:1/v1", model="m")
     assert isinstance(gen, OpenAIConfig) and isinstance(gen, GeneratorConfig)
@@ -129,7 +149,17 @@ BAD_MODELS = [
         "judge.n_ctx: not an option of backend vllm (an option of embedded)",
     ),
     (
-        {"generators": [{"id": "g", "backend": "openai", "model": "m", "engine": {}}]},
+        {
+            "generators": [
+                {
+                    "id": "g",
+                    "backend": "openai",
+                    "model": "m",
+                    "base_url": "http://127.0.0.1:1/v1",
+                    "engine": {"dtype": "float16"},
+                }
+            ]
+        },
         "generators.0.engine: not an option of backend openai (an option of vllm)",
     ),
     (
