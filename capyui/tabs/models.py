@@ -78,7 +78,8 @@ def models_html(ws: Any) -> str:
     r = ws.recipe
     shown = _shown_env_names()
     if "*" in shown:
-        shown = {_key_env(m) for m in r.generators + ([r.judge] if r.judge else [])}
+        models = r.generators + ([r.judge] if r.judge else [])
+        shown = {key for m in models if (key := _key_env(m))}
     rows = []
     items = [("generator", g) for g in r.generators]
     if r.judge is not None:
