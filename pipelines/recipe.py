@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipelines.argilla_queue import ArgillaConfig
+from pipelines.binarize.config import BinarizeConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
 from pipelines.cost import Budget, Price
 from pipelines.profiles import ExportFilters, Profile
@@ -109,7 +110,7 @@ class Recipe(StrictModel):
     generators: list[GeneratorConfig] = Field(min_length=1)
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
     judge: JudgeConfig | None = None
-    binarize: dict[str, Any] = Field(default_factory=dict)
+    binarize: BinarizeConfig = Field(default_factory=BinarizeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     # human review in Argilla: the push-argilla / pull-argilla stages
@@ -151,14 +152,6 @@ class Recipe(StrictModel):
             seen.add(g.id)
         return gens
 
-    @field_validator("binarize")
-    @classmethod
-    def _binarize_options(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.binarize import BinarizeOptions
-
-        BinarizeOptions.model_validate(value)
-        return value
-
     def source_path(self) -> str:
         """The source location, with a relative file path resolved against the recipe."""
         if self.source.path and self.base_dir and not Path(self.source.path).is_absolute():
@@ -176,15 +169,55 @@ class Recipe(StrictModel):
 def _format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
-        where = ".".join(str(p) for p in err["loc"]) or "recipe"
+        loc, backend = _untagged(err["loc"])
+        where = ".".join(str(p) for p in loc) or "recipe"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+            if backend is not None:
+                msg = _not_an_option(str(loc[-1]), backend)
         elif err["type"] == "missing":
             msg = "missing"
+        elif err["type"] == "union_tag_invalid":  # a model's backend: that no backend has
+            where, msg = f"{where}.backend", _unknown_backend(err.get("ctx", {}).get("tag"))
+        elif err["type"] == "union_tag_not_found":
+            where, msg = f"{where}.backend", "missing"
+        elif backend is not None and backend not in msg:
+            msg = f"{msg} (backend {backend})"
         parts.append(f"{where}: {msg}")
     more = len(exc.errors()) - 3
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _untagged(loc: tuple[int | str, ...]) -> tuple[list[int | str], str | None]:
+    """A model's error location without the backend tag pydantic puts in for the union
+    (``generators.0.embedded.base_url``), and that backend."""
+    from pipelines.config import backend_names
+
+    names = backend_names()
+    for i in range(1, len(loc)):
+        prev, part = loc[i - 1], loc[i]
+        if part in names and (isinstance(prev, int) or prev == "judge"):
+            return [*loc[:i], *loc[i + 1 :]], str(part)
+    return list(loc), None
+
+
+def _not_an_option(key: str, backend: str) -> str:
+    from pipelines.config import GeneratorConfig, JudgeConfig, backend_configs
+
+    if key in GeneratorConfig.model_fields:
+        return "a generator's option (not the judge's)"
+    if key in JudgeConfig.model_fields:
+        return "the judge's option (not a generator's)"
+    owners = [name for name, cfg in backend_configs().items() if key in cfg.model_fields]
+    where = f" (an option of {', '.join(owners)})" if owners else ""
+    return f"not an option of backend {backend}{where}"
+
+
+def _unknown_backend(tag: Any) -> str:
+    from pipelines.config import backend_names
+
+    return f"unknown backend '{str(tag)[:40]}' (one of: {', '.join(backend_names())})"
 
 
 def parse_recipe(data: Any, *, name: str = "recipe", base_dir: str | None = None) -> Recipe:

@@ -124,15 +124,14 @@ class Binarized:
 
 
 def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, Any]]:
-    from pipelines.binarize import BinarizeOptions, binarize, collect
+    from pipelines.binarize import binarize, collect
 
-    options = BinarizeOptions.model_validate(recipe.binarize)
     rows = collect(
         store,
         generator_ids=[g.id for g in recipe.generators],
         judge_id=recipe.judge.id if recipe.judge else None,
     )
-    result = binarize(rows, options)
+    result = binarize(rows, recipe.binarize)
     return Binarized(rows, result), {"pairs": result.num_pairs, "dropped": dict(result.dropped)}
 
 
@@ -172,7 +171,7 @@ def _card(store: Store, recipe: Recipe, stats: dict[str, Any], dropped: dict[str
         generator_models=[g.display_name() for g in recipe.generators],
         judge_model=recipe.judge.display_name() if recipe.judge else None,
         dropped=dropped,
-        strategy=str(recipe.binarize.get("strategy", "best-vs-worst")),
+        strategy=recipe.binarize.strategy,
         repo_id=recipe.publish.repo_id,
         reviewed=totals["conversations"],
         human_reviews=totals["reviews"],
@@ -209,12 +208,12 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
     Returns ``(out_dir, binarize summary)``."""
     from collections import Counter
 
-    from pipelines.binarize import BinarizeOptions, binarize, collect_chunks
+    from pipelines.binarize import binarize, collect_chunks
     from pipelines.profiles import row_sources_of
     from pipelines.publish import CardContext, export_local_stream
     from pipelines.stats import store_stats
 
-    options = BinarizeOptions.model_validate(recipe.binarize)
+    options = recipe.binarize
     generator_ids = [g.id for g in recipe.generators]
     judge_id = recipe.judge.id if recipe.judge else None
     dropped: Counter[str] = Counter()

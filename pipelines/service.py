@@ -618,10 +618,8 @@ class WorkspaceService:
         """The recipe's binarize options with ``changes``, validated (``ServiceError``)."""
         from pydantic import ValidationError
 
-        from pipelines.binarize import BinarizeOptions
-
         try:
-            return BinarizeOptions.model_validate({**self.recipe.binarize, **(changes or {})})
+            return self.recipe.binarize.with_overrides(changes or {})
         except (ValidationError, ValueError) as exc:
             raise ServiceError(f"Invalid options: {_one_line(exc)}") from None
 

@@ -568,7 +568,7 @@ def test_columnar_path_matches_the_reference(tmp_path: Path, opts: dict[str, Any
     if opts.get("decontaminate"):
         assert got.dropped["contaminated"] > 0
     # chunking does not change anything
-    import pipelines.binarize as b
+    import pipelines.binarize.columnar as b
 
     old = b.CHUNK_ROWS
     b.CHUNK_ROWS = 97

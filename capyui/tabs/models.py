@@ -14,6 +14,7 @@ import gradio as gr
 
 from capyui import render
 from capyui.guard import current_actor
+from pipelines.config import options_of
 from pipelines.recipe import RecipeError
 from pipelines.service import WorkspaceService
 
@@ -69,22 +70,28 @@ def _shown_env_names() -> set[str]:
     return {e.api_key_env for e in registry if e.api_key_env}
 
 
+def _key_env(cfg: Any) -> str | None:
+    """The variable holding the model's key (only backends that send one have the field)."""
+    return getattr(cfg, "api_key_env", None)
+
+
 def models_html(ws: WorkspaceService) -> str:
     r = ws.recipe
     shown = _shown_env_names()
     if "*" in shown:
         models: list[Any] = [*r.generators, *([r.judge] if r.judge else [])]
-        shown = {m.api_key_env for m in models if m.api_key_env}
+        shown = {key for m in models if (key := _key_env(m))}
     rows = []
     items: list[tuple[str, Any]] = [("generator", g) for g in r.generators]
     if r.judge is not None:
         items.append(("judge", r.judge))
     for role, m in items:
         key = "—"
-        if m.api_key_env:
-            key = m.api_key_env
-            if m.api_key_env in shown:  # set / not set: only owners, only registry variables
-                key += f" ({'set' if os.environ.get(m.api_key_env) else 'NOT set'})"
+        key_env = _key_env(m)
+        if key_env:
+            key = key_env
+            if key_env in shown:  # set / not set: only owners, only registry variables
+                key += f" ({'set' if os.environ.get(key_env) else 'NOT set'})"
         rows.append(
             (
                 role,
@@ -160,8 +167,9 @@ def save_model(
 
     def merge(old: dict[str, Any] | None) -> dict[str, Any]:
         base = dict(old or {})
-        if old and old.get("backend") != backend:
-            base = {k: v for k, v in base.items() if k not in ("base_url", "base_urls", "engine")}
+        if old and old.get("backend") != backend:  # keep what the new backend accepts
+            allowed = options_of(backend)
+            base = {k: v for k, v in base.items() if k in allowed}
         base.update(fields)
         if "base_url" not in fields:
             base.pop("base_url", None)
@@ -300,8 +308,8 @@ def load_form(ws: WorkspaceService, choice: str | None) -> list[Any]:
         cfg.backend,
         cfg.id,
         cfg.model,
-        cfg.base_url or "",
-        cfg.api_key_env or "",
+        getattr(cfg, "base_url", None) or "",
+        _key_env(cfg) or "",
         cfg.temperature,
         cfg.max_tokens,
         getattr(cfg, "samples", 1),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.backends.base import Backend, BackendError, short_error
+from pipelines.config import EmbeddedConfig
 from pipelines.types import GenerationRequest, GenerationResult
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -91,6 +92,7 @@ def _close_models() -> None:
 
 class EmbeddedBackend(Backend):
     name = "embedded"
+    config: EmbeddedConfig
 
     @property
     def model_name(self) -> str:

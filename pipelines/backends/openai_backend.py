@@ -20,7 +20,7 @@ from typing import Any
 import openai
 
 from pipelines.backends.base import Backend, BackendError, short_error
-from pipelines.config import ModelConfig
+from pipelines.config import OpenAIConfig
 from pipelines.types import GenerationRequest, GenerationResult
 
 REPLICA_BENCH_S = 15.0
@@ -93,7 +93,7 @@ def response_format_kwargs(fmt: str, schema: dict[str, Any]) -> dict[str, Any]:
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: OpenAIConfig) -> None:
         super().__init__(config)
         key = resolve_api_key(config.api_key_env, config.urls, config.model)
         # "url model: json_schema refused (HTTP 400 ...); using json_object" for the job record

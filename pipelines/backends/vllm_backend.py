@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pipelines.backends.base import Backend, BackendError, short_error
-from pipelines.config import ModelConfig
+from pipelines.config import VLLMConfig
 from pipelines.types import GenerationRequest, GenerationResult
 
 DEFAULT_CHUNK_SIZE = 256
@@ -56,7 +56,7 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def engine_options(config: ModelConfig) -> dict[str, Any]:
+def engine_options(config: VLLMConfig) -> dict[str, Any]:
     """What goes to ``vllm.LLM`` besides the model."""
     opts = {k: v for k, v in config.engine.items() if k not in OWN_ENGINE_KEYS}
     opts.pop("trust_remote_code", None)  # never from a recipe (issue 10): the owner's registry
@@ -67,11 +67,11 @@ def engine_options(config: ModelConfig) -> dict[str, Any]:
     return opts
 
 
-def engine_key(config: ModelConfig) -> str:
+def engine_key(config: VLLMConfig) -> str:
     return json.dumps([config.model, engine_options(config)], sort_keys=True, default=str)
 
 
-def load_engine(config: ModelConfig) -> Any:
+def load_engine(config: VLLMConfig) -> Any:
     """The process-wide engine for this model config; frees any other engine first."""
     key = engine_key(config)
     with _engines_lock:
@@ -105,7 +105,7 @@ def free_engines() -> int:
     return freed
 
 
-def drop_engine(config: ModelConfig) -> None:
+def drop_engine(config: VLLMConfig) -> None:
     """Forget (and shut down) this config's engine, e.g. after it died."""
     with _engines_lock:
         llm = _engines.pop(engine_key(config), None)
@@ -193,8 +193,9 @@ def _turn_lock() -> asyncio.Lock:
 
 class VLLMBackend(Backend):
     name = "vllm"
+    config: VLLMConfig
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: VLLMConfig) -> None:
         super().__init__(config)
         if not vllm_available():
             raise BackendError(INSTALL_HINT)

@@ -1,0 +1,76 @@
+"""``BinarizeConfig``: the one validated form of the binarize options.
+
+A recipe's ``binarize:`` section is a ``BinarizeConfig`` (``Recipe.binarize``), validated once
+when the recipe loads; the stages, the Results tab's preview and the rules (``rules.Rules``)
+all read it as it is. ``with_overrides`` makes the preview's variant (the tab's own thresholds
+over the recipe's) as another validated ``BinarizeConfig``.
+
+Serialised, a config keeps only the fields that were set (``model_dump`` leaves the defaults
+out), so a recipe written back to YAML has the ``binarize:`` section its author wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+Strategy = Literal["best-vs-worst", "best-vs-random-lower", "all-pairs"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+DEFAULT_STRATEGY: Strategy = "best-vs-worst"
+
+
+class BinarizeConfig(BaseModel):
+    """How judged conversations become chosen / rejected pairs (see ``pipelines.binarize``).
+
+    ``strategy`` picks the pairs of a conversation, ``seed`` the random picks (per conversation,
+    whatever the order); ``min_margin``, ``min_chosen_rating`` and ``max_turns`` are thresholds
+    (recipes keep them as export filters, the Results tab previews with them);
+    ``drop_null_ratings`` drops a conversation with any unrated candidate instead of leaving
+    that candidate out; ``decontaminate`` names prompt files (or ``"mtbench"``) whose prompts
+    drop a conversation that asks one of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Strategy = DEFAULT_STRATEGY
+    seed: int = 42
+    min_margin: float = Field(default=0, ge=0)
+    min_chosen_rating: float | None = None
+    drop_null_ratings: bool = False
+    max_turns: int | None = Field(default=None, ge=1)
+    decontaminate: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set}
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> BinarizeConfig:
+        """This config with ``overrides`` on top, validated (``pydantic.ValidationError``
+        otherwise, a ``ValueError``)."""
+        return BinarizeConfig.model_validate({**self.model_dump(), **overrides})
+
+    # Read-only mapping access, for code written when ``Recipe.binarize`` was a plain dict
+    # (``recipe.binarize.get("strategy")``, ``{**recipe.binarize, ...}``): the fields that were
+    # set, as ``model_dump`` gives them. New code reads the attributes.
+    def keys(self) -> list[str]:
+        return list(self.model_dump())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.model_dump()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.model_dump().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.model_dump()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):  # a section as written: {"strategy": "all-pairs"}
+            return self.model_dump() == dict(other)
+        return super().__eq__(other)
+
+
+# The name the options had before they were the recipe's config.
+BinarizeOptions = BinarizeConfig
