@@ -86,8 +86,8 @@ def usd(price: Price | None, prompt_tokens: float, completion_tokens: float) -> 
 
 def _configs(recipe: Recipe) -> dict[str, ModelConfig]:
     out: dict[str, ModelConfig] = {g.id: g for g in recipe.generators}
-    if recipe.judge is not None:
-        out[recipe.judge.id] = recipe.judge
+    for judge in recipe.all_judges():  # issue 14: every judge of a panel
+        out[judge.id] = judge
     return out
 
 
@@ -261,8 +261,7 @@ def dry_run(recipe: Recipe, store: Store, limit: int | None = None) -> Projectio
                 "completion_by": "observed mean" if observed is not None else "max_tokens",
             }
         )
-    judge = recipe.judge
-    if judge is not None:
+    for judge in recipe.all_judges():  # issue 14: every judge of a panel
         price = price_for(recipe, judge.id, judge.model)
         counter = TokenCounter(judge, price)
         gens = [g.id for g in recipe.generators]
