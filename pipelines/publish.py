@@ -129,25 +129,27 @@ def write_parquet(table: Any, path: Path) -> None:
     )
 
 
-def _write_jsonl(pairs: PairsLike, path: Path) -> None:
-    """One JSON object per pair, keys in ``COLUMNS`` order (from Arrow batches for a table)."""
+def _write_jsonl(pairs: PairsLike, path: Path, extra_fields: Sequence[Any] = ()) -> None:
+    """One JSON object per pair, keys in ``COLUMNS`` order (from Arrow batches for a table),
+    then the ``extra_fields`` columns."""
     rows: Iterable[Mapping[str, Any]]
+    names = (*COLUMNS, *(fld.name for fld in extra_fields))
     if isinstance(pairs, Sequence) and not isinstance(pairs, str):
         rows = pairs
     else:
-        table = as_table(pairs)
+        table = as_table(pairs, extra_fields)
         rows = (r for batch in table.to_batches(JSONL_BATCH_ROWS) for r in batch.to_pylist())
     try:
         import orjson
 
         with path.open("wb") as f:
             for p in rows:
-                f.write(orjson.dumps({c: p[c] for c in COLUMNS}))
+                f.write(orjson.dumps({c: p[c] for c in names}))
                 f.write(b"\n")
     except ImportError:
         with path.open("w", encoding="utf-8") as f:
             for p in rows:
-                f.write(json.dumps({c: p[c] for c in COLUMNS}, ensure_ascii=False))
+                f.write(json.dumps({c: p[c] for c in names}, ensure_ascii=False))
                 f.write("\n")
 
 
@@ -316,6 +318,7 @@ def export_local(
     profile: str = "capyui",
     filters: Any = None,
     row_sources: Mapping[str, str] | None = None,
+    extra_fields: Sequence[Any] = (),
 ) -> Path:
     """Write the pairs and the dataset card into ``out_dir`` (see the module docstring).
 
@@ -338,7 +341,7 @@ def export_local(
         filters = ExportFilters.model_validate(filters)
     card.profile = profile
     if filters is not None and filters.active():
-        table, counts = apply_filters(as_table(result_pairs), filters)
+        table, counts = apply_filters(as_table(result_pairs, extra_fields), filters)
         card.filters = filters.active()
         card.filter_counts = counts
         result_pairs = table
@@ -359,13 +362,13 @@ def export_local(
     if "parquet" in formats:
         path = data / f"{DATA_STEM}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        write_parquet(as_table(result_pairs), tmp)
+        write_parquet(as_table(result_pairs, extra_fields), tmp)
         tmp.replace(path)
         written.append(f"data/{path.name}")
     if "jsonl" in formats:
         path = data / f"{DATA_STEM}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
-        _write_jsonl(result_pairs, tmp)
+        _write_jsonl(result_pairs, tmp, extra_fields)
         tmp.replace(path)
         written.append(f"data/{path.name}")
     (out / "README.md").write_text(render_card(card, n_rows, written), encoding="utf-8")

@@ -197,16 +197,22 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
 
     out = export_dir_for(recipe, store)
     card = card_context(store, recipe, binarized)
+    from pipelines.panel import add_judge_ratings, judge_ratings_field
     from pipelines.profiles import row_sources_of
 
+    pairs: Any = binarized.result
+    judges = recipe.all_judges()
+    if len(judges) > 1:  # issue 14: every judge's ratings beside the aggregate
+        pairs = add_judge_ratings(store, binarized.result.table, binarized.rows, judges)
     return export_local(
-        binarized.result,
+        pairs,
         out,
         formats=tuple(recipe.export.formats),
         card=card,
         profile=recipe.export.profile,
         filters=recipe.export.filters,
         row_sources=row_sources_of(binarized.rows),
+        extra_fields=[judge_ratings_field()] if len(judges) > 1 else [],
     )
 
 

@@ -14,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import spearmanr
 
+from capyui.render import panel_html
 from pipelines.argilla_queue import ArgillaQueue, Selection
 from pipelines.panel import aggregate, disagreement, panel_report, refresh_panel
 from pipelines.recipe import RecipeError, parse_recipe
 from pipelines.review import queue_count, queue_ids
-from pipelines.run import run_recipe
+from pipelines.run import binarize_stage, export_stage, run_recipe
 from pipelines.store import Store
 from pipelines.types import Conversation, GenerationResult
 from tests.support.net import free_port
@@ -240,6 +241,19 @@ def test_panel_measures_the_bias_and_agreement_the_stubs_were_built_with(
     card = (out / "README.md").read_text()
     assert "### Judge panel: biases and agreement" in card
     assert "| a | 8 | 0 | 0.0% |" in card
+    assert "| b | 8 | 0 | 6.2% |" in card  # one null rating in sixteen
+
+    # the in-memory export (the Results tab's) writes the same per-judge column
+    binarized, _ = binarize_stage(recipe, store)
+    out2 = export_stage(recipe.model_copy(update={"name": "panel-test-2"}), store, binarized)
+    rows2 = pq.read_table(out2 / "data" / "train-00000-of-00001.parquet").to_pylist()
+    assert [r["judge_ratings"] for r in rows2] == [r["judge_ratings"] for r in table]
+
+    # the Results tab's section: one row per judge and the aggregate, and the judge pair
+    html = panel_html(report.as_dict())
+    assert html.count("<tr>") == 1 + 3 + 1 + 1  # head + a, b, panel; head + the pair
+    assert "100% of 8" in html and "0% of 8" in html  # A flips every time, B never
+    assert panel_html(None) == ""
 
 
 def test_single_judge_recipe_is_unchanged(data_dir: Path) -> None:

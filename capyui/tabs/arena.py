@@ -59,7 +59,7 @@ ARENA_KEYS_JS = r"""
 
 def _ids(ws: Any) -> tuple[list[str], str | None]:
     r = ws.recipe
-    return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
+    return [g.id for g in r.generators], r.rating_judge_id()
 
 
 def _reasons(selected: list[str] | None) -> list[str]:

@@ -56,7 +56,7 @@ def compute(ws: Any, options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]
     recipe = ws.recipe
     opts = BinarizeOptions.model_validate({**recipe.binarize, **options})
     gens = [g.id for g in recipe.generators]
-    judge_id = recipe.judge.id if recipe.judge is not None else None
+    judge_id = recipe.rating_judge_id()
     key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
     with _cache_lock:
         hit = _cache.get(str(ws.data_dir))
@@ -193,7 +193,7 @@ def cached(ws: Any, options: dict[str, Any]) -> bool:
     except ValueError:
         return True  # an error is instant too
     gens = [g.id for g in recipe.generators]
-    judge_id = recipe.judge.id if recipe.judge is not None else None
+    judge_id = recipe.rating_judge_id()
     key = repr((str(ws.data_dir), opts.model_dump(), gens, judge_id, ws.store.change_marker()))
     with _cache_lock:
         hit = _cache.get(str(ws.data_dir))
@@ -240,8 +240,16 @@ def preview(ws: Any, *args: Any) -> list[Any]:
         hist,
         mean,
         win,
-        agreement_html(stats),
+        agreement_html(stats) + panel_section(ws),
     ]
+
+
+def panel_section(ws: Any) -> str:
+    """Issue 14: a judge panel's biases and agreement (empty with one judge)."""
+    from pipelines.panel import recipe_panel_report
+
+    report = recipe_panel_report(ws.store, ws.recipe)
+    return render.panel_html(None if report is None else report.as_dict())
 
 
 def save_options(ws: Any, *args: Any) -> str:

@@ -98,7 +98,7 @@ def is_blank(state: dict[str, Any]) -> bool:
 
 def _ids(ws: Any) -> tuple[list[str], str | None]:
     r = ws.recipe
-    return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
+    return [g.id for g in r.generators], r.rating_judge_id()
 
 
 def progress_html(ws: Any, reviewer: str | None) -> str:

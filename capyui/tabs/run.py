@@ -172,7 +172,7 @@ def _start(ws: Any, stages: list[str], limit: float | None, name: str) -> tuple[
     stages = [s for s in STAGE_CHOICES if s in (stages or [])]
     if not stages:
         return "", render.notice_html("Pick at least one stage.", "error")
-    if "judge" in stages and ws.recipe.judge is None:
+    if "judge" in stages and not ws.recipe.has_judge():
         return "", render.notice_html(
             "The recipe has no judge: add one in the Models tab.", "error"
         )
