@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,8 @@ from pipelines.store import Store
 from pipelines.types import Conversation, GenerationResult
 from tests.support.net import free_port
 from tests.support.panel_judges import ContentJudge, PositionalJudge
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # conversation i: the positional judge's markers (a) and the content judge's (b) of g1, g2
 A = [(4, 2), (1, 3), (4, 1), (2, 4), (3, 1), (2, 1), (1, 4), (3, 2)]
@@ -437,3 +444,98 @@ def test_refresh_panel_skips_up_to_date_aggregates(data_dir: Path) -> None:
     assert j is not None and j["ratings"] == [2.5, 3.5]
     assert store.count_judges_disagree("panel") >= 1
     assert not math.isnan(j["ratings"][0])
+
+
+def test_pipelined_generate_and_judge_runs_every_judge_of_the_panel(
+    data_dir: Path, judges: Any
+) -> None:
+    """generate + judge together (pipelined): the panel's judges rate each conversation as its
+    candidates are finished, and the aggregate follows."""
+    _, _, (url_a, url_b) = judges
+    store = Store(data_dir)
+    ids = []
+    for i in range(N):
+        conv = Conversation(
+            messages=[{"role": "user", "content": f"Question number {i}: which answer is best?"}],
+            source="t",
+            original_response=f"answer g2 {i} [[a={A[i][1]}]] [[b={B[i][1] or 'null'}]]",
+        )
+        store.add_conversations([conv])
+        ids.append(conv.conversation_id)
+        text = f"answer g1 {i} [[a={A[i][0]}]] [[b={B[i][0]}]]"
+        store.put_candidate(
+            conv.conversation_id, "g1", 0, GenerationResult(key=None, text=text, model="g1")
+        )
+    recipe = recipe_for(url_a, url_b)  # g2 is the ``original`` backend: the stored answer
+    summary = run_recipe(recipe, store, stages=["generate", "judge"])
+    assert summary.status == "done", summary.error
+    assert summary.results["judge"]["done"] == 2 * N - 1  # B: conversation 7 stays partial
+    for i, cid in enumerate(ids):
+        assert store.judgment(cid, "a")["ratings"] == combined_a(i)  # type: ignore[index]
+        assert store.judgment(cid, "b")["ratings"] == combined_b(i)  # type: ignore[index]
+        panel = store.judgment(cid, "panel")
+        assert panel is not None
+        assert panel["status"] == ("partial" if i == 7 else "done")
+
+
+def test_sigkilled_panel_job_resumes_with_only_the_missing_pairs(data_dir: Path) -> None:
+    """``capyui run`` killed with SIGKILL part-way through a panel's judging: the re-run asks
+    each judge only for the conversations it had not judged (at most the requests that were in
+    flight are asked again), and every (conversation, judge) ends judged once."""
+    import yaml
+
+    server_a, server_b = PositionalJudge(delay_s=0.15), ContentJudge(delay_s=0.15)
+    url_a, url_b = server_a.start(), server_b.start()
+    try:
+        store, ids = seed(data_dir)
+        recipe = recipe_for(url_a, url_b).to_dict()
+        for j in recipe["judges"]:
+            j["concurrency"] = 1
+        path = data_dir / "panel.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "capyui.cli", "run", str(path), "--stages", "judge"]
+        cmd += ["--data-dir", str(data_dir)]
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            # wait (bounded by the work itself: 2 passes x 8 conversations per judge) until
+            # each judge has stored some judgments, then kill without warning
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                done = {j: len(store.judgments(j)) for j in ("a", "b")}
+                if min(done.values()) >= 2:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        judged_before = {j: {r["conversation_id"] for r in store.judgments(j)} for j in "ab"}
+        assert all(0 < len(v) < N for v in judged_before.values()), judged_before
+        seen_before = {"a": len(server_a.shown), "b": len(server_b.shown)}
+
+        rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr
+        for jid, server in (("a", server_a), ("b", server_b)):
+            asked = {int(s[0].split()[2]) for s in server.shown[seen_before[jid] :]}
+            already = {ids.index(c) for c in judged_before[jid]}
+            # nothing judged is asked again (but B's partial conversation 7, attempts left)
+            assert not (asked & already) - {7}, (jid, asked, already)
+            assert asked | already == set(range(N))
+            rows = store.judgments(jid)
+            assert len(rows) == N
+            assert all(r["attempts"] == 1 for r in rows if ids.index(r["conversation_id"]) != 7)
+        panel = [store.judgment(c, "panel") for c in ids]
+        assert [p["status"] for p in panel if p] == ["done"] * (N - 1) + ["partial"]
+        for i, p in enumerate(panel):
+            assert p is not None
+            b = combined_b(i)
+            mean = [(x + y) / 2 if y is not None else x for x, y in zip(combined_a(i), b)]
+            assert p["ratings"] == pytest.approx(mean)
+    finally:
+        server_a.stop()
+        server_b.stop()

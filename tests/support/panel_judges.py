@@ -14,6 +14,7 @@ per request, the texts in the order shown.
 from __future__ import annotations
 
 import re
+import time
 
 from tests.support.scripted_judge import TEXT_BLOCK, ScriptedJudge
 
@@ -22,14 +23,17 @@ B_MARK = re.compile(r"\[\[b=(\d|null)\]\]")
 
 
 class _MarkerJudge(ScriptedJudge):
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         super().__init__("text")
         self.shown: list[list[str]] = []  # per request: the texts in the order shown
+        self.delay_s = delay_s  # a slow judge, so that a job can be killed part-way
 
     def rate(self, position: int, text: str) -> int | None:
         raise NotImplementedError
 
     def answer(self, prompt: str) -> str:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         blocks = TEXT_BLOCK.findall(prompt.rsplit("Texts:", 1)[-1])
         self.shown.append([text.strip() for _, text in blocks])
         out = []
