@@ -533,8 +533,8 @@ def test_sigkilled_panel_job_resumes_with_only_the_missing_pairs(data_dir: Path)
         assert [p["status"] for p in panel if p] == ["done"] * (N - 1) + ["partial"]
         for i, p in enumerate(panel):
             assert p is not None
-            b = combined_b(i)
-            mean = [(x + y) / 2 if y is not None else x for x, y in zip(combined_a(i), b)]
+            pairs = zip(combined_a(i), combined_b(i), strict=True)
+            mean = [(x + y) / 2 if y is not None else x for x, y in pairs]
             assert p["ratings"] == pytest.approx(mean)
     finally:
         server_a.stop()
