@@ -95,8 +95,12 @@ def usage_report(store: Store, recipe: Recipe) -> list[dict[str, Any]]:
     """Tokens and cost so far per stage and model: ``[{stage, id, model, rows, prompt_tokens,
     completion_tokens, usd, priced}]``."""
     configs = _configs(recipe)
+    # issue 14: a judge panel's aggregate judgment sends no request (its judges' rows count)
+    aggregate_id = recipe.rating_judge_id() if len(recipe.all_judges()) > 1 else None
     out = []
     for row in store.token_usage():
+        if row["stage"] == "judge" and row["id"] == aggregate_id:
+            continue
         cfg = configs.get(row["id"])
         price = price_for(recipe, row["id"], row["model"] or (cfg.model if cfg else None))
         out.append(

@@ -249,6 +249,11 @@ def test_panel_measures_the_bias_and_agreement_the_stubs_were_built_with(
     assert "### Judge panel: biases and agreement" in card
     assert "| a | 8 | 0 | 0.0% |" in card
     assert "| b | 8 | 0 | 6.2% |" in card  # one null rating in sixteen
+    assert "(panel) |" not in card  # the aggregate sent no request: no tokens row
+    assert "| judge | m (a) | 8 |" in card and "| judge | m (b) | 8 |" in card
+    # "judges disagree" is read from the partial index, driven by the few matches
+    plan = " ".join(store.explain_review_queue("judges_disagree", judge_id="panel"))
+    assert "judgments_disagree" in plan, plan
 
     # the in-memory export (the Results tab's) writes the same per-judge column
     binarized, _ = binarize_stage(recipe, store)
