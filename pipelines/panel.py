@@ -165,6 +165,7 @@ def refresh_panel(
     ids = list(conversation_ids)
     for i in range(0, len(ids), 2000):
         rows = store.panel_judgments(ids[i : i + 2000], [*judge_ids, panel.id])
+        out: list[dict[str, Any]] = []  # one transaction per chunk
         for cid, by_judge in rows.items():
             mine = by_judge.pop(panel.id, None)
             usable = {jid: j for jid, j in by_judge.items() if j["status"] in ("done", "partial")}
@@ -199,19 +200,21 @@ def refresh_panel(
                 rationales.append("\n".join(parts) or None)
             by_judge_ratings = {jid: used[jid]["ratings"] for jid in order}
             inputs = json.dumps({"aggregate": panel.aggregate, "ratings": by_judge_ratings})
-            store.put_panel_judgment(
-                cid,
-                panel.id,
-                model=model,
-                candidate_keys=keys,
-                ratings=ratings,
-                rationales=rationales,
-                status=status,
-                inputs=inputs,
-                spread=spread,
-                disagree=disagree,
+            out.append(
+                {
+                    "conversation_id": cid,
+                    "panel_id": panel.id,
+                    "model": model,
+                    "candidate_keys": keys,
+                    "ratings": ratings,
+                    "rationales": rationales,
+                    "status": status,
+                    "inputs": inputs,
+                    "spread": spread,
+                    "disagree": disagree,
+                }
             )
-            written += 1
+        written += store.put_panel_judgments(out)
     return written
 
 

@@ -1619,26 +1619,38 @@ class Store:
                 }
         return out
 
-    def put_panel_judgment(
-        self,
-        conversation_id: str,
-        panel_id: str,
-        *,
-        model: str,
-        candidate_keys: list[str],
-        ratings: list[float | None],
-        rationales: list[str | None],
-        status: str,
-        inputs: str,
-        spread: float | None,
-        disagree: bool,
-    ) -> None:
-        """Upsert a panel's aggregate judgment (``judge_id`` = the panel's id): the ratings the
-        recipe's aggregate gives, ``inputs`` (JSON: each judge's ratings, kept as the row's raw
-        output), and the judges' spread / disagreement fact the review filter reads."""
-        best, second, rated = rating_facts(ratings)
+    def put_panel_judgments(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Upsert panel aggregate judgments (``judge_id`` = the panel's id) in one transaction.
+        Each row: ``conversation_id, panel_id, model, candidate_keys, ratings, rationales,
+        status, inputs`` (JSON: each judge's ratings, kept as the row's raw output), ``spread``
+        and ``disagree`` (the judges' disagreement fact the review filter reads)."""
+        now = time.time()
+        values = []
+        for r in rows:
+            best, second, rated = rating_facts(r["ratings"])
+            values.append(
+                (
+                    r["conversation_id"],
+                    r["panel_id"],
+                    r["model"],
+                    r["status"],
+                    json.dumps(r["candidate_keys"]),
+                    json.dumps(r["ratings"]),
+                    json.dumps(r["rationales"], ensure_ascii=False),
+                    json.dumps(list(range(len(r["candidate_keys"])))),
+                    r["inputs"],
+                    now,
+                    best,
+                    second,
+                    rated,
+                    r["spread"],
+                    int(bool(r["disagree"])),
+                )
+            )
+        if not values:
+            return 0
         with self._conn() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO judgments (conversation_id, judge_id, model, status, candidate_keys,"
                 " ratings, rationales, order_shown, seed, raw_output, error, attempts, updated_at,"
                 " ai_best, ai_second, ai_rated, judges_spread, judges_disagree)"
@@ -1650,24 +1662,9 @@ class Store:
                 " updated_at=excluded.updated_at, ai_best=excluded.ai_best,"
                 " ai_second=excluded.ai_second, ai_rated=excluded.ai_rated,"
                 " judges_spread=excluded.judges_spread, judges_disagree=excluded.judges_disagree",
-                (
-                    conversation_id,
-                    panel_id,
-                    model,
-                    status,
-                    json.dumps(candidate_keys),
-                    json.dumps(ratings),
-                    json.dumps(rationales, ensure_ascii=False),
-                    json.dumps(list(range(len(candidate_keys)))),
-                    inputs,
-                    time.time(),
-                    best,
-                    second,
-                    rated,
-                    spread,
-                    int(disagree),
-                ),
+                values,
             )
+        return len(values)
 
     def judged_since(self, since: float, judge_ids: Sequence[str]) -> tuple[list[str], float]:
         """Conversations with a judgment of ``judge_ids`` written after ``since`` (the
