@@ -240,3 +240,69 @@ CSS = """
 .cu-inline-error:empty{display:none;}
 .cu-confirm{border:1px solid #f1aeb5;border-radius:8px;padding:4px 8px;background:#fff5f5;}
 """
+
+
+def panel_html(report: dict[str, Any] | None) -> str:
+    """A judge panel's biases and agreement (``pipelines.panel.PanelReport.as_dict()``) for the
+    Results tab: one row per judge (and the panel's aggregate), then the judge pairs; empty
+    for a recipe with a single judge."""
+    if not report or not report.get("judges"):
+        return ""
+
+    def pct(v: Any, of: int | None = None) -> str:
+        if v is None:
+            return "—"
+        return f"{100 * float(v):.0f}%" + (f" of {of}" if of else "")
+
+    def num(v: Any) -> str:
+        return "—" if v is None else f"{float(v):.2f}"
+
+    judges = [
+        (
+            j["judge_id"] + (" (aggregate)" if j.get("is_panel") else ""),
+            j["judgments"],
+            j["failed"],
+            pct(j["null_share"]),
+            " · ".join(f"{k}: {v}" for k, v in sorted(j["histogram"].items())),
+            num(j["mean_rating"]),
+            "—"
+            if j.get("is_panel")
+            else f"{pct(j['first_shown_best'])} (blind: {pct(j['first_shown_expected'])})",
+            pct(j["reverse_changed"], j["reverse_conversations"]),
+            pct(j["human_agreement"], j["human_compared"]),
+        )
+        for j in report["judges"]
+    ]
+    head = (
+        f"<h4>Judge panel ({esc(report.get('aggregate') or 'mean')} of the judges, stored as "
+        f"<code>{esc(report.get('panel_id') or '')}</code>)</h4>"
+    )
+    per_judge = table_html(
+        [
+            "judge",
+            "judgments",
+            "failed",
+            "null ratings",
+            "rating distribution",
+            "mean",
+            "best shown first",
+            "best changes when order reversed",
+            "agrees with humans' chosen",
+        ],
+        judges,
+    )
+    pairs = table_html(
+        ["judges", "Spearman ρ", "candidates rated by both", "same best answer"],
+        [
+            (" / ".join(p["judges"]), num(p["spearman"]), p["rated_by_both"], pct(p["same_best"]))
+            for p in report.get("pairs") or []
+        ],
+    )
+    summary = notice_html(
+        f"Krippendorff's alpha (interval) between the judges: {num(report.get('alpha'))} over "
+        f"{report.get('alpha_units', 0)} rated candidates. Judges disagree on "
+        f'{report.get("disagree", 0)} conversation(s): the Review tab\'s "Judges disagree" '
+        "filter and the Argilla select mode judges_disagree list them.",
+        "info",
+    )
+    return f'<div class="cu-panel" id="cu-judge-panel">{head}{per_judge}{pairs}{summary}</div>'

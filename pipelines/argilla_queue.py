@@ -116,7 +116,7 @@ class ArgillaQueueError(Exception):
 # ---------------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------------
-SelectMode = Literal["all", "ties", "low_confidence"]
+SelectMode = Literal["all", "ties", "low_confidence", "judges_disagree"]
 
 
 class ArgillaConfig(BaseModel):
@@ -138,7 +138,8 @@ class ArgillaConfig(BaseModel):
     # Task distribution: submitted responses needed for a record to be complete.
     min_submitted: int = Field(default=1, ge=1, le=50)
     shuffle_seed: int = 42
-    # Which conversations to push: all, AI ties, low-confidence ones, or explicit ids.
+    # Which conversations to push: all, AI ties, low-confidence ones, those where a judge
+    # panel's judges disagree (issue 14), or explicit ids.
     select: SelectMode | list[str] = "all"
     # low_confidence: no usable AI rating, a null rating, best rating <= low_rating, or the
     # best two ratings closer than min_margin.
@@ -177,7 +178,7 @@ class ArgillaConfig(BaseModel):
 class Selection:
     """Which stored conversations to push (see ``ArgillaConfig.select``)."""
 
-    mode: Literal["all", "ties", "low_confidence", "ids"] = "all"
+    mode: Literal["all", "ties", "low_confidence", "judges_disagree", "ids"] = "all"
     ids: list[str] = field(default_factory=list)
     low_rating: float = 3.0
     min_margin: float = 1.0
@@ -195,19 +196,28 @@ class Selection:
         if select is None:
             return cls("all", low_rating=low_rating, min_margin=min_margin)
         if isinstance(select, str):
-            mode = {"low": "low_confidence", "low-confidence": "low_confidence"}.get(select, select)
-            if mode not in ("all", "ties", "low_confidence"):
+            mode = {
+                "low": "low_confidence",
+                "low-confidence": "low_confidence",
+                "judges-disagree": "judges_disagree",
+            }.get(select, select)
+            if mode not in ("all", "ties", "low_confidence", "judges_disagree"):
                 raise ArgillaQueueError(
-                    f"unknown selection '{select}' (all, ties, low_confidence, or a list of ids)"
+                    f"unknown selection '{select}' (all, ties, low_confidence, judges_disagree,"
+                    " or a list of ids)"
                 )
             return cls(mode, low_rating=low_rating, min_margin=min_margin)  # type: ignore[arg-type]
         return cls(
             "ids", ids=[str(s) for s in select], low_rating=low_rating, min_margin=min_margin
         )
 
-    def accepts(self, ratings: list[float | None], judged: bool) -> bool:
+    def accepts(
+        self, ratings: list[float | None], judged: bool, judges_disagree: bool = False
+    ) -> bool:
         if self.mode in ("all", "ids"):
             return True
+        if self.mode == "judges_disagree":
+            return judges_disagree
         rated = sorted((r for r in ratings if r is not None), reverse=True)
         if self.mode == "ties":
             return len(rated) >= 2 and rated[0] == rated[1]
@@ -886,6 +896,10 @@ class ArgillaQueue:
                 dict(zip(k, rationales, strict=False)),
             )
 
+        # issue 14: conversations whose panel judges disagree (the stored fact, indexed)
+        disagree = (
+            store.judges_disagree_ids(judge_id) if selection.mode == "judges_disagree" else set()
+        )
         if selection.mode == "ids":
             wanted = list(dict.fromkeys(selection.ids))
             convs = store.conversations(ids=wanted)
@@ -909,7 +923,7 @@ class ArgillaQueue:
                 continue
             judge = judgments.get(conv.conversation_id)
             ratings = [_num(judge[1].get(k)) if judge else None for k, _, _ in cs]
-            if not selection.accepts(ratings, judge is not None):
+            if not selection.accepts(ratings, judge is not None, conv.conversation_id in disagree):
                 skipped["not_selected"] += 1
                 continue
             items.append(self._item(conv, cs, judge))

@@ -86,8 +86,8 @@ def usd(price: Price | None, prompt_tokens: float, completion_tokens: float) -> 
 
 def _configs(recipe: Recipe) -> dict[str, ModelConfig]:
     out: dict[str, ModelConfig] = {g.id: g for g in recipe.generators}
-    if recipe.judge is not None:
-        out[recipe.judge.id] = recipe.judge
+    for judge in recipe.all_judges():  # issue 14: every judge of a panel
+        out[judge.id] = judge
     return out
 
 
@@ -95,8 +95,12 @@ def usage_report(store: Store, recipe: Recipe) -> list[dict[str, Any]]:
     """Tokens and cost so far per stage and model: ``[{stage, id, model, rows, prompt_tokens,
     completion_tokens, usd, priced}]``."""
     configs = _configs(recipe)
+    # issue 14: a judge panel's aggregate judgment sends no request (its judges' rows count)
+    aggregate_id = recipe.rating_judge_id() if len(recipe.all_judges()) > 1 else None
     out = []
     for row in store.token_usage():
+        if row["stage"] == "judge" and row["id"] == aggregate_id:
+            continue
         cfg = configs.get(row["id"])
         price = price_for(recipe, row["id"], row["model"] or (cfg.model if cfg else None))
         out.append(
@@ -261,8 +265,7 @@ def dry_run(recipe: Recipe, store: Store, limit: int | None = None) -> Projectio
                 "completion_by": "observed mean" if observed is not None else "max_tokens",
             }
         )
-    judge = recipe.judge
-    if judge is not None:
+    for judge in recipe.all_judges():  # issue 14: every judge of a panel
         price = price_for(recipe, judge.id, judge.model)
         counter = TokenCounter(judge, price)
         gens = [g.id for g in recipe.generators]

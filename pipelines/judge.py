@@ -187,6 +187,8 @@ async def run_judging_async(
                 raw_output=raw,
                 error="; ".join(problems) if status != "done" else None,
                 status=status,
+                # issue 14: each pass's ratings, so the panel report measures position bias
+                pass_ratings=[b[0] if b else None for b in state.best] if len(passes) > 1 else None,
             )
             if status == "done":
                 progress.done += 1

@@ -70,6 +70,8 @@ class CardContext:
     # issue 14: tokens and cost per stage and model (cost.usage_report rows); pairwise verdicts
     usage: list[dict[str, Any]] = field(default_factory=list)
     pairwise: list[dict[str, Any]] = field(default_factory=list)
+    # issue 14: a judge panel's biases and agreement (panel.PanelReport.as_dict()), or None
+    panel: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,15 +101,19 @@ JSONL_BATCH_ROWS = 4096
 PairsLike = Any  # a BinarizeResult, a pyarrow.Table or a sequence of pair dicts
 
 
-def as_table(pairs: PairsLike) -> Any:
-    """A ``pyarrow.Table`` (``arrow_schema()``) of a ``BinarizeResult``, a table or pair dicts."""
+def as_table(pairs: PairsLike, extra_fields: Sequence[Any] = ()) -> Any:
+    """A ``pyarrow.Table`` (``arrow_schema()``, plus ``extra_fields`` the table carries, e.g. a
+    judge panel's per-judge ratings) of a ``BinarizeResult``, a table or pair dicts."""
     import pyarrow as pa
 
     if isinstance(pairs, BinarizeResult):
         return pairs.table
     if isinstance(pairs, pa.Table):
-        if pairs.schema != arrow_schema():
-            pairs = pairs.select(list(COLUMNS)).cast(arrow_schema())
+        schema = arrow_schema()
+        for f in extra_fields:
+            schema = schema.append(f)
+        if pairs.schema != schema:
+            pairs = pairs.select(schema.names).cast(schema)
         return pairs
     return pairs_to_table(pairs)
 
@@ -123,25 +129,27 @@ def write_parquet(table: Any, path: Path) -> None:
     )
 
 
-def _write_jsonl(pairs: PairsLike, path: Path) -> None:
-    """One JSON object per pair, keys in ``COLUMNS`` order (from Arrow batches for a table)."""
+def _write_jsonl(pairs: PairsLike, path: Path, extra_fields: Sequence[Any] = ()) -> None:
+    """One JSON object per pair, keys in ``COLUMNS`` order (from Arrow batches for a table),
+    then the ``extra_fields`` columns."""
     rows: Iterable[Mapping[str, Any]]
+    names = (*COLUMNS, *(fld.name for fld in extra_fields))
     if isinstance(pairs, Sequence) and not isinstance(pairs, str):
         rows = pairs
     else:
-        table = as_table(pairs)
+        table = as_table(pairs, extra_fields)
         rows = (r for batch in table.to_batches(JSONL_BATCH_ROWS) for r in batch.to_pylist())
     try:
         import orjson
 
         with path.open("wb") as f:
             for p in rows:
-                f.write(orjson.dumps({c: p[c] for c in COLUMNS}))
+                f.write(orjson.dumps({c: p[c] for c in names}))
                 f.write(b"\n")
     except ImportError:
         with path.open("w", encoding="utf-8") as f:
             for p in rows:
-                f.write(json.dumps({c: p[c] for c in COLUMNS}, ensure_ascii=False))
+                f.write(json.dumps({c: p[c] for c in names}, ensure_ascii=False))
                 f.write("\n")
 
 
@@ -291,6 +299,7 @@ def render_card(card: CardContext, n_rows: int, data_files: Sequence[str]) -> st
         agreement=stats.get("agreement"),
         usage=list(safe.usage or []),
         pairwise=list(safe.pairwise or []),
+        panel=safe.panel,
         repo_id_literal=repo_literal,
         recipe_yaml=recipe_yaml,
         recipe_fence=_fence(recipe_yaml),
@@ -309,6 +318,7 @@ def export_local(
     profile: str = "capyui",
     filters: Any = None,
     row_sources: Mapping[str, str] | None = None,
+    extra_fields: Sequence[Any] = (),
 ) -> Path:
     """Write the pairs and the dataset card into ``out_dir`` (see the module docstring).
 
@@ -331,7 +341,7 @@ def export_local(
         filters = ExportFilters.model_validate(filters)
     card.profile = profile
     if filters is not None and filters.active():
-        table, counts = apply_filters(as_table(result_pairs), filters)
+        table, counts = apply_filters(as_table(result_pairs, extra_fields), filters)
         card.filters = filters.active()
         card.filter_counts = counts
         result_pairs = table
@@ -352,13 +362,13 @@ def export_local(
     if "parquet" in formats:
         path = data / f"{DATA_STEM}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        write_parquet(as_table(result_pairs), tmp)
+        write_parquet(as_table(result_pairs, extra_fields), tmp)
         tmp.replace(path)
         written.append(f"data/{path.name}")
     if "jsonl" in formats:
         path = data / f"{DATA_STEM}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
-        _write_jsonl(result_pairs, tmp)
+        _write_jsonl(result_pairs, tmp, extra_fields)
         tmp.replace(path)
         written.append(f"data/{path.name}")
     (out / "README.md").write_text(render_card(card, n_rows, written), encoding="utf-8")
@@ -402,6 +412,7 @@ def export_local_stream(
     card: Callable[[int], CardContext],
     profile: str = "capyui",
     filters: Any = None,
+    extra_fields: Sequence[Any] = (),
 ) -> tuple[Path, int]:
     """``export_local`` for pairs decided chunk by chunk (issue 13): each ``pyarrow.Table`` of
     ``tables`` is appended to the Parquet file (one row group per chunk) and the JSON Lines
@@ -411,7 +422,9 @@ def export_local_stream(
 
     An item of ``tables`` may be ``(table, row_sources)`` for the ``capybara-*`` profiles
     (``profiles.to_profile``); ``filters`` drop pairs chunk by chunk, their counts summed
-    into the card, as ``export_local`` does."""
+    into the card, as ``export_local`` does. ``extra_fields``: Arrow fields every chunk carries
+    after the CapyUI columns (issue 14: a judge panel's ``judge_ratings``), kept by the
+    ``capyui`` profile."""
     import pyarrow.parquet as pq
 
     from pipelines.profiles import (
@@ -440,9 +453,12 @@ def export_local_stream(
     writer = None
     if "parquet" in formats:
         if profile == "capyui":
+            schema = arrow_schema()
+            for f in extra_fields:
+                schema = schema.append(f)
             writer = pq.ParquetWriter(
                 pq_tmp,
-                arrow_schema(),
+                schema,
                 use_dictionary=list(DICTIONARY_COLUMNS),
                 write_statistics=list(STATISTICS_COLUMNS),
             )
@@ -463,7 +479,7 @@ def export_local_stream(
     try:
         for chunk in tables:
             chunk, row_sources = chunk if isinstance(chunk, tuple) else (chunk, None)
-            table = as_table(chunk)
+            table = as_table(chunk, extra_fields)
             if filters is not None and filters.active():
                 table, counts = apply_filters(table, filters)
                 for name, n in counts.items():
@@ -474,7 +490,11 @@ def export_local_stream(
             if writer is not None and table.num_rows:
                 writer.write_table(table)
             if jsonl is not None:
-                names = COLUMNS if profile == "capyui" else table.column_names
+                names = (
+                    (*COLUMNS, *(f.name for f in extra_fields))
+                    if profile == "capyui"
+                    else table.column_names
+                )
                 for batch in table.to_batches(JSONL_BATCH_ROWS):
                     for p in batch.to_pylist():
                         jsonl.write(dump({c: p[c] for c in names}) + b"\n")

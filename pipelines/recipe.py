@@ -16,6 +16,7 @@ from pipelines.argilla_queue import ArgillaConfig
 from pipelines.binarize.config import BinarizeConfig
 from pipelines.config import GeneratorConfig, JudgeConfig, StrictModel
 from pipelines.cost import Budget, Price
+from pipelines.panel import PanelConfig
 from pipelines.profiles import ExportFilters, Profile
 from pipelines.secrets import check_env_name, redact
 
@@ -110,6 +111,10 @@ class Recipe(StrictModel):
     generators: list[GeneratorConfig] = Field(min_length=1)
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
     judge: JudgeConfig | None = None
+    # issue 14: a panel of judges (beside or instead of ``judge:``); ``panel:`` says how their
+    # ratings become the one AI rating (pipelines/panel.py)
+    judges: list[JudgeConfig] | None = None
+    panel: PanelConfig | None = None
     binarize: BinarizeConfig = Field(default_factory=BinarizeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
@@ -151,6 +156,44 @@ class Recipe(StrictModel):
                 raise ValueError(f"generator id '{g.id}' is used twice")
             seen.add(g.id)
         return gens
+
+    @model_validator(mode="after")
+    def _judge_ids(self) -> Recipe:
+        seen: set[str] = set()
+        for j in self.all_judges():
+            if j.id in seen:
+                raise ValueError(f"judge id '{j.id}' is used twice")
+            seen.add(j.id)
+        if self.panel is not None and len(seen) > 1 and self.panel.id in seen:
+            raise ValueError(f"panel id '{self.panel.id}' is also a judge's id")
+        if self.panel is not None and self.panel.min_judges and self.panel.min_judges > len(seen):
+            raise ValueError(
+                f"panel.min_judges is {self.panel.min_judges} but the recipe has {len(seen)} judges"
+            )
+        return self
+
+    def all_judges(self) -> list[JudgeConfig]:
+        """Every judge: ``judge:`` (if any) then ``judges:``."""
+        return ([self.judge] if self.judge is not None else []) + list(self.judges or [])
+
+    def has_judge(self) -> bool:
+        return bool(self.judge is not None or self.judges)
+
+    def rating_judge_id(self) -> str | None:
+        """The judge_id whose judgments are "the AI rating": the panel's aggregate with several
+        judges, else the one judge's (None without a judge)."""
+        judges = self.all_judges()
+        if len(judges) > 1:
+            return (self.panel or PanelConfig()).id
+        return judges[0].id if judges else None
+
+    def rating_judge_name(self) -> str | None:
+        """What the card calls the judge: its model, or the panel's aggregate of its models."""
+        judges = self.all_judges()
+        if len(judges) > 1:
+            agg = (self.panel or PanelConfig()).aggregate
+            return f"panel ({agg}) of " + ", ".join(j.display_name() for j in judges)
+        return judges[0].display_name() if judges else None
 
     def source_path(self) -> str:
         """The source location, with a relative file path resolved against the recipe."""

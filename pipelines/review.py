@@ -10,7 +10,9 @@ Queue filters (``FILTERS``), over conversations that have at least one done cand
 * ``ai_tie``: judged, at least two ratings, and the best rating is shared by two or more
   candidates (the judge cannot tell the top answers apart);
 * ``disagreement``: reviewed, and some human rating is >= 2 points away from the AI rating of
-  the same candidate, or the human's chosen candidate is rated below another by the AI.
+  the same candidate, or the human's chosen candidate is rated below another by the AI;
+* ``judges_disagree``: a judge panel's judges rated some candidate 2 or more points apart, or
+  named different best answers (issue 14; the fact is stored with the panel's judgment).
 
 Candidates are shown in a per-conversation shuffled order (``display_order``) so that a
 position never tells the reviewer which model wrote an answer.
@@ -32,6 +34,7 @@ FILTERS = {
     "low_ai": "Low AI rating",
     "ai_tie": "AI ties",
     "disagreement": "Human–AI disagreement",
+    "judges_disagree": "Judges disagree",
 }
 REVIEW_SOURCE = "ui"
 

@@ -51,7 +51,7 @@ class RunSummary:
 
 def default_stages(recipe: Recipe) -> list[str]:
     stages = ["load", "generate"]
-    if recipe.judge is not None:
+    if recipe.has_judge():
         stages += ["judge", "binarize", "export"]
         if recipe.publish.repo_id:
             stages.append("publish")
@@ -129,7 +129,7 @@ def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, A
     rows = collect(
         store,
         generator_ids=[g.id for g in recipe.generators],
-        judge_id=recipe.judge.id if recipe.judge else None,
+        judge_id=recipe.rating_judge_id(),
     )
     result = binarize(rows, recipe.binarize)
     return Binarized(rows, result), {"pairs": result.num_pairs, "dropped": dict(result.dropped)}
@@ -162,24 +162,33 @@ def _card(store: Store, recipe: Recipe, stats: dict[str, Any], dropped: dict[str
             "conversations": store.count_conversations(),
             "candidates generated": sum(c["done"] for c in counts.values()),
             "candidates failed": sum(c["failed"] for c in counts.values()),
-            "conversations judged": store.count_judged(recipe.judge.id if recipe.judge else None),
+            "conversations judged": store.count_judged(recipe.rating_judge_id()),
             "conversations reviewed": totals["conversations"],
             # issue 12: a rationale that is the template's placeholder is a judge failure
             "judge failures: placeholder rationales": quality.get("placeholder_rationales", 0),
         },
         stats=stats,
         generator_models=[g.display_name() for g in recipe.generators],
-        judge_model=recipe.judge.display_name() if recipe.judge else None,
+        judge_model=recipe.rating_judge_name(),
         dropped=dropped,
         strategy=recipe.binarize.strategy,
         repo_id=recipe.publish.repo_id,
         reviewed=totals["conversations"],
         human_reviews=totals["reviews"],
         accepted_ai=totals["accepted_ai"],
-        judge_template=recipe.judge.template if recipe.judge else None,
+        judge_template=recipe.all_judges()[0].template if recipe.has_judge() else None,
         usage=usage_report(store, recipe),  # issue 14
         pairwise=verdicts_per_model(store),
+        panel=_panel_card(store, recipe),
     )
+
+
+def _panel_card(store: Store, recipe: Recipe) -> dict[str, Any] | None:
+    """The judge panel's report for the card (issue 14), None with a single judge."""
+    from pipelines.panel import recipe_panel_report
+
+    report = recipe_panel_report(store, recipe)
+    return None if report is None else report.as_dict()
 
 
 def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
@@ -187,16 +196,22 @@ def export_stage(recipe: Recipe, store: Store, binarized: Binarized) -> Path:
 
     out = export_dir_for(recipe, store)
     card = card_context(store, recipe, binarized)
+    from pipelines.panel import add_judge_ratings, judge_ratings_field
     from pipelines.profiles import row_sources_of
 
+    pairs: Any = binarized.result
+    judges = recipe.all_judges()
+    if len(judges) > 1:  # issue 14: every judge's ratings beside the aggregate
+        pairs = add_judge_ratings(store, binarized.result.table, binarized.rows, judges)
     return export_local(
-        binarized.result,
+        pairs,
         out,
         formats=tuple(recipe.export.formats),
         card=card,
         profile=recipe.export.profile,
         filters=recipe.export.filters,
         row_sources=row_sources_of(binarized.rows),
+        extra_fields=[judge_ratings_field()] if len(judges) > 1 else [],
     )
 
 
@@ -209,13 +224,15 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
     from collections import Counter
 
     from pipelines.binarize import binarize, collect_chunks
+    from pipelines.panel import add_judge_ratings, judge_ratings_field
     from pipelines.profiles import row_sources_of
     from pipelines.publish import CardContext, export_local_stream
     from pipelines.stats import store_stats
 
     options = recipe.binarize
     generator_ids = [g.id for g in recipe.generators]
-    judge_id = recipe.judge.id if recipe.judge else None
+    judge_id = recipe.rating_judge_id()
+    judges = recipe.all_judges()
     dropped: Counter[str] = Counter()
     labels: Counter[tuple[str, str, str]] = Counter()
 
@@ -227,7 +244,10 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
             dropped.update(result.dropped)
             cols = result.table.select(["chosen_model", "rejected_model", "rating_source"])
             labels.update(zip(*(c.to_pylist() for c in cols.columns), strict=True))
-            yield result.table, row_sources_of(rows)
+            table = result.table
+            if len(judges) > 1:  # issue 14: every judge's ratings beside the aggregate
+                table = add_judge_ratings(store, table, rows, judges)
+            yield table, row_sources_of(rows)
 
     def pair_labels() -> Any:
         for (chosen, rejected, source), n in labels.items():
@@ -247,6 +267,7 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
         card=card,
         profile=recipe.export.profile,
         filters=recipe.export.filters,
+        extra_fields=[judge_ratings_field()] if len(judges) > 1 else [],
     )
     return out, {"pairs": n_pairs, "dropped": dict(dropped)}
 
@@ -278,7 +299,7 @@ def argilla_stage(
         if stage == "push-argilla":
             result = queue.push(
                 store,
-                recipe.judge.id if recipe.judge else None,
+                recipe.rating_judge_id(),
                 [g.id for g in recipe.generators],
                 on_progress=on_progress,
                 cancel=cancel,
@@ -308,12 +329,10 @@ async def generate_and_judge(
     sees the concurrency it was given). Every row is committed as before, so a kill at any
     moment loses nothing and a re-run does only what is missing."""
     from pipelines.generate import run_generation_async
-    from pipelines.judge import run_judging_async
+    from pipelines.panel import judge_conversations_async, judge_limits
 
-    assert recipe.judge is not None
-    judge = recipe.judge
-    one_at_a_time = judge.model_copy(update={"concurrency": 1})
-    generator_ids = [g.id for g in recipe.generators]
+    assert recipe.has_judge()
+    limits = judge_limits(recipe)  # issue 14: each judge of a panel keeps its concurrency
     queue: asyncio.Queue[Conversation | None] = asyncio.Queue(PIPELINE_QUEUE)
     judged = Progress(stage="judge")
     notes: list[str] = []
@@ -331,14 +350,7 @@ async def generate_and_judge(
                     queue.put_nowait(None)  # leave the stop for the others... and for us
                     break
                 batch.append(nxt)
-            p = await run_judging_async(
-                store,
-                one_at_a_time,
-                generator_ids,
-                batch,
-                max_attempts=recipe.generation.max_attempts,
-                cancel=cancel,
-            )
+            p = await judge_conversations_async(recipe, store, batch, cancel=cancel, limits=limits)
             judged.total += p.total
             judged.done += p.done
             judged.failed += p.failed
@@ -351,7 +363,10 @@ async def generate_and_judge(
             judged.elapsed_s = time.perf_counter() - start
             progress(judged)
 
-    workers = [asyncio.create_task(worker()) for _ in range(judge.concurrency)]
+    workers = [
+        asyncio.create_task(worker())
+        for _ in range(max(j.concurrency for j in recipe.all_judges()))
+    ]
 
     async def ready(conv: Conversation) -> None:
         await queue.put(conv)
@@ -440,7 +455,7 @@ def run_recipe(
             elif (
                 stage == "generate"
                 and "judge" in stages
-                and recipe.judge is not None
+                and recipe.has_judge()
                 and budget is None  # a budget admits requests stage by stage, in order
             ):
                 # pipelined: the judge starts on each conversation as its candidates finish
@@ -471,20 +486,15 @@ def run_recipe(
                 summary.results["generate"] = p.as_dict()
                 _fail_if_every_row_failed(p, cancel)
             elif stage == "judge":
-                from pipelines.judge import run_judging
+                from pipelines.panel import judge_conversations_async
 
-                if recipe.judge is None:
+                if not recipe.has_judge():
                     raise StageError("the recipe has no judge")
                 convs = selected_conversations(store, limit)
-                p = run_judging(
-                    store,
-                    recipe.judge,
-                    [g.id for g in recipe.generators],
-                    convs,
-                    max_attempts=recipe.generation.max_attempts,
-                    on_progress=progress,
-                    cancel=cancel,
-                    budget=budget,
+                p = asyncio.run(
+                    judge_conversations_async(
+                        recipe, store, convs, on_progress=progress, cancel=cancel, budget=budget
+                    )
                 )
                 summary.results["judge"] = p.as_dict()
                 _fail_if_every_row_failed(p, cancel)

@@ -131,6 +131,7 @@ class BinarizePreview:
     pairs: list[dict[str, Any]]  # the first PREVIEW_PAIRS
     num_pairs: int
     stats: dict[str, Any]
+    panel: dict[str, Any] | None = None  # a judge panel's biases and agreement (issue 14)
 
 
 @dataclass
@@ -326,7 +327,7 @@ class WorkspaceService:
     def model_ids(self) -> tuple[list[str], str | None]:
         """(generator ids, judge id) of the current recipe: what the review and stats read."""
         r = self.recipe
-        return [g.id for g in r.generators], (r.judge.id if r.judge is not None else None)
+        return [g.id for g in r.generators], r.rating_judge_id()
 
     # -- data ---------------------------------------------------------------------------------
     def load_into_recipe(
@@ -400,7 +401,7 @@ class WorkspaceService:
         if not stages:
             raise ServiceError("Pick at least one stage.")
         recipe = self.recipe
-        if "judge" in stages and recipe.judge is None:
+        if "judge" in stages and not recipe.has_judge():
             raise ServiceError("The recipe has no judge: add one in the Models tab.")
         try:
             return self.jobs.start(recipe, stages, limit=limit, name=name)
@@ -670,6 +671,7 @@ class WorkspaceService:
         candidate are left out (work not done yet: ``summary["not_generated"]``). Reused while
         the store and the options are unchanged. ``ServiceError`` for invalid options."""
         from pipelines.binarize import binarize, collect
+        from pipelines.panel import recipe_panel_report
         from pipelines.stats import store_stats
 
         self.authorize(actor, "view")
@@ -695,6 +697,8 @@ class WorkspaceService:
             num_pairs=result.num_pairs,
             stats=stats,
         )
+        report = recipe_panel_report(self.store, self.recipe)
+        preview.panel = None if report is None else report.as_dict()
         with self._preview_lock:
             self._preview_cache = (key, preview)
         return preview

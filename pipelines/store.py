@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +185,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS pairwise_reviews_reviewer ON pairwise_reviews (reviewer);
     ALTER TABLE judgments ADD COLUMN prompt_tokens INTEGER;
     ALTER TABLE judgments ADD COLUMN completion_tokens INTEGER;
+    """,
+    # issue 14 (section 2, judge panels): a judge with ``reverse_pass`` keeps each pass's ratings
+    # (``pass_ratings``: [forward, reversed], each aligned with candidate_keys) so its position
+    # bias can be measured; a panel's aggregate judgment (judge_id = the panel's id) carries the
+    # spread between its judges and whether they disagree (spread >= 2 on a candidate, or
+    # different best answers), written with it, so "judges disagree" is an indexed filter.
+    """
+    ALTER TABLE judgments ADD COLUMN pass_ratings TEXT;
+    ALTER TABLE judgments ADD COLUMN judges_spread REAL;
+    ALTER TABLE judgments ADD COLUMN judges_disagree INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS judgments_disagree ON judgments (judge_id, conversation_id)
+        WHERE judges_disagree = 1;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -620,11 +632,13 @@ class Store:
         raw_output: str | None,
         error: str | None,
         status: str | None = None,
+        pass_ratings: list[list[float | None] | None] | None = None,
     ) -> None:
         """Upsert a judgment. ``status``: done (every rating readable), partial (some ratings
         null, reasons in ``error``) or failed (no usable output). Attempts always count; the
         content is replaced only by an attempt at least as good (failed < partial < done), unless
-        the candidate set changed."""
+        the candidate set changed. ``pass_ratings``: with a reverse pass, each pass's ratings
+        (forward, reversed), aligned with ``candidate_keys`` (issue 14: position bias)."""
         if status is None:
             status = "done" if error is None else "failed"
         rank = {"failed": 0, "partial": 1, "done": 2}
@@ -641,6 +655,7 @@ class Store:
             mask_tokens(error) if error else error,
             now,
             *rating_facts(ratings),
+            None if pass_ratings is None else json.dumps(pass_ratings),
         )
         with self._conn() as db:
             old = db.execute(
@@ -652,15 +667,16 @@ class Store:
                 db.execute(
                     "INSERT INTO judgments (conversation_id, judge_id, model, status,"
                     " candidate_keys, ratings, rationales, order_shown, seed, raw_output, error,"
-                    " updated_at, ai_best, ai_second, ai_rated, attempts)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+                    " updated_at, ai_best, ai_second, ai_rated, pass_ratings, attempts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
                     (conversation_id, judge_id, *values),
                 )
             elif rank[status] >= rank[old[0]] or json.loads(old[1]) != candidate_keys:
                 db.execute(
                     "UPDATE judgments SET model=?, status=?, candidate_keys=?, ratings=?,"
                     " rationales=?, order_shown=?, seed=?, raw_output=?, error=?,"
-                    " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, attempts=attempts + 1"
+                    " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, pass_ratings=?,"
+                    " attempts=attempts + 1"
                     " WHERE conversation_id = ? AND judge_id = ?",
                     (*values, conversation_id, judge_id),
                 )
@@ -710,6 +726,8 @@ class Store:
         d = dict(r)
         for k in ("candidate_keys", "ratings", "rationales", "order_shown"):
             d[k] = json.loads(d[k])
+        if d.get("pass_ratings"):
+            d["pass_ratings"] = json.loads(d["pass_ratings"])
         return d
 
     def judgment_states(
@@ -880,6 +898,15 @@ class Store:
                     " WHERE r.conversation_id = c.conversation_id)"
                 )
             return where, params
+        if filter == "judges_disagree":
+            # issue 14: the fact is stored on a panel's aggregate judgment as it is written;
+            # driven from its partial index (disagreements are few), then sorted in load order
+            panel_sql = " AND jd0.judge_id = ?" if judge_id else ""
+            where = (
+                "c.conversation_id IN (SELECT jd0.conversation_id FROM judgments jd0"
+                f" WHERE jd0.judges_disagree = 1{panel_sql}) AND " + where
+            )
+            return where, ([judge_id] if judge_id else []) + params
         # the judgment a filter reads: this judge's, or the latest usable one
         if judge_id:
             judged = "j.conversation_id = c.conversation_id AND j.judge_id = ?"
@@ -1557,6 +1584,154 @@ class Store:
                     }
                 )
         return out
+
+    # -- judge panels (issue 14, section 2) -------------------------------------------------
+    def panel_judgments(
+        self, conversation_ids: Iterable[str], judge_ids: Sequence[str]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """``conversation_id -> judge_id -> {model, status, candidate_keys, ratings,
+        rationales, updated_at}`` of the given judges (and panel) for those conversations:
+        primary-key lookups, 400 conversations a statement."""
+        wanted = list(conversation_ids)
+        judges = list(judge_ids)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        if not judges:
+            return out
+        jmarks = ",".join("?" * len(judges))
+        db = self._connection()
+        for i in range(0, len(wanted), 400):
+            chunk = wanted[i : i + 400]
+            rows = db.execute(
+                "SELECT conversation_id, judge_id, model, status, candidate_keys, ratings,"
+                " rationales, updated_at FROM judgments"
+                f" WHERE conversation_id IN ({','.join('?' * len(chunk))})"
+                f" AND judge_id IN ({jmarks})",
+                (*chunk, *judges),
+            )
+            for cid, jid, model, status, keys, ratings, rationales, ts in rows:
+                out.setdefault(cid, {})[jid] = {
+                    "model": model,
+                    "status": status,
+                    "candidate_keys": json.loads(keys),
+                    "ratings": json.loads(ratings),
+                    "rationales": json.loads(rationales),
+                    "updated_at": ts,
+                }
+        return out
+
+    def put_panel_judgments(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Upsert panel aggregate judgments (``judge_id`` = the panel's id) in one transaction.
+        Each row: ``conversation_id, panel_id, model, candidate_keys, ratings, rationales,
+        status, inputs`` (JSON: each judge's ratings, kept as the row's raw output), ``spread``
+        and ``disagree`` (the judges' disagreement fact the review filter reads)."""
+        now = time.time()
+        values = []
+        for r in rows:
+            best, second, rated = rating_facts(r["ratings"])
+            values.append(
+                (
+                    r["conversation_id"],
+                    r["panel_id"],
+                    r["model"],
+                    r["status"],
+                    json.dumps(r["candidate_keys"]),
+                    json.dumps(r["ratings"]),
+                    json.dumps(r["rationales"], ensure_ascii=False),
+                    json.dumps(list(range(len(r["candidate_keys"])))),
+                    r["inputs"],
+                    now,
+                    best,
+                    second,
+                    rated,
+                    r["spread"],
+                    int(bool(r["disagree"])),
+                )
+            )
+        if not values:
+            return 0
+        with self._conn() as db:
+            db.executemany(
+                "INSERT INTO judgments (conversation_id, judge_id, model, status, candidate_keys,"
+                " ratings, rationales, order_shown, seed, raw_output, error, attempts, updated_at,"
+                " ai_best, ai_second, ai_rated, judges_spread, judges_disagree)"
+                " VALUES (?,?,?,?,?,?,?,?,NULL,?,NULL,1,?,?,?,?,?,?)"
+                " ON CONFLICT (conversation_id, judge_id) DO UPDATE SET model=excluded.model,"
+                " status=excluded.status, candidate_keys=excluded.candidate_keys,"
+                " ratings=excluded.ratings, rationales=excluded.rationales,"
+                " order_shown=excluded.order_shown, raw_output=excluded.raw_output,"
+                " updated_at=excluded.updated_at, ai_best=excluded.ai_best,"
+                " ai_second=excluded.ai_second, ai_rated=excluded.ai_rated,"
+                " judges_spread=excluded.judges_spread, judges_disagree=excluded.judges_disagree",
+                values,
+            )
+        return len(values)
+
+    def judged_since(self, since: float, judge_ids: Sequence[str]) -> tuple[list[str], float]:
+        """Conversations with a judgment of ``judge_ids`` written after ``since`` (the
+        judgments_updated index), and the newest write time seen (the next watermark)."""
+        judges = list(judge_ids)
+        rows = self.query(
+            "SELECT conversation_id, MAX(updated_at) FROM judgments WHERE updated_at > ?"
+            f" AND judge_id IN ({','.join('?' * len(judges))}) GROUP BY conversation_id",
+            (since, *judges),
+        )
+        newest = max((float(r[1]) for r in rows), default=since)
+        return [r[0] for r in rows], newest
+
+    def iter_judgments_by_conversation(
+        self, judge_ids: Sequence[str]
+    ) -> Iterator[tuple[str, str, str, list[str], list[Any], list[int], list[Any] | None]]:
+        """``(conversation_id, judge_id, status, candidate_keys, ratings, order_shown,
+        pass_ratings)`` of every judgment of ``judge_ids``, grouped by conversation (the
+        primary key's order), streamed from a cursor: the panel report's one pass."""
+        judges = list(judge_ids)
+        if not judges:
+            return
+        sql = (
+            "SELECT conversation_id, judge_id, status, candidate_keys, ratings, order_shown,"
+            " pass_ratings FROM judgments"
+            f" WHERE judge_id IN ({','.join('?' * len(judges))})"
+            " ORDER BY conversation_id, judge_id"
+        )
+        for cid, jid, status, keys, ratings, order, passes in self._connection().execute(
+            sql, judges
+        ):
+            yield (
+                cid,
+                jid,
+                status,
+                json.loads(keys),
+                json.loads(ratings),
+                json.loads(order),
+                json.loads(passes) if passes else None,
+            )
+
+    def review_picks(self) -> list[tuple[str, str]]:
+        """``(conversation_id, chosen candidate key)`` of every review that picked a chosen
+        answer and did not discard the conversation (grows with human work, not with N)."""
+        rows = self.query(
+            "SELECT conversation_id, chosen FROM reviews WHERE chosen IS NOT NULL AND NOT discard"
+            " ORDER BY conversation_id, updated_at"
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def count_judges_disagree(self, panel_id: str | None = None) -> int:
+        """Conversations whose panel judges disagree (the partial index)."""
+        sql = "SELECT COUNT(*) FROM judgments WHERE judges_disagree = 1"
+        params: tuple[Any, ...] = ()
+        if panel_id:
+            sql += " AND judge_id = ?"
+            params = (panel_id,)
+        return int(self._connection().execute(sql, params).fetchone()[0])
+
+    def judges_disagree_ids(self, panel_id: str | None = None) -> set[str]:
+        """Conversation ids whose panel judges disagree (the partial index)."""
+        sql = "SELECT conversation_id FROM judgments WHERE judges_disagree = 1"
+        params: tuple[Any, ...] = ()
+        if panel_id:
+            sql += " AND judge_id = ?"
+            params = (panel_id,)
+        return {r[0] for r in self._connection().execute(sql, params)}
 
     # -- jobs -------------------------------------------------------------------------------
     def start_job(

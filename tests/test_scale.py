@@ -89,10 +89,36 @@ def old_queue_ids(
                 if len(rated) >= 2 and rated.count(max(rated)) >= 2:
                     out.append(c)
         return out
+    if filter == "judges_disagree":  # issue 14: from the judges' own ratings, in Python
+        if judge_id not in (None, "panel"):
+            return []  # a single judge never disagrees with itself
+        by_judge = {j: _old_ratings(store, j) for j in ("judge", "judge2")}
+        out = []
+        for c in ids:
+            rows = [by_judge[j][c] for j in by_judge if c in by_judge[j]]
+            if len(rows) == 2 and rows[0][0] == rows[1][0]:  # the same candidates
+                (_, r1), (_, r2) = rows
+                spread = max(
+                    (abs(a - b) for a, b in zip(r1, r2, strict=True) if None not in (a, b)),
+                    default=0,
+                )
+                bests = {_old_unique_best(r1), _old_unique_best(r2)} - {None}
+                if spread >= 2 or len(bests) > 1:
+                    out.append(c)
+        return out
     reviews = _old_reviews(store)
     return [
         c for c in ids if c in reviews and c in judged and _old_disagrees(*judged[c], reviews[c])
     ]
+
+
+def _old_unique_best(ratings: list[Any]) -> int | None:
+    rated = [(r, i) for i, r in enumerate(ratings) if r is not None]
+    if not rated:
+        return None
+    top = max(r for r, _ in rated)
+    best = [i for r, i in rated if r == top]
+    return best[0] if len(best) == 1 else None
 
 
 def old_progress(
@@ -165,6 +191,12 @@ def build_fixture_store(path: Path, seed: int, n: int = 120) -> Store:
                 chosen=rng.choice([*keys, None]),
                 discard=rng.random() < 0.1,
             )
+    # issue 14: the two judges as a panel (its aggregate and the judges' disagreement)
+    from pipelines.config import JudgeConfig
+    from pipelines.panel import PanelConfig, refresh_panel
+
+    judges = [JudgeConfig(id=j, backend="embedded") for j in ("judge", "judge2")]
+    refresh_panel(store, PanelConfig(), judges, [c.conversation_id for c in convs])
     return store
 
 
@@ -222,7 +254,12 @@ def test_queue_filters_use_indexes_not_a_scan_of_judgments(tmp_path: Path, filte
         text = "\n".join(plan)
         for table in ("judgments", "candidates", "reviews"):
             assert f"SCAN {table}" not in text and "SCAN j " not in text, plan
-        assert not any(line.startswith("SCAN j") or line.startswith("SCAN d") for line in plan)
+        # judges_disagree walks its partial index: the disagreements only, not the judgments
+        assert not any(
+            (line.startswith("SCAN j") and "INDEX judgments_disagree" not in line)
+            or line.startswith("SCAN d")
+            for line in plan
+        ), plan
         # the only tables walked are the conversation list in load order (paged), or for
         # disagreement the reviews (human work, not N) through an index
         scans = [line for line in plan if line.startswith("SCAN")]
@@ -230,6 +267,7 @@ def test_queue_filters_use_indexes_not_a_scan_of_judgments(tmp_path: Path, filte
             line.startswith("SCAN c")
             or "VIRTUAL" in line
             or (filter == "disagreement" and line.startswith("SCAN r0 USING COVERING INDEX"))
+            or (filter == "judges_disagree" and "INDEX judgments_disagree" in line)
             for line in scans
         ), plan
 

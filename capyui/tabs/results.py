@@ -203,7 +203,7 @@ class ResultsView:
             self.hist: hist,
             self.mean: mean,
             self.win: win,
-            self.agreement: agreement_html(stats),
+            self.agreement: agreement_html(stats) + render.panel_html(p.panel),
         }
 
     def overview(self, o: ResultsOverview, sample: list[dict[str, Any]]) -> Updates:
