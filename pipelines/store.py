@@ -18,7 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines.records import Candidate, Judgment, PairVerdict, Review, candidate_key
+from pipelines.records import (
+    Candidate,
+    Judgment,
+    NeedsHuman,
+    PairVerdict,
+    Review,
+    candidate_key,
+)
 from pipelines.secrets import mask_tokens, redact
 from pipelines.types import Conversation, GenerationResult
 
@@ -868,6 +875,22 @@ class Store:
                 " ORDER BY j2.updated_at DESC, j2.rowid DESC LIMIT 1)"
             )
             judged_params = []
+        if filter == "needs_human":
+            # records.NeedsHuman over the judgment's ratings: no usable judgment, a null rating
+            # or fewer than two rated, a low best rating, or a small margin at the top
+            rule = NeedsHuman()
+            unsure = (
+                "(j.ai_rated < 2 OR j.ai_rated < json_array_length(j.ratings)"
+                " OR j.ai_best <= ? OR j.ai_best - j.ai_second < ?)"
+            )
+            where += (
+                f" AND (NOT EXISTS (SELECT 1 FROM judgments j WHERE {judged}"
+                " AND j.status != 'failed')"
+                f" OR EXISTS (SELECT 1 FROM judgments j WHERE {judged} AND j.status != 'failed'"
+                f" AND {unsure}))"
+            )
+            rule_params = [float(rule.low_rating), float(rule.min_margin)]
+            return where, params + judged_params + judged_params + rule_params
         if filter == "low_ai":
             cond, cond_params = "(j.ai_rated = 0 OR j.ai_best <= ?)", [float(low_threshold)]
         elif filter == "ai_tie":

@@ -14,6 +14,7 @@ import gradio as gr
 
 from capyui import render
 from pipelines.rating_scale import rating_choices
+from pipelines.records import Review
 from pipelines.review import (
     FILTERS,
     ReviewError,
@@ -78,7 +79,7 @@ def form_state(
     }
 
 
-def _saved_state(review: dict[str, Any] | None) -> dict[str, Any]:
+def _saved_state(review: Review | dict[str, Any] | None) -> dict[str, Any]:
     r = review or {}
     return {
         "ratings": {k: int(v) for k, v in (r.get("ratings") or {}).items() if v is not None},
