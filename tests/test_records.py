@@ -253,3 +253,55 @@ def test_transient_failures_are_retried_then_reported(monkeypatch: pytest.Monkey
     with pytest.raises(ArgillaQueueError, match="cannot reach Argilla"):
         queue.whoami()
     assert len(calls) == 1  # nothing listens: no retry
+
+
+# -- the stage table ----------------------------------------------------------------------------
+def test_stage_table_runs_export_with_its_dependency_said_and_typed_results(
+    tmp_path: Path,
+) -> None:
+    from pipelines import recipe as recipe_mod
+    from pipelines.recipe import parse_recipe
+    from pipelines.run import STAGES, BinarizeSummary, ExportResult, run_recipe
+    from pipelines.types import Progress
+
+    assert tuple(STAGES) == recipe_mod.STAGES
+    assert STAGES["export"].needs and STAGES["publish"].needs
+    store = _store(tmp_path, [[5, 1, 3], [2, 4, 4]])
+    recipe = parse_recipe(
+        {
+            "name": "stages",
+            "source": {"path": "unused.jsonl"},
+            "generators": [{"id": g, "backend": "original"} for g in ("g0", "g1", "g2")],
+            "judge": {"id": "judge", "backend": "embedded"},
+        }
+    )
+    events: list[Progress] = []
+    summary = run_recipe(recipe, store, stages=["binarize", "export"], on_progress=events.append)
+    assert summary.status == "done", summary.error
+    said = [(e.stage, e.message) for e in events]
+    assert ("export", "computing binarized pairs for export") in said
+    export = summary.outcomes["export"]
+    binarized = summary.outcomes["binarize"]
+    assert isinstance(export, ExportResult) and isinstance(binarized, BinarizeSummary)
+    assert binarized.pairs == export.pairs == 2
+    # the CLI's JSON is what it was
+    out = summary.as_dict()
+    assert set(out) == {
+        "job_id",
+        "status",
+        "error",
+        "stages",
+        "results",
+        "export_dir",
+        "published",
+    }
+    assert out["results"]["binarize"] == {"pairs": 2, "dropped": binarized.dropped}
+    assert out["results"]["export"]["out"] == out["export_dir"] == str(export.out)
+    assert set(out["results"]["export"]) == {"out", "pairs", "profile", "filters"}
+    # binarize alone keeps its pairs to itself and says nothing about an export
+    events.clear()
+    alone = run_recipe(recipe, store, stages=["binarize"], on_progress=events.append)
+    assert alone.as_dict()["results"]["binarize"]["pairs"] == 2 and not events
+    # an unknown stage is a one-line failure, not a silent no-op
+    bad = run_recipe(recipe, store, stages=["binarise"])
+    assert bad.status == "failed" and "unknown stage(s): binarise" in (bad.error or "")
