@@ -25,12 +25,13 @@ import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pipelines.types import Conversation
 
 __all__ = [
     "Candidate",
+    "CandidateRow",
     "Conversation",
     "Judgment",
     "NeedsHuman",
@@ -116,6 +117,16 @@ class Candidate(_Record):
     @property
     def key(self) -> str:
         return candidate_key(self.generator_id, self.sample_index)
+
+
+class CandidateRow(NamedTuple):
+    """A candidate as binarize's columnar path carries it: a plain tuple (cheap to build by the
+    hundred thousand, read with ``operator.itemgetter``) whose fields have names."""
+
+    key: str
+    generator_id: str
+    model: str
+    text: str
 
 
 @dataclass
