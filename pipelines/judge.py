@@ -30,8 +30,6 @@ from pipelines.records import Candidate, shown_order
 from pipelines.store import Store
 from pipelines.types import Conversation, GenerationRequest, Progress, ProgressCallback
 
-__all__ = ["JudgeTask", "PassResult", "plan_judging", "run_judging", "shown_order"]
-
 MIN_CANDIDATES = 2
 MAX_CANDIDATES = 8
 PARSE_RETRIES = 2  # extra immediate tries when the output cannot be fully read

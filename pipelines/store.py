@@ -29,8 +29,6 @@ from pipelines.records import (
 from pipelines.secrets import mask_tokens, redact
 from pipelines.types import Conversation, GenerationResult
 
-__all__ = ["Candidate", "Judgment", "PairVerdict", "Review", "Store", "candidate_key"]
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     conversation_id TEXT PRIMARY KEY,
