@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.recipe import STAGES as STAGE_NAMES
 from pipelines.recipe import Recipe, RecipeError
 from pipelines.store import Store
 from pipelines.types import Conversation, Progress, ProgressCallback
+
+if TYPE_CHECKING:
+    from pipelines.argilla_queue import PullSummary, PushSummary
 
 
 class StageError(Exception):
@@ -274,8 +277,21 @@ def argilla_stage(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Push records to the Argilla review queue, or pull the humans' responses back."""
-    from pipelines.argilla_queue import ArgillaQueue, PullSummary, PushSummary
+    """Push records to the Argilla review queue, or pull the humans' responses back (the
+    summary as a dict; ``argilla_run`` returns it typed)."""
+    return argilla_run(stage, recipe, store, on_progress, cancel).as_dict()
+
+
+def argilla_run(
+    stage: str,
+    recipe: Recipe,
+    store: Store,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> PushSummary | PullSummary:
+    """Push records to the Argilla review queue, or pull the humans' responses back:
+    the ``PushSummary`` / ``PullSummary``."""
+    from pipelines.argilla_queue import ArgillaQueue
 
     if recipe.argilla is None:
         raise StageError(f"{stage} needs an 'argilla:' section in the recipe")
@@ -294,7 +310,7 @@ def argilla_stage(
             result = queue.pull(store)
     finally:
         queue.close()
-    return result.as_dict()
+    return result
 
 
 EXPORT_CHUNK_ROWS = 5000  # conversations binarized and written at a time by a streamed export
@@ -454,10 +470,10 @@ class PublishResult:
 class ArgillaResult:
     """A push to or a pull from the Argilla review queue (``PushSummary`` / ``PullSummary``)."""
 
-    summary: Any
+    summary: PushSummary | PullSummary
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.summary.as_dict())
+        return self.summary.as_dict()
 
 
 StageResult = (
@@ -584,7 +600,7 @@ def _run_judge(ctx: StageContext) -> None:
 def _run_argilla(name: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
         ctx.results[name] = ArgillaResult(
-            argilla_stage(name, ctx.recipe, ctx.store, ctx.progress, ctx.cancel)
+            argilla_run(name, ctx.recipe, ctx.store, ctx.progress, ctx.cancel)
         )
 
     return run
