@@ -42,7 +42,7 @@ class RunSummary:
     error: str | None = None
     # each stage's typed result (``StageResult``), by stage name; ``results`` holds their dicts
     # (and the live counters) for the job record and the CLI's JSON
-    outcomes: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[str, StageResult] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
