@@ -225,18 +225,22 @@ class PairVerdict(_Record):
 
 @dataclass
 class Pair(_Record):
-    """One preference pair: the chosen and the rejected answer to a conversation's prompt,
-    with the ratings that decided it and where they came from (``human`` or ``ai``). Binarize
-    emits pairs as Arrow rows with these columns (and more, kept in ``extra``)."""
+    """One preference pair as binarize emits it (a row of its Arrow table / export): the
+    prompt messages, the chosen and the rejected conversation (prompt + answer), their ratings,
+    models, and where the ratings came from (``rating_source``: human or AI). The other columns
+    (the conversation, every generation with its rating and rationale...) are in ``extra``."""
 
     conversation_id: str
-    chosen_key: str
-    rejected_key: str
+    prompt: list[dict[str, str]] = field(default_factory=list)
+    chosen: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    rating_chosen: float | None = None
+    rating_rejected: float | None = None
     chosen_model: str = ""
     rejected_model: str = ""
-    chosen_rating: float | None = None
-    rejected_rating: float | None = None
-    rating_source: str = "ai"
+    rating_source: str = ""
+    judge_model: str | None = None
+    source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

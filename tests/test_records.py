@@ -305,3 +305,19 @@ def test_stage_table_runs_export_with_its_dependency_said_and_typed_results(
     # an unknown stage is a one-line failure, not a silent no-op
     bad = run_recipe(recipe, store, stages=["binarise"])
     assert bad.status == "failed" and "unknown stage(s): binarise" in (bad.error or "")
+
+
+def test_pair_is_a_binarize_row(tmp_path: Path) -> None:
+    """``records.Pair`` names the columns binarize writes (a renamed column fails here)."""
+    from pipelines.binarize import arrow_schema, binarize, collect
+    from pipelines.records import Pair
+
+    store = _store(tmp_path, [[5, 1, 3]])
+    (row,) = binarize(collect(store, judge_id="judge")).pairs
+    pair = Pair.from_row(row)
+    named = [n for n in Pair._names() if n != "extra"]
+    assert set(named) <= set(arrow_schema().names)
+    assert (pair.rating_source, pair.judge_model) == ("ai", "jm")
+    assert (pair.rating_chosen, pair.rating_rejected) == (5, 1)
+    assert pair.chosen[-1]["content"] == "g0 says" and pair.rejected[-1]["content"] == "g1 says"
+    assert pair.prompt == pair.chosen[:-1] and pair.as_dict() == row
