@@ -227,7 +227,14 @@ class Selection:
         rated = sorted((r for r in ratings if r is not None), reverse=True)
         if self.mode == "ties":
             return len(rated) >= 2 and rated[0] == rated[1]
-        return NeedsHuman(self.low_rating, self.min_margin)(ratings, judged)
+        return self._needs_human(ratings, judged)
+
+    @property
+    def _needs_human(self) -> NeedsHuman:
+        rule = self.__dict__.get("_rule")
+        if rule is None or (rule.low_rating, rule.min_margin) != (self.low_rating, self.min_margin):
+            rule = self.__dict__["_rule"] = NeedsHuman(self.low_rating, self.min_margin)
+        return rule
 
 
 @dataclass
@@ -927,25 +934,31 @@ class ArgillaQueue:
                 continue
             judge = judgments.get(conv.conversation_id)
             by_key = judge.rating_of() if judge else {}
-            ratings = [_num(by_key.get(c.key)) for c in cs]
+            keys = [c.key for c in cs]
+            ratings = [_num(by_key.get(k)) for k in keys]
             if not selection.accepts(ratings, judge is not None):
                 skipped["not_selected"] += 1
                 continue
-            items.append(self._item(conv, cs, judge))
+            items.append(self._item(conv, cs, keys, judge, by_key))
         return items, skipped
 
     def _item(
         self,
         conv: Conversation,
         cands: list[Candidate],
+        cand_keys: list[str],
         judge: Judgment | None,
+        ratings: dict[str, float | None],
     ) -> _Item:
-        by_key = {c.key: (c.model or c.generator_id, c.text) for c in cands}
+        """One record: ``cand_keys`` are the candidates' keys, ``ratings`` is
+        ``judge.rating_of()`` (the AI rating by candidate key)."""
+        by_key = {
+            k: (c.model or c.generator_id, c.text) for k, c in zip(cand_keys, cands, strict=True)
+        }
         keys = sorted(by_key)
         order = shown_order(conv.conversation_id, len(keys), self.config.shuffle_seed)
         slot_keys = [keys[i] for i in order]
         judge_model = (judge.model or judge.judge_id) if judge else ""
-        ratings = judge.rating_of() if judge else {}
         rationales = judge.rationale_of() if judge else {}
         fields: dict[str, Any] = {
             "conversation": [

@@ -55,8 +55,13 @@ REVIEW_SOURCE_ARGILLA: ReviewSource = "argilla"
 JudgmentStatus = Literal["done", "partial", "failed"]
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
 class _Record:
     """Read access by field name, for callers that still treat a record as a dict."""
+
+    __slots__ = ()  # the records are slotted dataclasses: the store reads them by the million
 
     def __getitem__(self, name: str) -> Any:
         if name in self._names():
@@ -94,9 +99,16 @@ class _Record:
     def _split(cls, row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(known fields, other columns) of a row: a column a later migration adds lands in
         ``extra`` instead of breaking the read."""
-        names = set(cls._names())
-        known = {k: v for k, v in row.items() if k in names}
-        return known, {k: v for k, v in row.items() if k not in names}
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(cls._names()) - {"extra"}
+        known, extra = {}, {}
+        for k, v in row.items():
+            if k in names:
+                known[k] = v
+            else:
+                extra[k] = v
+        return known, extra
 
 
 def candidate_key(generator_id: str, sample_index: int) -> str:
@@ -104,7 +116,7 @@ def candidate_key(generator_id: str, sample_index: int) -> str:
     return f"{generator_id}/{sample_index}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate(_Record):
     """A done candidate: one generator's answer (``text``) to a conversation's last turn."""
 
@@ -129,7 +141,7 @@ class CandidateRow(NamedTuple):
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Judgment(_Record):
     """The AI judge's ratings of a conversation's candidates. ``ratings`` and ``rationales`` are
     aligned with ``candidate_keys`` (storage order); ``order_shown`` maps the position shown to
@@ -174,7 +186,7 @@ class Judgment(_Record):
         return dict(zip(self.candidate_keys, self.rationales, strict=False))
 
 
-@dataclass
+@dataclass(slots=True)
 class Review(_Record):
     """One human's review of a conversation: ratings by candidate key, picks, discard."""
 
@@ -200,7 +212,7 @@ class Review(_Record):
         return cls(**known, extra=extra)
 
 
-@dataclass
+@dataclass(slots=True)
 class PairVerdict(_Record):
     """One human's verdict on a pair of candidates (``key_1 < key_2``); ``left_key`` was shown
     as A; ``winner`` is a candidate key for verdicts a / b, else None."""
@@ -223,7 +235,7 @@ class PairVerdict(_Record):
         return cls(**known, extra=extra)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pair(_Record):
     """One preference pair as binarize emits it (a row of its Arrow table / export): the
     prompt messages, the chosen and the rejected conversation (prompt + answer), their ratings,

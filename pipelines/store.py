@@ -1260,15 +1260,8 @@ class Store:
         for cid, jid, model, status, keys, ratings, rationales in self._connection().execute(
             sql + " ORDER BY updated_at", params
         ):
-            yield Judgment(
-                cid,
-                jid,
-                model=model,
-                status=status,
-                candidate_keys=json.loads(keys),
-                ratings=json.loads(ratings),
-                rationales=json.loads(rationales),
-            )
+            loads = json.loads
+            yield Judgment(cid, jid, model, status, loads(keys), loads(ratings), loads(rationales))
 
     # -- the Argilla review queue's push state ---------------------------------------------------
     def argilla_push_state(self, dataset_key: str) -> dict[str, tuple[str | None, str, list[str]]]:
