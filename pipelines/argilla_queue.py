@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter, defaultdict
@@ -38,9 +37,25 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
+from pipelines.errors import error_line
 from pipelines.rating_scale import rating_scale, scale_markdown
-from pipelines.secrets import mask_tokens
+from pipelines.records import (
+    REVIEW_SOURCE_ARGILLA,
+    Candidate,
+    Judgment,
+    NeedsHuman,
+    Review,
+    shown_order,
+)
 from pipelines.store import Store
 from pipelines.types import Conversation, Progress, ProgressCallback
 
@@ -48,7 +63,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "http://127.0.0.1:6900"
 DEFAULT_DATASET = "capyui-review"
-REVIEW_SOURCE = "argilla"
+REVIEW_SOURCE = REVIEW_SOURCE_ARGILLA  # the source of the reviews pulled from Argilla
 STAGE_PUSH = "push-argilla"
 STAGE_PULL = "pull-argilla"
 RATING_VALUES = [1, 2, 3, 4, 5]
@@ -141,10 +156,11 @@ class ArgillaConfig(BaseModel):
     # Which conversations to push: all, AI ties, low-confidence ones, those where a judge
     # panel's judges disagree (issue 14), or explicit ids.
     select: SelectMode | list[str] = "all"
-    # low_confidence: no usable AI rating, a null rating, best rating <= low_rating, or the
-    # best two ratings closer than min_margin.
-    low_rating: float = Field(default=3.0, ge=1, le=5)
-    min_margin: float = Field(default=1.0, ge=0, le=4)
+    # low_confidence: the AI judge is unsure (``records.NeedsHuman``, the Review tab's "AI
+    # unsure" queue too): no usable AI rating, a null rating, best rating <= low_rating, or
+    # the best two ratings closer than min_margin.
+    low_rating: float = Field(default=NeedsHuman.low_rating, ge=1, le=5)
+    min_margin: float = Field(default=NeedsHuman.min_margin, ge=0, le=4)
     batch_size: int = Field(default=256, ge=1, le=MAX_BULK)
     max_retries: int = Field(default=3, ge=0, le=20)
     timeout_s: float = Field(default=60.0, gt=0)
@@ -180,16 +196,16 @@ class Selection:
 
     mode: Literal["all", "ties", "low_confidence", "judges_disagree", "ids"] = "all"
     ids: list[str] = field(default_factory=list)
-    low_rating: float = 3.0
-    min_margin: float = 1.0
+    low_rating: float = NeedsHuman.low_rating
+    min_margin: float = NeedsHuman.min_margin
 
     @classmethod
     def parse(
         cls,
         select: str | Sequence[str] | Selection | None,
         *,
-        low_rating: float = 3.0,
-        min_margin: float = 1.0,
+        low_rating: float = NeedsHuman.low_rating,
+        min_margin: float = NeedsHuman.min_margin,
     ) -> Selection:
         if isinstance(select, Selection):
             return select
@@ -221,10 +237,14 @@ class Selection:
         rated = sorted((r for r in ratings if r is not None), reverse=True)
         if self.mode == "ties":
             return len(rated) >= 2 and rated[0] == rated[1]
-        # low_confidence
-        if not judged or len(rated) < 2 or len(rated) < len(ratings):
-            return True
-        return rated[0] <= self.low_rating or rated[0] - rated[1] < self.min_margin
+        return self._needs_human(ratings, judged)
+
+    @property
+    def _needs_human(self) -> NeedsHuman:
+        rule = self.__dict__.get("_rule")
+        if rule is None or (rule.low_rating, rule.min_margin) != (self.low_rating, self.min_margin):
+            rule = self.__dict__["_rule"] = NeedsHuman(self.low_rating, self.min_margin)
+        return rule
 
 
 @dataclass
@@ -358,25 +378,46 @@ class ArgillaQueue:
                 self._http.close()
                 self._http = None
 
+    def _send(
+        self, method: str, path: str, *, retry_codes: Iterable[int] = (), **kw: Any
+    ) -> httpx.Response:
+        """One HTTP call with the queue's one retry policy (tenacity): up to ``max_retries``
+        more tries, waiting 1, 2, 4, 8, 8... seconds, after a transport error (not a refused
+        connection: nothing listens, waiting will not help) or a 5xx / ``retry_codes`` answer.
+        The last answer is returned as it is; a transport error that stays becomes one line."""
+        again = set(retry_codes)
+
+        def last_outcome(state: RetryCallState) -> httpx.Response:
+            assert state.outcome is not None
+            return state.outcome.result()  # the last response, or its exception re-raised
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=wait_exponential(multiplier=1, max=8),
+            retry=retry_if_exception(
+                lambda e: (
+                    isinstance(e, httpx.TransportError) and not isinstance(e, httpx.ConnectError)
+                )
+            )
+            | retry_if_result(lambda r: r.status_code >= 500 or r.status_code in again),
+            retry_error_callback=last_outcome,
+            reraise=True,
+        )
+        try:
+            return retrying(
+                lambda: self._client().request(method, path, headers=self._headers(), **kw)
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
     def _request(self, method: str, path: str, *, ok: Iterable[int] = (), **kw: Any) -> Any:
-        """One API call; transport errors and 5xx are retried; failures become one line."""
-        attempts = self.config.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                resp = self._client().request(method, path, headers=self._headers(), **kw)
-            except httpx.TransportError as exc:
-                if attempt + 1 < attempts and not isinstance(exc, httpx.ConnectError):
-                    time.sleep(min(2**attempt, 8))
-                    continue
-                raise self._unreachable(exc) from None
-            if resp.status_code >= 500 and attempt + 1 < attempts:
-                time.sleep(min(2**attempt, 8))
-                continue
-            if resp.status_code in ok:
-                return resp
-            self._raise_for(resp, f"{method} {path}")
-            return resp.json() if resp.content else None
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One API call (``_send``: transport errors and 5xx retried); a failure becomes one
+        line; a status in ``ok`` returns the response, anything else its JSON."""
+        resp = self._send(method, path, **kw)
+        if resp.status_code in ok:
+            return resp
+        self._raise_for(resp, f"{method} {path}")
+        return resp.json() if resp.content else None
 
     def _unreachable(self, exc: Exception) -> ArgillaQueueError:
         reason = type(exc).__name__
@@ -415,7 +456,7 @@ class ArgillaQueue:
             detail = resp.text
         if isinstance(detail, dict):
             detail = detail.get("params", {}).get("message") or detail.get("code") or detail
-        detail = mask_tokens(" ".join(str(detail).split()))[:300]
+        detail = error_line(str(detail))
         if code == 404 and "html" in resp.headers.get("content-type", ""):
             detail = "not an Argilla API (is the URL right?)"
         raise ArgillaQueueError(f"Argilla {what} failed (HTTP {code}): {detail}")
@@ -667,7 +708,7 @@ class ArgillaQueue:
             )
         except Exception as exc:  # noqa: BLE001 - the SDK raises many kinds; checked first
             raise ArgillaQueueError(
-                f"Argilla client for {self.api_url} failed: {_one_line(exc)}"
+                f"Argilla client for {self.api_url} failed: {error_line(exc)}"
             ) from None
 
     def ensure_dataset(self) -> dict[str, Any]:
@@ -692,7 +733,7 @@ class ArgillaQueue:
             except Exception as exc:  # noqa: BLE001 - SDK errors become one line
                 raise ArgillaQueueError(
                     f"cannot create dataset '{self.dataset_name}' in workspace"
-                    f" '{self.workspace}': {_one_line(exc)}"
+                    f" '{self.workspace}': {error_line(exc)}"
                 ) from None
             existing = self._request("GET", f"/api/v1/datasets/{dataset.id}")
         question_ids = self._check_compatible(existing["id"])
@@ -825,21 +866,9 @@ class ArgillaQueue:
             ]
         }
         path = f"/api/v1/datasets/{dataset['id']}/records/bulk"
-        attempts = self.config.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                resp = self._client().put(path, json=payload, headers=self._headers())
-            except httpx.TransportError as exc:
-                if attempt + 1 < attempts and not isinstance(exc, httpx.ConnectError):
-                    time.sleep(min(2**attempt, 8))
-                    continue
-                raise self._unreachable(exc) from None
-            code = resp.status_code
-            if code < 400:
-                break
-            if (code >= 500 or code == 429) and attempt + 1 < attempts:
-                time.sleep(min(2**attempt, 8))
-                continue
+        resp = self._send("PUT", path, json=payload, retry_codes=(429,))
+        code = resp.status_code
+        if code >= 400:
             if code in (401, 403, 404):
                 self._raise_for(resp, "record upsert")
             if len(batch) > 1:
@@ -884,17 +913,13 @@ class ArgillaQueue:
     ) -> tuple[list[_Item], Counter[str]]:
         """The records to push for the selection, built from three bulk queries."""
         gens = list(generator_ids) if generator_ids else None
-        cands: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        for cid, gen, idx, model, text in store.done_candidate_texts(gens):
-            cands[cid].append((f"{gen}/{idx}", model or gen, text))
+        cands: dict[str, list[Candidate]] = defaultdict(list)
+        for cand in store.done_candidate_texts(gens):
+            cands[cand.conversation_id].append(cand)
 
-        judgments: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
-        for cid, jid, model, k, ratings, rationales in store.usable_judgments(judge_id):
-            judgments[cid] = (
-                model or jid,
-                dict(zip(k, ratings, strict=False)),
-                dict(zip(k, rationales, strict=False)),
-            )
+        judgments: dict[str, Judgment] = {}
+        for judgment in store.usable_judgments(judge_id):
+            judgments[judgment.conversation_id] = judgment  # oldest first: the newest wins
 
         # issue 14: conversations whose panel judges disagree (the stored fact, indexed)
         disagree = (
@@ -922,23 +947,33 @@ class ArgillaQueue:
                 skipped["too_many_candidates"] += 1
                 continue
             judge = judgments.get(conv.conversation_id)
-            ratings = [_num(judge[1].get(k)) if judge else None for k, _, _ in cs]
+            by_key = judge.rating_of() if judge else {}
+            keys = [c.key for c in cs]
+            ratings = [_num(by_key.get(k)) for k in keys]
             if not selection.accepts(ratings, judge is not None, conv.conversation_id in disagree):
                 skipped["not_selected"] += 1
                 continue
-            items.append(self._item(conv, cs, judge))
+            items.append(self._item(conv, cs, keys, judge, by_key))
         return items, skipped
 
     def _item(
         self,
         conv: Conversation,
-        cands: list[tuple[str, str, str]],
-        judge: tuple[str, dict[str, Any], dict[str, Any]] | None,
+        cands: list[Candidate],
+        cand_keys: list[str],
+        judge: Judgment | None,
+        ratings: dict[str, float | None],
     ) -> _Item:
-        by_key = {k: (model, text) for k, model, text in cands}
-        slot_keys = sorted(by_key)
-        random.Random(f"{self.config.shuffle_seed}:{conv.conversation_id}").shuffle(slot_keys)
-        judge_model, ratings, rationales = judge if judge else ("", {}, {})
+        """One record: ``cand_keys`` are the candidates' keys, ``ratings`` is
+        ``judge.rating_of()`` (the AI rating by candidate key)."""
+        by_key = {
+            k: (c.model or c.generator_id, c.text) for k, c in zip(cand_keys, cands, strict=True)
+        }
+        keys = sorted(by_key)
+        order = shown_order(conv.conversation_id, len(keys), self.config.shuffle_seed)
+        slot_keys = [keys[i] for i in order]
+        judge_model = (judge.model or judge.judge_id) if judge else ""
+        rationales = judge.rationale_of() if judge else {}
         fields: dict[str, Any] = {
             "conversation": [
                 {"role": m["role"], "content": m["content"] or " "} for m in conv.messages
@@ -1009,10 +1044,8 @@ class ArgillaQueue:
             for q in self._request("GET", f"/api/v1/datasets/{ds['id']}/questions")["items"]
         }
         known = set(store.conversation_ids())
-        have: dict[tuple[str, str], dict[str, Any]] = {
-            (r["conversation_id"], r["reviewer"]): r
-            for r in store.reviews()
-            if r["source"] == REVIEW_SOURCE
+        have: dict[tuple[str, str], Review] = {
+            (r.conversation_id, r.reviewer): r for r in store.reviews() if r.source == REVIEW_SOURCE
         }
         n_slots = self.config.max_candidates
         reviewers: set[str] = set()
@@ -1051,7 +1084,7 @@ class ArgillaQueue:
         rec: dict[str, Any],
         users: dict[str, str],
         known: set[str],
-        have: dict[tuple[str, str], dict[str, Any]],
+        have: dict[tuple[str, str], Review],
         n_slots: int,
         summary: PullSummary,
         writes: list[tuple[str, str, dict[str, Any]]],
@@ -1097,7 +1130,7 @@ class ArgillaQueue:
                 and _accepted_ai(values, rec.get("_suggested") or {}, slots),
             }
             old = have.get((cid, reviewer))
-            if old is not None and all(old.get(k) == v for k, v in review.items()):
+            if old is not None and all(getattr(old, k) == v for k, v in review.items()):
                 summary.unchanged += 1
                 continue
             writes.append((cid, reviewer, review))
@@ -1177,7 +1210,7 @@ class BackgroundPull:
                     self.on_pull(summary)
             except Exception as exc:  # noqa: BLE001 - the thread must survive any failure
                 self.last_error = (
-                    str(exc) if isinstance(exc, ArgillaQueueError) else (_one_line(exc))
+                    str(exc) if isinstance(exc, ArgillaQueueError) else (error_line(exc))
                 )
                 log.warning("argilla background pull failed: %s", self.last_error)
                 if self.on_error is not None:
@@ -1208,8 +1241,3 @@ def _num(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return mask_tokens(text)[:300]

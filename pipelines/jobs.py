@@ -138,9 +138,9 @@ class JobManager:
                         on_job=on_job,
                     )
                 except Exception as exc:  # noqa: BLE001 - surfaced in the UI as one line
-                    from pipelines.secrets import mask_tokens
+                    from pipelines.errors import error_line
 
-                    handle.error = mask_tokens(f"{type(exc).__name__}: {exc}")
+                    handle.error = error_line(exc, limit=500, with_type=True)
 
             handle.thread = threading.Thread(target=work, name=f"capyui-job-{name}", daemon=True)
             self.current = handle

@@ -10,7 +10,6 @@ A judgment is re-done when the set of candidates changed (e.g. a generator was a
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import threading
 import time
@@ -27,19 +26,13 @@ from pipelines.judge_format import (
     parse_judge_output,
     render_judge_messages,
 )
-from pipelines.store import Candidate, Store
+from pipelines.records import Candidate, shown_order
+from pipelines.store import Store
 from pipelines.types import Conversation, GenerationRequest, Progress, ProgressCallback
 
 MIN_CANDIDATES = 2
 MAX_CANDIDATES = 8
 PARSE_RETRIES = 2  # extra immediate tries when the output cannot be fully read
-
-
-def shown_order(conversation_id: str, n: int, seed: int) -> list[int]:
-    """The permutation shown to the judge: position -> index in the stored candidate list."""
-    order = list(range(n))
-    random.Random(f"{seed}:{conversation_id}").shuffle(order)
-    return order
 
 
 @dataclass
@@ -182,13 +175,15 @@ async def run_judging_async(
                 candidate_keys=keys,
                 ratings=ratings,
                 rationales=rationales,
-                order_shown=results[0][3],
+                order_shown=results[0].order,
                 seed=judge.shuffle_seed,
                 raw_output=raw,
                 error="; ".join(problems) if status != "done" else None,
                 status=status,
                 # issue 14: each pass's ratings, so the panel report measures position bias
-                pass_ratings=[b[0] if b else None for b in state.best] if len(passes) > 1 else None,
+                pass_ratings=[b.ratings if b else None for b in state.best]
+                if len(passes) > 1
+                else None,
             )
             if status == "done":
                 progress.done += 1
@@ -269,14 +264,24 @@ async def run_judging_async(
     return progress
 
 
+@dataclass
+class PassResult:
+    """One pass of the judge over a conversation, mapped back to the stored candidates:
+    ratings and rationales in storage order, what could not be read, and the order shown."""
+
+    ratings: list[float | None]
+    rationales: list[str | None]
+    problems: list[str]
+    order: list[int]
+
+
 class _TaskState:
     """What one conversation's judging has gathered so far, over passes and retries."""
 
     def __init__(self, task: JudgeTask, passes: int) -> None:
         self.task = task
         self.n = len(task.candidates)
-        self.best: list[tuple[list[float | None], list[str | None], list[str], list[int]] | None]
-        self.best = [None] * passes
+        self.best: list[PassResult | None] = [None] * passes
         self.raw_outputs: list[str] = []
         self.error: str | None = None
         self.backend_failed = False
@@ -286,7 +291,7 @@ class _TaskState:
 
     def satisfied(self, p: int) -> bool:
         best = self.best[p]
-        return best is not None and not best[2]
+        return best is not None and not best.problems
 
     def offer(self, p: int, parsed: ParsedJudgment, order: list[int]) -> None:
         """Map a parsed output (by shown position) back to stored candidates; keep the best."""
@@ -297,9 +302,9 @@ class _TaskState:
             rationales[idx] = parsed.rationales[pos]
         keys = [c.key for c in self.task.candidates]
         problems = [_name_candidates(pr, order, keys) for pr in parsed.problems]
-        cand = (ratings, rationales, problems, order)
+        cand = PassResult(ratings, rationales, problems, order)
         best = self.best[p]
-        if best is None or _nulls(ratings) < _nulls(best[0]):
+        if best is None or _nulls(ratings) < _nulls(best.ratings):
             self.best[p] = cand
 
 
@@ -320,20 +325,20 @@ def _name_candidates(problem: str, order: list[int], keys: list[str]) -> str:
 
 
 def _combine(
-    results: list[tuple[list[float | None], list[str | None], list[str], list[int]]],
+    results: list[PassResult],
 ) -> tuple[list[float | None], list[str | None], list[str]]:
     """Average the passes' ratings per candidate (ignoring nulls); keep the first rationale."""
-    n = len(results[0][0])
+    n = len(results[0].ratings)
     ratings: list[float | None] = []
     rationales: list[str | None] = []
     for i in range(n):
-        vals = [v for r in results if (v := r[0][i]) is not None]
+        vals = [v for r in results if (v := r.ratings[i]) is not None]
         if len(vals) == 1:
             ratings.append(vals[0])
         else:
             ratings.append(sum(vals) / len(vals) if vals else None)
-        rationales.append(next((r[1][i] for r in results if r[1][i]), None))
-    problems = [p for r in results for p in r[2]]
+        rationales.append(next((r.rationales[i] for r in results if r.rationales[i]), None))
+    problems = [p for r in results for p in r.problems]
     return ratings, rationales, problems
 
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.store import Candidate, Store
+from pipelines.records import Candidate, PairVerdict
+from pipelines.store import Store
 from pipelines.types import Conversation
 
 REASONS: dict[str, str] = {
@@ -131,7 +132,14 @@ def refresh_pairs(
     since = max(marks.get("top2", 0.0), marks.get("ai_tie", 0.0))
     latest: dict[str, tuple[list[str], list[float | None], float]] = {}
     by_judge: dict[str, dict[str, tuple[list[str], list[float | None]]]] = defaultdict(dict)
-    for cid, jid, keys, ratings, ts in store.judgments_since(since):
+    for jm in store.judgments_since(since):
+        cid, jid, keys, ratings, ts = (
+            jm.conversation_id,
+            jm.judge_id,
+            jm.candidate_keys,
+            jm.ratings,
+            jm.updated_at,
+        )
         report.judgments += 1
         by_judge[cid][jid] = (keys, ratings)
         if judge_id is None or jid == judge_id:
@@ -267,14 +275,14 @@ def submit_verdict(
 # ---------------------------------------------------------------------------------------------
 # outcomes (for binarization) and rankings (for Results)
 # ---------------------------------------------------------------------------------------------
-def majority_outcome(verdicts: Iterable[dict[str, Any]]) -> str | None:
+def majority_outcome(verdicts: Iterable[PairVerdict]) -> str | None:
     """The humans' outcome for one pair: the winner's key, ``"tie"`` (tie, both bad, or no
     strict majority between the answers), or None when there are only skips."""
     votes: Counter[str] = Counter()
     for v in verdicts:
-        if v["verdict"] in ("a", "b") and v.get("winner"):
-            votes[v["winner"]] += 1
-        elif v["verdict"] in ("tie", "both_bad"):
+        if v.verdict in ("a", "b") and v.winner:
+            votes[v.winner] += 1
+        elif v.verdict in ("tie", "both_bad"):
             votes["tie"] += 1
     if not votes:
         return None
@@ -285,12 +293,12 @@ def majority_outcome(verdicts: Iterable[dict[str, Any]]) -> str | None:
 
 
 def pair_outcomes(
-    verdicts: Iterable[dict[str, Any]],
+    verdicts: Iterable[PairVerdict],
 ) -> dict[str, dict[tuple[str, str], str]]:
     """``conversation_id -> {(key_1, key_2): winner key | "tie"}`` from stored verdicts."""
-    grouped: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    grouped: dict[tuple[str, str, str], list[PairVerdict]] = defaultdict(list)
     for v in verdicts:
-        grouped[v["conversation_id"], v["key_1"], v["key_2"]].append(v)
+        grouped[v.conversation_id, v.key_1, v.key_2].append(v)
     out: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
     for (cid, k1, k2), vs in grouped.items():
         outcome = majority_outcome(vs)
@@ -307,13 +315,13 @@ def verdicts_per_model(store: Store) -> list[dict[str, Any]]:
     """Per generator: wins, losses, ties, both bad, skips over the human pairwise verdicts."""
     table: dict[str, Counter[str]] = defaultdict(Counter)
     for v in store.pairwise_reviews():
-        g1, g2 = _generator(v["key_1"]), _generator(v["key_2"])
-        verdict = v["verdict"]
+        g1, g2 = _generator(v.key_1), _generator(v.key_2)
+        verdict = v.verdict
         for g in (g1, g2):
             table[g]["shown"] += 1
-        if verdict in ("a", "b") and v["winner"]:
-            w = _generator(v["winner"])
-            loser = g2 if v["winner"] == v["key_1"] else g1
+        if verdict in ("a", "b") and v.winner:
+            w = _generator(v.winner)
+            loser = g2 if v.winner == v.key_1 else g1
             table[w]["wins"] += 1
             table[loser]["losses"] += 1
         elif verdict in ("tie", "both_bad", "skip"):
@@ -435,12 +443,12 @@ def human_comparisons(store: Store) -> list[tuple[str, str, float]]:
     """One comparison per human verdict (tie and both bad count as a draw; skips don't count)."""
     out = []
     for v in store.pairwise_reviews():
-        g1, g2 = _generator(v["key_1"]), _generator(v["key_2"])
+        g1, g2 = _generator(v.key_1), _generator(v.key_2)
         if g1 == g2:
             continue
-        if v["verdict"] in ("a", "b") and v["winner"]:
-            out.append((g1, g2, 1.0 if v["winner"] == v["key_1"] else 0.0))
-        elif v["verdict"] in ("tie", "both_bad"):
+        if v.verdict in ("a", "b") and v.winner:
+            out.append((g1, g2, 1.0 if v.winner == v.key_1 else 0.0))
+        elif v.verdict in ("tie", "both_bad"):
             out.append((g1, g2, 0.5))
     return out
 
@@ -448,8 +456,9 @@ def human_comparisons(store: Store) -> list[tuple[str, str, float]]:
 def ai_comparisons(store: Store, judge_id: str | None = None) -> list[tuple[str, str, float]]:
     """Every pair of rated candidates of every judgment, ordered by the AI ratings."""
     latest: dict[str, tuple[list[str], list[float | None]]] = {}
-    for cid, _jid, keys, ratings, _ in store.judgments_since(-1.0, judge_id):
-        latest[cid] = (keys, ratings)  # oldest first within a conversation: the newest wins
+    for jm in store.judgments_since(-1.0, judge_id):
+        # oldest first within a conversation: the newest wins
+        latest[jm.conversation_id] = (jm.candidate_keys, jm.ratings)
     out = []
     for keys, ratings in latest.values():
         rated = [(_generator(k), r) for k, r in zip(keys, ratings, strict=False) if r is not None]

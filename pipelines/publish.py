@@ -28,7 +28,8 @@ from pipelines.binarize import (
     arrow_schema,
     pairs_to_table,
 )
-from pipelines.secrets import mask_tokens, redact
+from pipelines.errors import error_line
+from pipelines.secrets import redact
 
 DATA_STEM = "train-00000-of-00001"
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -540,13 +541,6 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _one_line(text: str, token: str) -> str:
-    text = " ".join(str(text).split())
-    if token:
-        text = text.replace(token, "***")
-    return mask_tokens(text)[:200]
-
-
 def existing_files(api: Any, repo_id: str) -> list[str] | None:
     """The files of dataset ``repo_id`` (None when it does not exist or is not visible)."""
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
@@ -625,11 +619,11 @@ def push_to_hub(
                 f"no write access to dataset {repo_id} on {where} (HTTP 403): use a token with"
                 " write permission for that namespace"
             ) from None
-        raise PublishError(
-            f"{where} refused the upload (HTTP {status}): {_one_line(str(err), token)}"
-        ) from None
+        detail = error_line(err, limit=200, secret=token or None)
+        raise PublishError(f"{where} refused the upload (HTTP {status}): {detail}") from None
     except HFValidationError as err:
-        raise PublishError(f"invalid repo id {repo_id!r}: {_one_line(str(err), token)}") from None
+        detail = error_line(err, limit=200, secret=token or None)
+        raise PublishError(f"invalid repo id {repo_id!r}: {detail}") from None
     except _transport_errors() as err:
         raise PublishError(
             f"cannot reach {where} ({type(err).__name__}): check the network connection"

@@ -9,22 +9,30 @@ Queue filters (``FILTERS``), over conversations that have at least one done cand
   null: the judge could not rate any candidate);
 * ``ai_tie``: judged, at least two ratings, and the best rating is shared by two or more
   candidates (the judge cannot tell the top answers apart);
+* ``needs_human``: the AI judge is unsure (``records.NeedsHuman``, the same definition
+  Argilla's ``select: low_confidence`` pushes by): no usable judgment, a null rating or fewer
+  than two ratings, a best rating <= 3, or the best two ratings less than 1 point apart;
 * ``disagreement``: reviewed, and some human rating is >= 2 points away from the AI rating of
   the same candidate, or the human's chosen candidate is rated below another by the AI;
 * ``judges_disagree``: a judge panel's judges rated some candidate 2 or more points apart, or
   named different best answers (issue 14; the fact is stored with the panel's judgment).
 
-Candidates are shown in a per-conversation shuffled order (``display_order``) so that a
-position never tells the reviewer which model wrote an answer.
+Candidates are shown in a per-conversation shuffled order (``display_order``,
+``records.review_display_order``) so that a position never tells the reviewer which model
+wrote an answer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.records import (
+    REVIEW_SOURCE_UI,
+    Candidate,
+    Review,
+    review_display_order,
+)
 from pipelines.store import StaleReviewError, Store
 from pipelines.types import Conversation
 
@@ -33,10 +41,11 @@ FILTERS = {
     "unreviewed": "Unreviewed",
     "low_ai": "Low AI rating",
     "ai_tie": "AI ties",
+    "needs_human": "AI unsure (needs a human)",
     "disagreement": "Human–AI disagreement",
     "judges_disagree": "Judges disagree",
 }
-REVIEW_SOURCE = "ui"
+REVIEW_SOURCE = REVIEW_SOURCE_UI  # the source of the reviews written by the Review tab
 
 
 class ReviewError(ValueError):
@@ -44,11 +53,9 @@ class ReviewError(ValueError):
 
 
 @dataclass
-class ReviewCandidate:
-    key: str
-    generator_id: str
-    model: str
-    text: str
+class ReviewCandidate(Candidate):
+    """A candidate as the Review tab shows it: with the AI judge's rating and rationale."""
+
     ai_rating: float | None = None
     rationale: str | None = None
 
@@ -58,16 +65,11 @@ class ReviewItem:
     conversation: Conversation
     candidates: list[ReviewCandidate]  # in display (shuffled) order
     judge_model: str | None = None
-    my_review: dict[str, Any] | None = None
-    other_reviews: list[dict[str, Any]] = field(default_factory=list)
+    my_review: Review | None = None
+    other_reviews: list[Review] = field(default_factory=list)
 
 
-def display_order(conversation_id: str, n: int) -> list[int]:
-    """A stable shuffle of ``range(n)`` for one conversation."""
-    seed = int(hashlib.sha256(f"review:{conversation_id}".encode()).hexdigest()[:12], 16)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return order
+display_order = review_display_order  # a stable shuffle of ``range(n)`` for one conversation
 
 
 def _check_filter(filter: str) -> None:
@@ -164,29 +166,28 @@ def review_item(
         return None
     cands = store.candidates_for(conversation_id, generator_ids)
     judgment = store.judgment(conversation_id, judge_id)
-    ai: dict[str, tuple[float | None, str | None]] = {}
+    ratings: dict[str, float | None] = {}
+    rationales: dict[str, str | None] = {}
     judge_model = None
-    if judgment is not None and judgment["status"] != "failed":
-        judge_model = judgment["model"]
-        for i, key in enumerate(judgment["candidate_keys"]):
-            rating = judgment["ratings"][i] if i < len(judgment["ratings"]) else None
-            why = judgment["rationales"][i] if i < len(judgment["rationales"]) else None
-            ai[key] = (rating, why)
+    if judgment is not None and judgment.usable:
+        judge_model = judgment.model
+        ratings, rationales = judgment.rating_of(), judgment.rationale_of()
     items = [
         ReviewCandidate(
-            key=c.key,
+            conversation_id=c.conversation_id,
             generator_id=c.generator_id,
+            sample_index=c.sample_index,
             model=c.model,
             text=c.text,
-            ai_rating=ai.get(c.key, (None, None))[0],
-            rationale=ai.get(c.key, (None, None))[1],
+            ai_rating=ratings.get(c.key),
+            rationale=rationales.get(c.key),
         )
         for c in cands
     ]
     items = [items[i] for i in display_order(conversation_id, len(items))]
     mine, others = None, []
     for r in store.reviews(conversation_id):
-        if reviewer and r["reviewer"] == reviewer and r["source"] == REVIEW_SOURCE:
+        if reviewer and r.reviewer == reviewer and r.source == REVIEW_SOURCE:
             mine = r
         else:
             others.append(r)
@@ -205,10 +206,10 @@ def ai_suggestion(
     """The judge's ratings of ``candidate_keys`` as whole 1..5 numbers (what the Review tab
     fills in when the reviewer asks for the AI's suggestion); empty when not judged."""
     judgment = store.judgment(conversation_id, judge_id)
-    if judgment is None or judgment["status"] == "failed":
+    if judgment is None or not judgment.usable:
         return {}
     out: dict[str, int] = {}
-    for key, rating in zip(judgment["candidate_keys"], judgment["ratings"], strict=False):
+    for key, rating in zip(judgment.candidate_keys, judgment.ratings, strict=False):
         if key in candidate_keys and rating is not None:
             out[key] = min(5, max(1, int(float(rating) + 0.5)))
     return out

@@ -16,11 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.recipe import STAGES, Recipe, RecipeError
+from pipelines.recipe import STAGES as STAGE_NAMES
+from pipelines.recipe import Recipe, RecipeError
 from pipelines.store import Store
 from pipelines.types import Conversation, Progress, ProgressCallback
+
+if TYPE_CHECKING:
+    from pipelines.argilla_queue import PullSummary, PushSummary
 
 
 class StageError(Exception):
@@ -36,6 +40,9 @@ class RunSummary:
     published: str | None = None
     status: str = "done"
     error: str | None = None
+    # each stage's typed result (``StageResult``), by stage name; ``results`` holds their dicts
+    # (and the live counters) for the job record and the CLI's JSON
+    outcomes: dict[str, StageResult] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,10 +69,12 @@ def parse_stages(text: str | None, recipe: Recipe) -> list[str]:
     if not text:
         return default_stages(recipe)
     stages = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGE_NAMES]
     if unknown:
-        raise StageError(f"unknown stage(s): {', '.join(unknown)} (known: {', '.join(STAGES)})")
-    return [s for s in STAGES if s in stages]
+        raise StageError(
+            f"unknown stage(s): {', '.join(unknown)} (known: {', '.join(STAGE_NAMES)})"
+        )
+    return [s for s in STAGE_NAMES if s in stages]
 
 
 def export_dir_for(recipe: Recipe, store: Store) -> Path:
@@ -288,8 +297,21 @@ def argilla_stage(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Push records to the Argilla review queue, or pull the humans' responses back."""
-    from pipelines.argilla_queue import ArgillaQueue, PullSummary, PushSummary
+    """Push records to the Argilla review queue, or pull the humans' responses back (the
+    summary as a dict; ``argilla_run`` returns it typed)."""
+    return argilla_run(stage, recipe, store, on_progress, cancel).as_dict()
+
+
+def argilla_run(
+    stage: str,
+    recipe: Recipe,
+    store: Store,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> PushSummary | PullSummary:
+    """Push records to the Argilla review queue, or pull the humans' responses back:
+    the ``PushSummary`` / ``PullSummary``."""
+    from pipelines.argilla_queue import ArgillaQueue
 
     if recipe.argilla is None:
         raise StageError(f"{stage} needs an 'argilla:' section in the recipe")
@@ -308,7 +330,7 @@ def argilla_stage(
             result = queue.pull(store)
     finally:
         queue.close()
-    return result.as_dict()
+    return result
 
 
 EXPORT_CHUNK_ROWS = 5000  # conversations binarized and written at a time by a streamed export
@@ -396,6 +418,277 @@ async def generate_and_judge(
     return generated, judged
 
 
+# ---------------------------------------------------------------------------------------------
+# the stage table
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    """What ``load`` read: the source's report (rows, loaded, rejections by reason...)."""
+
+    report: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.report
+
+
+@dataclass
+class RowsResult:
+    """A row-by-row stage (generate, judge): its final progress counters."""
+
+    progress: Progress
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.progress.as_dict()
+
+
+@dataclass
+class BinarizeSummary:
+    """How many preference pairs binarize decided, and the conversations it dropped by why."""
+
+    pairs: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pairs": self.pairs, "dropped": dict(self.dropped)}
+
+
+@dataclass
+class ExportResult:
+    """Where ``export`` wrote the dataset (and its card), with how many pairs."""
+
+    out: Path
+    pairs: int
+    profile: str
+    filters: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "pairs": self.pairs,
+            "profile": self.profile,
+            "filters": self.filters,
+        }
+
+
+@dataclass
+class PublishResult:
+    """The Hub dataset ``publish`` pushed the export to."""
+
+    url: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+
+@dataclass
+class ArgillaResult:
+    """A push to or a pull from the Argilla review queue (``PushSummary`` / ``PullSummary``)."""
+
+    summary: PushSummary | PullSummary
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.summary.as_dict()
+
+
+StageResult = (
+    LoadResult | RowsResult | BinarizeSummary | ExportResult | PublishResult | ArgillaResult
+)
+
+# what a stage may need that an earlier stage makes: the binarized pairs (``binarize``, or the
+# export computing them itself) and an exported folder (``export``, or publish exporting first)
+BINARIZED_PAIRS = "binarized pairs"
+EXPORTED_FOLDER = "an exported dataset"
+
+
+@dataclass
+class StageContext:
+    """What every stage of one run shares: its inputs, the live callbacks, and what the stages
+    before it made (``results``, typed; ``provides``: the facts of ``Stage.provides``)."""
+
+    recipe: Recipe
+    store: Store
+    stages: list[str]
+    limit: int | None
+    progress: ProgressCallback  # records counters on the job, then calls ``on_progress``
+    on_progress: ProgressCallback | None
+    cancel: threading.Event | None
+    budget: Any  # cost.BudgetGuard | None
+    results: dict[str, StageResult] = field(default_factory=dict)
+    provides: set[str] = field(default_factory=set)
+    export_dir: Path | None = None
+
+    def announce(self, stage: str, message: str) -> None:
+        """A one-line progress event, e.g. a dependency computed on the way."""
+        if self.on_progress is not None:
+            self.on_progress(Progress(stage=stage, message=message))
+
+    def judge_id(self) -> str | None:
+        """The judge whose judgments are the AI rating (a panel's aggregate with several)."""
+        return self.recipe.rating_judge_id()
+
+    def generator_ids(self) -> list[str]:
+        return [g.id for g in self.recipe.generators]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named step of a recipe. ``needs``: facts an earlier stage of the run provides
+    (``StageContext.provides``); when none did, ``run`` computes them itself, and the run says
+    so first ("computing binarized pairs for export"). ``provides``: what it makes for the
+    stages after it."""
+
+    name: str
+    run: Callable[[StageContext], None]
+    doc: str
+    needs: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+
+
+def _run_load(ctx: StageContext) -> None:
+    report = load_stage(ctx.recipe, ctx.store, ctx.limit)
+    ctx.results["load"] = LoadResult(report)
+    if ctx.on_progress is not None:
+        ctx.on_progress(
+            Progress(
+                stage="load", done=report["loaded"], total=report["total_rows"], message="finished"
+            )
+        )
+
+
+def _pipelines_judge(ctx: StageContext) -> bool:
+    return (
+        "judge" in ctx.stages
+        and ctx.recipe.has_judge()
+        and ctx.budget is None  # a budget admits requests stage by stage, in order
+    )
+
+
+def _run_generate(ctx: StageContext) -> None:
+    convs = selected_conversations(ctx.store, ctx.limit)
+    if _pipelines_judge(ctx):
+        # pipelined: the judge starts on each conversation as its candidates finish
+        gen_p, judge_p = asyncio.run(
+            generate_and_judge(ctx.recipe, ctx.store, convs, ctx.progress, ctx.cancel)
+        )
+        ctx.results["generate"] = RowsResult(gen_p)
+        ctx.results["judge"] = RowsResult(judge_p)
+        _fail_if_every_row_failed(gen_p, ctx.cancel)
+        _fail_if_every_row_failed(judge_p, ctx.cancel)
+        return
+    from pipelines.generate import run_generation
+
+    p = run_generation(
+        ctx.store,
+        ctx.recipe.generators,
+        convs,
+        max_attempts=ctx.recipe.generation.max_attempts,
+        on_progress=ctx.progress,
+        cancel=ctx.cancel,
+        budget=ctx.budget,
+    )
+    ctx.results["generate"] = RowsResult(p)
+    _fail_if_every_row_failed(p, ctx.cancel)
+
+
+def _run_judge(ctx: StageContext) -> None:
+    if "judge" in ctx.results:
+        return  # judged already, pipelined with the generation
+    from pipelines.panel import judge_conversations_async
+
+    if not ctx.recipe.has_judge():
+        raise StageError("the recipe has no judge")
+    convs = selected_conversations(ctx.store, ctx.limit)
+    p = asyncio.run(
+        judge_conversations_async(
+            ctx.recipe,
+            ctx.store,
+            convs,
+            on_progress=ctx.progress,
+            cancel=ctx.cancel,
+            budget=ctx.budget,
+        )
+    )
+    ctx.results["judge"] = RowsResult(p)
+    _fail_if_every_row_failed(p, ctx.cancel)
+
+
+def _run_argilla(name: str) -> Callable[[StageContext], None]:
+    def run(ctx: StageContext) -> None:
+        ctx.results[name] = ArgillaResult(
+            argilla_run(name, ctx.recipe, ctx.store, ctx.progress, ctx.cancel)
+        )
+
+    return run
+
+
+def _run_binarize(ctx: StageContext) -> None:
+    if "export" in ctx.stages or "publish" in ctx.stages:
+        return  # the export binarizes as it writes, chunk by chunk (it says so)
+    _, res = binarize_stage(ctx.recipe, ctx.store)
+    ctx.results["binarize"] = BinarizeSummary(res["pairs"], res["dropped"])
+    ctx.provides.add(BINARIZED_PAIRS)
+
+
+def _export(ctx: StageContext) -> Path:
+    """Binarize and export in one streamed pass (the pairs are never all in memory)."""
+    out, res = export_stage_streamed(ctx.recipe, ctx.store)
+    ctx.results["binarize"] = BinarizeSummary(res["pairs"], res["dropped"])
+    ctx.provides.update((BINARIZED_PAIRS, EXPORTED_FOLDER))
+    ctx.export_dir = out
+    return out
+
+
+def _run_export(ctx: StageContext) -> None:
+    out = _export(ctx)
+    binarized = ctx.results["binarize"]
+    assert isinstance(binarized, BinarizeSummary)
+    ctx.results["export"] = ExportResult(
+        out=out,
+        pairs=binarized.pairs,
+        profile=ctx.recipe.export.profile,
+        filters=ctx.recipe.export.filters.active(),
+    )
+
+
+def _run_publish(ctx: StageContext) -> None:
+    if EXPORTED_FOLDER not in ctx.provides:
+        _export(ctx)
+    assert ctx.export_dir is not None
+    ctx.results["publish"] = PublishResult(publish_stage(ctx.recipe, ctx.export_dir))
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("load", _run_load, "read the source into the store"),
+        Stage("generate", _run_generate, "every generator answers every conversation"),
+        Stage("judge", _run_judge, "the AI judge rates every conversation's candidates"),
+        Stage("push-argilla", _run_argilla("push-argilla"), "send records to Argilla"),
+        Stage("pull-argilla", _run_argilla("pull-argilla"), "copy Argilla's reviews back"),
+        Stage(
+            "binarize",
+            _run_binarize,
+            "decide the chosen / rejected pairs",
+            provides=(BINARIZED_PAIRS,),
+        ),
+        Stage(
+            "export",
+            _run_export,
+            "write the pairs and the dataset card",
+            needs=(BINARIZED_PAIRS,),
+            provides=(EXPORTED_FOLDER,),
+        ),
+        Stage(
+            "publish",
+            _run_publish,
+            "push the export to the Hugging Face Hub",
+            needs=(EXPORTED_FOLDER,),
+        ),
+    )
+}
+assert tuple(STAGES) == STAGE_NAMES, "the recipe's stage names and the stage table differ"
+
+
 def run_recipe(
     recipe: Recipe,
     store: Store,
@@ -407,13 +700,16 @@ def run_recipe(
     job_kind: str = "run",
     on_job: Callable[[str], None] | None = None,
 ) -> RunSummary:
-    """Run the given stages (default: all the recipe configures). Records a job in the store.
+    """Run the given stages (default: all the recipe configures) from the stage table
+    ``STAGES``. Records a job in the store.
 
     Raises nothing for a failing stage: the summary carries status 'failed' and a one-line
     error, the job row too. ``limit`` bounds how many conversations are loaded and processed
     (stored with the job, so a resume can reuse it). ``on_job`` gets the job id once recorded.
+    ``RunSummary.outcomes`` holds each stage's typed result; ``results`` their dicts.
     """
     stages = list(stages) if stages else default_stages(recipe)
+    unknown = [s for s in stages if s not in STAGES]
     job_id = store.start_job(f"{job_kind}:{','.join(stages)}", recipe.to_dict(), limit=limit)
     if on_job is not None:
         on_job(job_id)
@@ -430,95 +726,40 @@ def run_recipe(
         if on_progress is not None:
             on_progress(p)
 
-    pipelined = False
     from pipelines.cost import BudgetGuard
 
     budget = BudgetGuard.for_recipe(recipe, store)  # issue 14: None without a budget
+    ctx = StageContext(
+        recipe=recipe,
+        store=store,
+        stages=stages,
+        limit=limit,
+        progress=progress,
+        on_progress=on_progress,
+        cancel=cancel,
+        budget=budget,
+        results=summary.outcomes,
+    )
     try:
-        for stage in stages:
+        if unknown:
+            raise StageError(f"unknown stage(s): {', '.join(unknown)} (known: {', '.join(STAGES)})")
+        for name in stages:
             if cancel is not None and cancel.is_set():
                 summary.status = "cancelled"
                 break
-            if stage == "load":
-                report = load_stage(recipe, store, limit)
-                summary.results["load"] = report
+            stage = STAGES[name]
+            for need in stage.needs:
+                if need not in ctx.provides:
+                    ctx.announce(name, f"computing {need} for {name}")
+            stage.run(ctx)
+            for result_name, result in summary.outcomes.items():
+                summary.results[result_name] = result.as_dict()
+            if name == "load":
                 store.update_job(job_id, counters=summary.results)
-                if on_progress is not None:
-                    on_progress(
-                        Progress(
-                            stage="load",
-                            done=report["loaded"],
-                            total=report["total_rows"],
-                            message="finished",
-                        )
-                    )
-            elif (
-                stage == "generate"
-                and "judge" in stages
-                and recipe.has_judge()
-                and budget is None  # a budget admits requests stage by stage, in order
-            ):
-                # pipelined: the judge starts on each conversation as its candidates finish
-                convs = selected_conversations(store, limit)
-                gen_p, judge_p = asyncio.run(
-                    generate_and_judge(recipe, store, convs, progress, cancel)
-                )
-                summary.results["generate"] = gen_p.as_dict()
-                summary.results["judge"] = judge_p.as_dict()
-                pipelined = True
-                _fail_if_every_row_failed(gen_p, cancel)
-                _fail_if_every_row_failed(judge_p, cancel)
-            elif stage == "judge" and pipelined:
-                continue
-            elif stage == "generate":
-                from pipelines.generate import run_generation
-
-                convs = selected_conversations(store, limit)
-                p = run_generation(
-                    store,
-                    recipe.generators,
-                    convs,
-                    max_attempts=recipe.generation.max_attempts,
-                    on_progress=progress,
-                    cancel=cancel,
-                    budget=budget,
-                )
-                summary.results["generate"] = p.as_dict()
-                _fail_if_every_row_failed(p, cancel)
-            elif stage == "judge":
-                from pipelines.panel import judge_conversations_async
-
-                if not recipe.has_judge():
-                    raise StageError("the recipe has no judge")
-                convs = selected_conversations(store, limit)
-                p = asyncio.run(
-                    judge_conversations_async(
-                        recipe, store, convs, on_progress=progress, cancel=cancel, budget=budget
-                    )
-                )
-                summary.results["judge"] = p.as_dict()
-                _fail_if_every_row_failed(p, cancel)
-            elif stage in ("push-argilla", "pull-argilla"):
-                summary.results[stage] = argilla_stage(stage, recipe, store, progress, cancel)
-            elif stage == "binarize" and ("export" in stages or "publish" in stages):
-                continue  # streamed together with the export, chunk by chunk
-            elif stage == "binarize":
-                _, summary.results["binarize"] = binarize_stage(recipe, store)
-            elif stage == "export":
-                out, summary.results["binarize"] = export_stage_streamed(recipe, store)
-                summary.export_dir = str(out)
-                summary.results["export"] = {
-                    "out": str(out),
-                    "pairs": summary.results["binarize"]["pairs"],
-                    "profile": recipe.export.profile,
-                    "filters": recipe.export.filters.active(),
-                }
-            elif stage == "publish":
-                if not summary.export_dir:
-                    exported, summary.results["binarize"] = export_stage_streamed(recipe, store)
-                    summary.export_dir = str(exported)
-                summary.published = publish_stage(recipe, Path(summary.export_dir))
-                summary.results["publish"] = {"url": summary.published}
+            summary.export_dir = str(ctx.export_dir) if ctx.export_dir else None
+            published = summary.outcomes.get("publish")
+            if isinstance(published, PublishResult):
+                summary.published = published.url
             if cancel is not None and cancel.is_set():
                 summary.status = "cancelled"
                 break
@@ -532,13 +773,10 @@ def run_recipe(
                 }
                 break
     except Exception as exc:  # noqa: BLE001 - reported as one line, job marked failed
-        from pipelines.backends import short_error
+        from pipelines.errors import error_line
 
         summary.status = "failed"
-        message = str(exc).strip()
-        summary.error = (
-            message.splitlines()[0] if message and is_user_error(exc) else short_error(exc)
-        )
+        summary.error = error_line(exc, limit=500, with_type=not is_user_error(exc))
     store.update_job(
         job_id, counters=summary.results, status=summary.status, last_error=summary.error
     )

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.binarize import JudgedConversation
+from pipelines.records import CandidateRow, Review
 
 HIST_COLUMNS = ["1", "2", "3", "4", "5", "null"]
 MODEL_COLUMNS = [
@@ -46,8 +47,8 @@ def model_stats(
     total: dict[str, float] = {}
     rated: dict[str, int] = {}
     for row in rows:
-        for cand, rating in zip(row.candidates, row.ai_ratings, strict=False):
-            model = cand[2]
+        # candidates are CandidateRow-shaped tuples: (key, generator_id, model, text)
+        for (_key, _gen, model, _text), rating in zip(row.candidates, row.ai_ratings, strict=False):
             h = hist.get(model)
             if h is None:
                 h = hist[model] = dict.fromkeys(HIST_COLUMNS, 0)
@@ -100,7 +101,10 @@ def rating_pairs(rows: Iterable[JudgedConversation]) -> pd.DataFrame:
     for row in rows:
         if not row.reviews:
             continue
-        by_key = {c[0]: (c[2], a) for c, a in zip(row.candidates, row.ai_ratings, strict=False)}
+        by_key = {
+            c.key: (c.model, a)
+            for c, a in zip(map(CandidateRow._make, row.candidates), row.ai_ratings, strict=False)
+        }
         for review in row.reviews:
             for key, human in (review.get("ratings") or {}).items():
                 model, ai = by_key.get(key, (None, None))
@@ -156,16 +160,16 @@ def judge_quality(rows: Iterable[JudgedConversation]) -> dict[str, int]:
     return {"placeholder_rationales": candidates, "judgments_with_placeholders": conversations}
 
 
-def review_counts(reviews: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Human reviews as ``Store.reviews()`` returns them, counted by kind: ``reviews`` (all),
+def review_counts(reviews: Iterable[Review]) -> dict[str, int]:
+    """Human reviews (``Store.reviews()``) counted by kind: ``reviews`` (all),
     ``human_judged`` (the reviewer's own ratings or picks), ``accepted_ai`` (the AI's suggestion
     submitted untouched: not an independent human judgment), ``discarded``."""
     total = accepted = discarded = 0
     for r in reviews:
         total += 1
-        if r.get("discard"):
+        if r.discard:
             discarded += 1
-        elif r.get("accepted_ai"):
+        elif r.accepted_ai:
             accepted += 1
     return {
         "reviews": total,
@@ -178,11 +182,11 @@ def review_counts(reviews: Iterable[dict[str, Any]]) -> dict[str, int]:
 def compute_stats(
     rows: Sequence[JudgedConversation],
     pairs: Sequence[dict[str, Any]] = (),
-    reviews: Iterable[dict[str, Any]] | None = None,
+    reviews: Iterable[Review] | None = None,
 ) -> dict[str, Any]:
     """``{"models": [per-model dicts], "agreement": {...}, "pairs": n, "rating_source": {...},
     "judge_quality": {...}}`` plus ``"reviews": review_counts(reviews)`` when ``reviews`` (the
-    store's review dicts) are given. JSON-able (NaN -> None)."""
+    store's reviews) are given. JSON-able (NaN -> None)."""
     models = model_stats(rows, pairs)
     records = [
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}

@@ -15,10 +15,17 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.records import (
+    Candidate,
+    Judgment,
+    NeedsHuman,
+    PairVerdict,
+    Review,
+    candidate_key,
+)
 from pipelines.secrets import mask_tokens, redact
 from pipelines.types import Conversation, GenerationResult
 
@@ -279,23 +286,6 @@ def rating_facts(ratings: Iterable[Any]) -> tuple[float | None, float | None, in
         nums[1] if len(nums) > 1 else None,
         len(nums),
     )
-
-
-def candidate_key(generator_id: str, sample_index: int) -> str:
-    return f"{generator_id}/{sample_index}"
-
-
-@dataclass
-class Candidate:
-    conversation_id: str
-    generator_id: str
-    sample_index: int
-    model: str
-    text: str
-
-    @property
-    def key(self) -> str:
-        return candidate_key(self.generator_id, self.sample_index)
 
 
 class ConversationSink:
@@ -722,13 +712,8 @@ class Store:
             return db.executemany(sql, with_facts()).rowcount
 
     @staticmethod
-    def _judgment_row(r: sqlite3.Row) -> dict[str, Any]:
-        d = dict(r)
-        for k in ("candidate_keys", "ratings", "rationales", "order_shown"):
-            d[k] = json.loads(d[k])
-        if d.get("pass_ratings"):
-            d["pass_ratings"] = json.loads(d["pass_ratings"])
-        return d
+    def _judgment_row(r: sqlite3.Row) -> Judgment:
+        return Judgment.from_row(dict(r))
 
     def judgment_states(
         self, judge_id: str, conversation_ids: Iterable[str] | None = None
@@ -750,7 +735,8 @@ class Store:
                 rows += self.query(f"{sql} AND conversation_id IN ({marks})", (judge_id, *chunk))
         return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
 
-    def judgment(self, conversation_id: str, judge_id: str | None = None) -> dict[str, Any] | None:
+    def judgment(self, conversation_id: str, judge_id: str | None = None) -> Judgment | None:
+        """The latest judgment of a conversation (by ``judge_id`` when given)."""
         sql = "SELECT * FROM judgments WHERE conversation_id = ?"
         params: list[Any] = [conversation_id]
         if judge_id is not None:
@@ -759,7 +745,7 @@ class Store:
         rows = self.query(sql + " ORDER BY updated_at DESC LIMIT 1", params)
         return self._judgment_row(rows[0]) if rows else None
 
-    def judgments(self, judge_id: str | None = None) -> list[dict[str, Any]]:
+    def judgments(self, judge_id: str | None = None) -> list[Judgment]:
         sql = "SELECT * FROM judgments"
         params: tuple[Any, ...] = ()
         if judge_id is not None:
@@ -847,20 +833,14 @@ class Store:
         review of the conversation (changes whenever any of them is written)."""
         return self._review_version(self._connection(), conversation_id, reviewer, source)
 
-    def reviews(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+    def reviews(self, conversation_id: str | None = None) -> list[Review]:
+        """Human reviews (oldest first), optionally of one conversation."""
         sql = "SELECT * FROM reviews"
         params: tuple[Any, ...] = ()
         if conversation_id is not None:
             sql += " WHERE conversation_id = ?"
             params = (conversation_id,)
-        out = []
-        for r in self.query(sql + " ORDER BY updated_at", params):
-            d = dict(r)
-            d["ratings"] = json.loads(d["ratings"])
-            d["discard"] = bool(d["discard"])
-            d["accepted_ai"] = bool(d["accepted_ai"])
-            out.append(d)
-        return out
+        return [Review.from_row(dict(r)) for r in self.query(sql + " ORDER BY updated_at", params)]
 
     # -- review queue (issue 13: indexed SQL, paged) -------------------------------------------
     def _queue_where(
@@ -918,6 +898,22 @@ class Store:
                 " ORDER BY j2.updated_at DESC, j2.rowid DESC LIMIT 1)"
             )
             judged_params = []
+        if filter == "needs_human":
+            # records.NeedsHuman over the judgment's ratings: no usable judgment, a null rating
+            # or fewer than two rated, a low best rating, or a small margin at the top
+            rule = NeedsHuman()
+            unsure = (
+                "(j.ai_rated < 2 OR j.ai_rated < json_array_length(j.ratings)"
+                " OR j.ai_best <= ? OR j.ai_best - j.ai_second < ?)"
+            )
+            where += (
+                f" AND (NOT EXISTS (SELECT 1 FROM judgments j WHERE {judged}"
+                " AND j.status != 'failed')"
+                f" OR EXISTS (SELECT 1 FROM judgments j WHERE {judged} AND j.status != 'failed'"
+                f" AND {unsure}))"
+            )
+            rule_params = [float(rule.low_rating), float(rule.min_margin)]
+            return where, params + judged_params + judged_params + rule_params
         if filter == "low_ai":
             cond, cond_params = "(j.ai_rated = 0 OR j.ai_best <= ?)", [float(low_threshold)]
         elif filter == "ai_tie":
@@ -1262,11 +1258,8 @@ class Store:
             params = list(generator_ids)
         return {(r[0], r[1]) for r in self._connection().execute(sql, params)}
 
-    def done_candidate_texts(
-        self, generator_ids: list[str] | None = None
-    ) -> Iterator[tuple[str, str, int, str, str]]:
-        """``(conversation_id, generator_id, sample_index, model, text)`` of every done
-        candidate (of ``generator_ids``), streamed."""
+    def done_candidate_texts(self, generator_ids: list[str] | None = None) -> Iterator[Candidate]:
+        """Every done candidate (of ``generator_ids``) with its text, streamed."""
         sql = (
             "SELECT conversation_id, generator_id, sample_index, model, text FROM"
             " candidates WHERE status = 'done' AND text IS NOT NULL"
@@ -1275,25 +1268,25 @@ class Store:
         if generator_ids:
             sql += f" AND generator_id IN ({','.join('?' * len(generator_ids))})"
             params = list(generator_ids)
-        yield from self._connection().execute(sql, params)
+        for r in self._connection().execute(sql, params):
+            yield Candidate(r[0], r[1], r[2], r[3], r[4])
 
-    def usable_judgments(
-        self, judge_id: str | None = None
-    ) -> Iterator[tuple[str, str, str, list[str], list[Any], list[Any]]]:
-        """``(conversation_id, judge_id, model, candidate_keys, ratings, rationales)`` of every
-        done or partial judgment (of ``judge_id``), oldest first, streamed."""
+    def usable_judgments(self, judge_id: str | None = None) -> Iterator[Judgment]:
+        """Every done or partial judgment (of ``judge_id``), oldest first, streamed (with
+        ``conversation_id, judge_id, model, status, candidate_keys, ratings, rationales``)."""
         sql = (
-            "SELECT conversation_id, judge_id, model, candidate_keys, ratings, rationales"
+            "SELECT conversation_id, judge_id, model, status, candidate_keys, ratings, rationales"
             " FROM judgments WHERE status IN ('done', 'partial')"
         )
         params: tuple[Any, ...] = ()
         if judge_id:
             sql += " AND judge_id = ?"
             params = (judge_id,)
-        for cid, jid, model, keys, ratings, rationales in self._connection().execute(
+        for cid, jid, model, status, keys, ratings, rationales in self._connection().execute(
             sql + " ORDER BY updated_at", params
         ):
-            yield cid, jid, model, json.loads(keys), json.loads(ratings), json.loads(rationales)
+            loads = json.loads
+            yield Judgment(cid, jid, model, status, loads(keys), loads(ratings), loads(rationales))
 
     # -- the Argilla review queue's push state ---------------------------------------------------
     def argilla_push_state(self, dataset_key: str) -> dict[str, tuple[str | None, str, list[str]]]:
@@ -1361,21 +1354,19 @@ class Store:
         return [tuple(r) for r in self._connection().execute(sql, [*gens, *params])]
 
     # -- pairwise (arena) review (issue 14) ---------------------------------------------------
-    def judgments_since(
-        self, since: float, judge_id: str | None = None
-    ) -> list[tuple[str, str, list[str], list[float | None], float]]:
-        """``(conversation_id, judge_id, candidate_keys, ratings, updated_at)`` of every done or
-        partial judgment updated after ``since``."""
+    def judgments_since(self, since: float, judge_id: str | None = None) -> list[Judgment]:
+        """Every done or partial judgment updated after ``since`` (with ``conversation_id,
+        judge_id, status, candidate_keys, ratings, updated_at``)."""
         sql = (
-            "SELECT conversation_id, judge_id, candidate_keys, ratings, updated_at FROM judgments"
-            " WHERE status IN ('done', 'partial') AND updated_at > ?"
+            "SELECT conversation_id, judge_id, status, candidate_keys, ratings, updated_at"
+            " FROM judgments WHERE status IN ('done', 'partial') AND updated_at > ?"
         )
         params: list[Any] = [since]
         if judge_id is not None:
             sql += " AND judge_id = ?"
             params.append(judge_id)
         return [
-            (r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4])
+            Judgment.from_row(dict(r))
             for r in self.query(sql + " ORDER BY conversation_id, updated_at", params)
         ]
 
@@ -1502,14 +1493,16 @@ class Store:
             )
             self._recount_pair(db, conversation_id, key_1, key_2)
 
-    def pairwise_reviews(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+    def pairwise_reviews(self, conversation_id: str | None = None) -> list[PairVerdict]:
         """Pairwise verdicts (oldest first), optionally of one conversation."""
         sql = "SELECT * FROM pairwise_reviews"
         params: tuple[Any, ...] = ()
         if conversation_id is not None:
             sql += " WHERE conversation_id = ?"
             params = (conversation_id,)
-        return [dict(r) for r in self.query(sql + " ORDER BY updated_at", params)]
+        return [
+            PairVerdict.from_row(dict(r)) for r in self.query(sql + " ORDER BY updated_at", params)
+        ]
 
     def pairwise_progress(self, reviewer: str | None = None) -> dict[str, int]:
         """``{verdicts, skips, mine, conversations}`` over the pairwise reviews."""

@@ -15,9 +15,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.net import free_port
@@ -33,6 +36,59 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--disable-sync",
 ]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# a browser test needs Debian's chromium (playwright drives it; it downloads no browser)
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian chromium at /usr/bin/chromium (apt install chromium)",
+)
+LOOPBACK = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)[:/]")
+
+
+def is_loopback(url: str) -> bool:
+    """A request the browser under test may make: to 127.0.0.1 / localhost, or inline data."""
+    return bool(LOOPBACK.match(url)) or url.startswith(("data:", "blob:"))
+
+
+def guard_loopback(context: Any) -> list[str]:
+    """Nothing leaves 127.0.0.1: every other request of the browser ``context`` is aborted
+    (a remote load would leak untrusted content) and its URL recorded in the returned list."""
+    remote: list[str] = []
+
+    def guard(route: Any) -> None:
+        url = route.request.url
+        if is_loopback(url):
+            route.continue_()
+        else:
+            remote.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    return remote
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Debian's, driven by playwright), closed on exit."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def guarded_context(browser: Any, **options: Any) -> Any:
+    """A new browser context (1400x1000 unless said otherwise) with the loopback guard; the
+    URLs it refused are in ``context.remote_requests``."""
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **options})
+    context.remote_requests = guard_loopback(context)
+    return context
+
 
 # Strings that would run script if any of them reached the DOM as HTML.
 XSS_PAYLOADS = [

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,55 +20,31 @@ from pipelines.store import Store
 from pipelines.types import GenerationResult
 from tests.conftest_ui import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     XSS_PAYLOADS,
     AppServer,
+    chromium,
+    guarded_context,
+    needs_chromium,
     small_recipe_yaml,
     wait_job_finished,
     write_jsonl,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.server,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian chromium at /usr/bin/chromium (apt install chromium)",
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture()
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
     # nothing leaves 127.0.0.1: remote loads would be a leak of untrusted content
-    remote: list[str] = []
-
-    def guard(route: Any) -> None:
-        url = route.request.url
-        if re.match(r"^(https?|wss?)://(127\.0\.0\.1|localhost)[:/]", url) or url.startswith(
-            ("data:", "blob:")
-        ):
-            route.continue_()
-        else:
-            remote.append(url)
-            route.abort()
-
-    context.route("**/*", guard)
+    context = guarded_context(browser)
     pg = context.new_page()
-    pg.remote_requests = remote  # type: ignore[attr-defined]
+    pg.remote_requests = context.remote_requests  # type: ignore[attr-defined]
     dialogs: list[str] = []
     pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     pg.dialogs = dialogs  # type: ignore[attr-defined]

@@ -20,19 +20,17 @@ import yaml
 
 from pipelines.store import Store
 from pipelines.types import Conversation, GenerationResult
-from tests.conftest_ui import ARTIFACTS, CHROMIUM_ARGS, ROOT, AppServer, scaled_ms
+from tests.conftest_ui import (
+    ARTIFACTS,
+    ROOT,
+    AppServer,
+    chromium,
+    guarded_context,
+    needs_chromium,
+    scaled_ms,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.server,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian chromium at /usr/bin/chromium (apt install chromium)",
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.slow, needs_chromium]
 
 LONG = {
     "alpha": "mistralai/Mistral-7B-Instruct-v0.3-with-a-very-long-served-model-name",
@@ -44,28 +42,14 @@ PLACEHOLDER = "[rationale for text 2]"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture()
 def context(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx = guarded_context(browser)  # nothing leaves 127.0.0.1
     ctx.set_default_timeout(scaled_ms(15))
-
-    def guard(route: Any) -> None:  # nothing leaves 127.0.0.1
-        url = route.request.url
-        if re.match(r"^(https?|wss?)://(127\.0\.0\.1|localhost)[:/]", url) or url.startswith(
-            ("data:", "blob:")
-        ):
-            route.continue_()
-        else:
-            route.abort()
-
-    ctx.route("**/*", guard)
     yield ctx
     ctx.close()
 

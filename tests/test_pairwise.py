@@ -22,6 +22,7 @@ from pipelines.pairwise import (
     refresh_pairs,
     submit_verdict,
 )
+from pipelines.records import PairVerdict
 from pipelines.store import Store
 from tests.test_binarize import add_row
 
@@ -201,8 +202,8 @@ def test_next_pair_is_one_indexed_lookup(store: Store) -> None:
 
 # -- outcomes and binarization --------------------------------------------------------------------
 def test_majority_outcome() -> None:
-    def v(verdict: str, winner: str | None = None) -> dict[str, Any]:
-        return {"verdict": verdict, "winner": winner}
+    def v(verdict: str, winner: str | None = None) -> PairVerdict:
+        return PairVerdict("c", "x", "y", "r", verdict=verdict, winner=winner)
 
     assert majority_outcome([v("skip")]) is None
     assert majority_outcome([v("a", "x"), v("a", "x"), v("b", "y")]) == "x"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pipelines import review
+from pipelines.records import NeedsHuman
 from pipelines.store import Store, rating_facts
 from pipelines.types import Conversation, GenerationResult
 
@@ -106,6 +107,9 @@ def old_queue_ids(
                 if spread >= 2 or len(bests) > 1:
                     out.append(c)
         return out
+    if filter == "needs_human":  # issue 9: the one definition, records.NeedsHuman
+        unsure = NeedsHuman()
+        return [c for c in ids if unsure(judged[c][1] if c in judged else [], c in judged)]
     reviews = _old_reviews(store)
     return [
         c for c in ids if c in reviews and c in judged and _old_disagrees(*judged[c], reviews[c])

@@ -20,7 +20,7 @@ import yaml
 
 from pipelines.store import Store
 from pipelines.types import GenerationResult
-from tests.conftest_ui import ARTIFACTS, CHROMIUM_ARGS, AppServer
+from tests.conftest_ui import ARTIFACTS, AppServer, chromium, guarded_context, needs_chromium
 from tests.test_security import BOMB, GSK, HF, SK, _hub_reply, received_bytes, serve
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -29,7 +29,6 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 USERS = {"olga": "pw-olga-1", "rita": "pw-rita-1", "eve": "pw-eve-1"}
 ROLE = {"olga": 2, "rita": 1, "eve": 0}  # pipelines.workspace.Role
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -491,13 +490,11 @@ def test_no_secret_in_any_byte_the_app_wrote(app: AppServer, clients: dict[str, 
 
 
 @pytest.mark.browser
+@needs_chromium
 def test_reviewer_in_chromium(app: AppServer) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("no chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = b.new_page(viewport={"width": 1400, "height": 1000})
+    with chromium() as b:
+        context = guarded_context(b)  # nothing leaves 127.0.0.1
+        page = context.new_page()
         page.goto(app.url)
         page.get_by_label("username").fill("rita")
         page.get_by_label("password").fill(USERS["rita"])
@@ -514,5 +511,5 @@ def test_reviewer_in_chromium(app: AppServer) -> None:
         assert box.input_value() == "rita" and not box.is_editable()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "security-reviewer.png"), full_page=True)
-        b.close()
+        assert context.remote_requests == []
     assert os.environ.get("SPACE_ID") is None

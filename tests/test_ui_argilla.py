@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from pipelines.store import Store
-from tests.conftest_ui import ARTIFACTS, CHROMIUM_ARGS, AppServer, free_port
+from tests.conftest_ui import (
+    ARTIFACTS,
+    AppServer,
+    chromium,
+    free_port,
+    guarded_context,
+    needs_chromium,
+)
 from tests.support.argilla_server import Server, local_argilla, missing_requirement
 from tests.test_argilla import GENS, JUDGE, build_store
 
@@ -24,7 +30,6 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 N = 6  # conversations: #0 and #5 are AI ties, #3 has a null AI rating
 DATASET = "capyui-ui"
 BAD_KEY = "argilla.apikey.not-a-real-key-000000"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -198,28 +203,21 @@ def test_save_writes_the_recipe_section(client: Any) -> None:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
+@needs_chromium
 def test_panel_screenshot(app: AppServer, client: Any) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(app.url)
-            page.get_by_role("tab", name="Review").click()
-            page.get_by_text("Argilla review queue").click()
-            page.locator("#cu-argilla-check").click()
-            page.locator("#cu-argilla-status .cu-ok").wait_for(timeout=20000)
-            page.locator("#cu-argilla-pull-btn").click()
-            page.locator("#cu-argilla-pull .cu-table").wait_for(timeout=20000)
-            assert "records" in page.locator("#cu-argilla-status").inner_text()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.wait_for_timeout(300)
-            page.locator("#cu-argilla").screenshot(path=str(ARTIFACTS / "argilla-panel.png"))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = guarded_context(browser).new_page()  # nothing leaves 127.0.0.1
+        page.goto(app.url)
+        page.get_by_role("tab", name="Review").click()
+        page.get_by_text("Argilla review queue").click()
+        page.locator("#cu-argilla-check").click()
+        page.locator("#cu-argilla-status .cu-ok").wait_for(timeout=20000)
+        page.locator("#cu-argilla-pull-btn").click()
+        page.locator("#cu-argilla-pull .cu-table").wait_for(timeout=20000)
+        assert "records" in page.locator("#cu-argilla-status").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.wait_for_timeout(300)
+        page.locator("#cu-argilla").screenshot(path=str(ARTIFACTS / "argilla-panel.png"))
 
 
 def test_errors_are_one_line(client: Any) -> None:

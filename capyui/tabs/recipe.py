@@ -48,7 +48,7 @@ def import_recipe(ws: WorkspaceService, text: str) -> tuple[str, str]:
         return render.error_html(str(exc), "Fix the YAML above and save again"), str(exc)
     return render.notice_html(
         f"Recipe '{recipe.name}' saved: {len(recipe.generators)} generator(s), judge "
-        f"{recipe.judge.id if recipe.judge else 'none'}.",
+        f"{', '.join(j.id for j in recipe.all_judges()) or 'none'}.",
         "ok",
     ), ""
 

@@ -21,6 +21,7 @@ import gradio as gr
 from capyui import render
 from capyui.guard import current_actor, reviewer_identity
 from pipelines.rating_scale import rating_choices
+from pipelines.records import Review
 from pipelines.review import FILTERS, ReviewItem, default_picks
 from pipelines.service import QueuePage, ServiceError, WorkspaceService
 
@@ -61,7 +62,7 @@ def form_state(
     }
 
 
-def _saved_state(review: dict[str, Any] | None) -> dict[str, Any]:
+def _saved_state(review: Review | dict[str, Any] | None) -> dict[str, Any]:
     r = review or {}
     return {
         "ratings": {k: int(v) for k, v in (r.get("ratings") or {}).items() if v is not None},

@@ -54,8 +54,8 @@ class Backend(abc.ABC):
 
 
 def short_error(exc: BaseException) -> str:
-    """A one-line description of an exception, for the store and the UI."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = type(exc).__name__
-    text = f"{name}: {text}" if text else name
-    return text[:500]
+    """A one-line description of an exception with its class name, for the store and the UI
+    (``pipelines.errors.error_line``, the one formatter)."""
+    from pipelines.errors import error_line
+
+    return error_line(exc, limit=500, with_type=True)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.chat_stub import StubChatServer, completion
 
 TEXT_BLOCK = re.compile(r"^<text (\d+)> (.*?)(?=^<text \d+> |\n### Output|\Z)", re.S | re.M)
 SCORE = re.compile(r"\[\[score=(\d)\]\]")
 
 
-class ScriptedJudge:
+class ScriptedJudge(StubChatServer):
     def __init__(self, style: str = "text") -> None:
+        super().__init__()
         self.style = style  # text | json | preamble | hostile
-        self.bodies: list[dict[str, Any]] = []
 
     def answer(self, prompt: str) -> str:
         texts_part = prompt.rsplit("Texts:", 1)[-1]
@@ -54,43 +54,5 @@ class ScriptedJudge:
             )
         return "\n".join(out)
 
-    def start(self) -> str:
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                judge.bodies.append(body)
-                text = judge.answer(body["messages"][-1]["content"])
-                data = json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": text},
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def reply(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        return completion(body["model"], self.answer(body["messages"][-1]["content"]))

@@ -7,65 +7,23 @@ request body is kept, so a test can count what was sent.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.chat_stub import StubChatServer, completion
 
-class UsageServer:
+
+class UsageServer(StubChatServer):
     def __init__(self, prompt_tokens: int = 10) -> None:
+        super().__init__()
         self.prompt_tokens = prompt_tokens
-        self.bodies: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
 
-    def start(self) -> str:
-        srv = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with srv._lock:
-                    srv.bodies.append(body)
-                    n = len(srv.bodies)
-                completion = int(body.get("max_tokens") or body.get("max_completion_tokens") or 1)
-                data = json.dumps(
-                    {
-                        "id": f"x{n}",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "length",
-                                # the marker lets tests/support/scripted_judge.py rate it
-                                "message": {
-                                    "role": "assistant",
-                                    "content": f"answer {n} [[score=3]]",
-                                },
-                            }
-                        ],
-                        "usage": {
-                            "prompt_tokens": srv.prompt_tokens,
-                            "completion_tokens": completion,
-                            "total_tokens": srv.prompt_tokens + completion,
-                        },
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def reply(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        return completion(
+            body["model"],
+            # the marker lets tests/support/scripted_judge.py rate it
+            f"answer {n} [[score=3]]",
+            id=f"x{n}",
+            finish_reason="length",
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 1),
+        )
