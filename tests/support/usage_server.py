@@ -14,10 +14,16 @@ from typing import Any
 
 
 class UsageServer:
-    def __init__(self, prompt_tokens: int = 10) -> None:
+    def __init__(self, prompt_tokens: int = 10, hold_after: int | None = None) -> None:
         self.prompt_tokens = prompt_tokens
         self.bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        # requests after the first ``hold_after`` wait for ``release`` (a job caught mid-run)
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+
+    def release(self) -> None:
+        self.gate.set()
 
     def start(self) -> str:
         srv = self
@@ -31,6 +37,8 @@ class UsageServer:
                 with srv._lock:
                     srv.bodies.append(body)
                     n = len(srv.bodies)
+                if srv.hold_after is not None and n > srv.hold_after:
+                    srv.gate.wait(120)
                 completion = int(body.get("max_tokens") or body.get("max_completion_tokens") or 1)
                 data = json.dumps(
                     {
