@@ -269,11 +269,12 @@ def argilla_stage(
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Push records to the Argilla review queue, or pull the humans' responses back."""
-    from pipelines.argilla_queue import ArgillaQueue, PullSummary, PushSummary
+    from pipelines.argilla_pairs import queue_for
+    from pipelines.argilla_queue import PullSummary, PushSummary
 
     if recipe.argilla is None:
         raise StageError(f"{stage} needs an 'argilla:' section in the recipe")
-    queue = ArgillaQueue.from_config(recipe.argilla)
+    queue = queue_for(recipe.argilla)  # argilla.mode: ratings records or pairs (issue 14a)
     result: PushSummary | PullSummary
     try:
         if stage == "push-argilla":

@@ -1521,6 +1521,31 @@ class Store:
         )
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
+    def queued_pairs(
+        self, reasons: Iterable[str], conversation_ids: Iterable[str] | None = None
+    ) -> list[tuple[str, str, str, str]]:
+        """The queued pairs of ``reasons`` (optionally of some conversations only), in load
+        order of their conversations: ``(reason, conversation_id, key_1, key_2)``; for the
+        Argilla dataset of pairs (issue 14a)."""
+        wanted = list(reasons)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        sql = (
+            "SELECT p.reason, p.conversation_id, p.key_1, p.key_2 FROM pairwise_pairs p"
+            " JOIN conversations c ON c.conversation_id = p.conversation_id"
+            f" WHERE p.reason IN ({marks})"
+        )
+        if conversation_ids is None:
+            return [tuple(r) for r in self.query(sql + " ORDER BY c.rowid, p.reason", wanted)]
+        ids = list(dict.fromkeys(conversation_ids))
+        out: list[tuple[str, str, str, str]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            more = f" AND p.conversation_id IN ({','.join('?' * len(chunk))})"
+            out += [tuple(r) for r in self.query(sql + more, [*wanted, *chunk])]
+        return out
+
     def pairwise_pair_reason_count(self) -> dict[str, dict[str, int]]:
         """``reason -> {pairs, judged}`` (judged: at least one verdict other than skip)."""
         rows = self.query(
