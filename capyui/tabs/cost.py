@@ -128,9 +128,10 @@ def live_html(live: LiveUsage | None) -> str:
         rows.append(row)
     if priced:
         head.append("cost so far")
-    stages = " · ".join(
+    stages = " · ".join(  # the stages still working (a finished one has nothing to estimate)
         f"{s.stage}: {s.done}/{s.total} rows, {_rate(s.rows_per_s, 'rows')}, ETA {_eta(s.eta_s)}"
         for s in live.stages
+        if s.eta_s != 0.0
     )
     secs = int(live.elapsed_s)
     took = f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
