@@ -452,7 +452,8 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         gr.Markdown(
             "Review in [Argilla](https://argilla.io) instead of (or besides) the built-in "
             "queue: push judged conversations as blind records with the AI ratings as "
-            "suggestions, pull the humans' ratings back. The API key is read on the server "
+            "suggestions, or the Arena's pairs (A / B / tie / both bad), and pull the humans' "
+            "answers back. The API key is read on the server "
             "from the environment variable named below; it is never typed, shown or stored."
         )
         with gr.Row():
@@ -500,6 +501,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
                 precision=0,
                 minimum=2,
                 maximum=8,
+                visible=m0 != "pairs",
                 elem_id="cu-argilla-max-candidates",
             )
         with gr.Row():
@@ -543,15 +545,16 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
     settings = [*settings, mode, reasons]
     poll_outputs = [push_out, push_json, live_out, live_json, timer]
 
-    def on_mode(m: str) -> tuple[Any, Any, Any]:
+    def on_mode(m: str) -> tuple[Any, Any, Any, Any]:
         pairs = m == "pairs"
         return (
             gr.update(value=dataset_for_mode(ws, m)),
             gr.update(visible=pairs),
-            gr.update(visible=not pairs),
+            gr.update(visible=not pairs),  # which conversations: the ratings records'
+            gr.update(visible=not pairs),  # candidate slots: a pair has two
         )
 
-    mode.input(on_mode, mode, [dataset, reasons, select], show_progress="hidden")
+    mode.input(on_mode, mode, [dataset, reasons, select, max_cand], show_progress="hidden")
 
     check_btn.click(
         lambda *a: check(ws, *a), settings, [status, status_json], api_name="argilla_check"
@@ -591,6 +594,7 @@ def build(ws: Any, tab: gr.Tab, demo: gr.Blocks) -> None:
         running = st.puller is not None and st.puller.running
         values = settings_of(ws)
         m, rs = pairs_settings_of(ws)
+        values[6] = gr.update(value=values[6], visible=m != "pairs")
         values[7] = gr.update(value=values[7], visible=m != "pairs")
         pair_values = [m, gr.update(value=rs, visible=m == "pairs")]
         return [*values, *pair_values, running, *poll(ws)]
