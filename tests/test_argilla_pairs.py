@@ -245,6 +245,16 @@ def test_reviewers_answer_with_the_sdk_and_pull_makes_pairwise_reviews(
     assert pairs[cids["skip"]]["rating_source"] == "ai"  # a skip changes nothing
     assert pairs[cids["other0"]]["rating_source"] == "ai"
 
+    # and the Results ranking: 7 human comparisons (tie and both bad are draws; a skip is none)
+    from pipelines.pairwise import rankings, verdicts_per_model
+
+    human = rankings(store, boot=20)["human"]
+    assert human.comparisons == 7 and human.rows[0]["model"] == "gen-b"
+    per_model = {v["generator"]: v for v in verdicts_per_model(store)}
+    # gen-b: both flips and one side of the split; gen-a: the AI tie and the other side
+    assert (per_model["gen-b"]["wins"], per_model["gen-a"]["wins"]) == (3, 2)
+    assert per_model["gen-a"]["skips"] == per_model["gen-b"]["skips"] == 1
+
 
 def test_a_changed_verdict_replaces_the_old_one(argilla: Server, pushed: dict[str, Any]):
     store, cids, queue = pushed["store"], pushed["cids"], pushed["queue"]
@@ -275,3 +285,51 @@ def test_ratings_and_pairs_datasets_live_side_by_side(argilla: Server, pushed: d
     ratings = queue_for(_config(argilla).model_copy(update={"mode": "ratings"}))
     assert type(ratings) is ArgillaQueue and ratings.dataset_name == "capyui-review"
     assert queue_for(_config(argilla)).dataset_name == DATASET
+
+
+def test_cli_push_and_pull_stages_in_pairs_mode(argilla: Server, tmp_path: Path) -> None:
+    """`capyui run RECIPE --stages push-argilla,pull-argilla` with `argilla.mode: pairs` pushes
+    the pairs dataset and pulls its verdicts into the pairwise reviews, headless."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    store, cids = _store(tmp_path / "ws")
+    recipe = {
+        "name": "argilla-cli-pairs",
+        "source": {"path": "unused.jsonl"},
+        "generators": [{"id": g, "backend": "original"} for g in ("gen-a", "gen-b", "gen-c")],
+        "judge": {"id": "judge", "backend": "embedded"},
+        "argilla": {"mode": "pairs", "pairs_dataset_name": "capyui-cli-pairs"},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+
+    def run(stages: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "capyui.cli", "run", str(path), "--data-dir",
+             str(store.data_dir), "--stages", stages, "--json"],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.splitlines()[-1])["results"]
+
+    pushed = run("push-argilla")["push-argilla"]
+    # default selections (the Arena's four): every conversation has a random pair too
+    assert pushed["pushed"] >= len(cids) and pushed["failed"] == 0
+    eve = _reviewer(argilla, "eve")
+    ds_id = eve.datasets(name="capyui-cli-pairs", workspace="argilla").id
+    with argilla.http(key=eve.api_key) as h:
+        r = h.post(f"/api/v1/me/datasets/{ds_id}/records/search", params={"limit": 1}, json={})
+        (rec,) = [item["record"] for item in r.json()["items"]]
+    _answer(eve, rec, "tie")
+    pulled = run("pull-argilla")["pull-argilla"]
+    assert pulled["written"] == 1 and pulled["reviewers"] == ["eve"]
+    (review,) = [r for r in store.pairwise_reviews() if r["source"] == "argilla"]
+    assert review["reviewer"] == "eve" and review["verdict"] == "tie"
+    assert rec["external_id"] == f"{review['conversation_id']}|{review['key_1']}|{review['key_2']}"
