@@ -252,3 +252,49 @@ def test_migration_backfills_the_tokens_rows_hold(tmp_path: Path) -> None:
     assert usage["generate", "g"]["rows"] == 3 and usage["generate", "g"]["requests"] == 2
     assert usage["judge", "j"]["prompt_tokens"] == 300
     assert usage["judge", "j"]["earlier_tokens"] == 0
+
+
+def test_a_job_cancelled_between_the_reverse_passes_keeps_what_the_first_pass_cost(
+    tmp_path: Path,
+) -> None:
+    """With ``reverse_pass`` a judgment needs two answers; a job stopped after the first one
+    commits nothing for that conversation, and the resumed job asks both again. The first
+    answer was paid: it counts."""
+    cancel = threading.Event()
+
+    class StopAfterFirst(ScriptedJudge):
+        def answer(self, prompt: str) -> str:
+            cancel.set()  # the job is cancelled while this answer is on its way
+            return super().answer(prompt)
+
+    gen = UsageServer(prompt_tokens=10)
+    gen_url = gen.start()
+    judge = StopAfterFirst(style="text")
+    judge_url = judge.start()
+    try:
+        store = Store(tmp_path / "ws")
+        recipe = _recipe(tmp_path, gen_url, judge_url, n=1)
+        recipe.judge.reverse_pass = True
+        recipe.judge.concurrency = 1
+        run_recipe(recipe, store, stages=["load", "generate"])
+        first = run_recipe(recipe, store, stages=["judge"], cancel=cancel)
+        assert first.status == "cancelled" and store.judgments() == []
+        answered_before = len(judge.bodies)
+        assert answered_before >= 1
+        (judge_row,) = [r for r in store.token_usage() if r["stage"] == "judge"]
+        assert judge_row["requests"] >= 1 and judge_row["rows"] == 0  # paid, nothing stored
+        cancel.clear()
+        judge.answer = ScriptedJudge.answer.__get__(judge)  # type: ignore[method-assign]
+        second = run_recipe(recipe, store, stages=["judge"])
+        assert second.status == "done" and [j["status"] for j in store.judgments()] == ["done"]
+        (judge_row,) = [r for r in store.token_usage() if r["stage"] == "judge"]
+        # both passes of the resumed job plus what reached the first job (a request cut off in
+        # flight never returned its usage: it cannot be counted)
+        assert judge_row["requests"] >= 3 and judge_row["rows"] == 1
+        assert judge_row["prompt_tokens"] == judge_row["requests"] * 1
+        assert judge_row["completion_tokens"] == judge_row["requests"] * 5
+        assert judge_row["earlier_tokens"] == (judge_row["requests"] - 2) * 6
+        assert judge_row["requests"] <= len(judge.bodies)
+    finally:
+        gen.stop()
+        judge.stop()
