@@ -538,6 +538,32 @@ class LiveUsage:
         }
 
 
+_BEFORE: dict[tuple[str, float, str], tuple[float, int]] = {}
+
+
+def _spent_before(store: Store, recipe: Recipe, since: float) -> tuple[float, int]:
+    """``(usd, tokens)`` paid before ``since``, at the recipe's prices (cached per job)."""
+    import json
+
+    prices = json.dumps(
+        {k: v.model_dump() for k, v in (getattr(recipe, "prices", None) or {}).items()},
+        sort_keys=True,
+    )
+    key = (str(store.path), since, prices)
+    if key not in _BEFORE:
+        configs = _configs(recipe)
+        cost, tokens = 0.0, 0
+        for row in store.token_usage_since(0.0, until=since):
+            cfg = configs.get(row["id"])
+            price = price_for(recipe, row["id"], row["model"] or (cfg.model if cfg else None))
+            cost += usd(price, row["prompt_tokens"], row["completion_tokens"])
+            tokens += row["prompt_tokens"] + row["completion_tokens"]
+        if len(_BEFORE) > 64:
+            _BEFORE.clear()
+        _BEFORE[key] = (cost, tokens)
+    return _BEFORE[key]
+
+
 def live_usage(
     store: Store,
     recipe: Recipe,
@@ -583,7 +609,11 @@ def live_usage(
         rate = finished / stage_elapsed if stage_elapsed > 0 and finished > 0 else 0.0
         eta = 0.0 if remaining == 0 else (remaining / rate if rate > 0 else None)
         out.stages.append(LiveStage(stage, done, total, failed, rate, eta))
-    out.workspace_usd, out.workspace_tokens = spent(store, recipe)
+    # the workspace's spend: what was paid before the job (summed once per job: a GROUP BY over
+    # every attempt would cost each poll ~0.7 s at a million rows) plus the job's own
+    before_usd, before_tokens = _spent_before(store, recipe, since)
+    out.workspace_usd = before_usd + out.usd
+    out.workspace_tokens = before_tokens + out.tokens
     budget = getattr(recipe, "budget", None)
     if budget is not None:
         out.budget = budget.model_dump(exclude_none=True)

@@ -1702,14 +1702,16 @@ class Store:
             merged.values(), key=lambda e: (order.get(e["stage"], 2), e["id"], e["model"])
         )
 
-    def token_usage_since(self, since: float) -> list[dict[str, Any]]:
-        """Tokens paid since ``since`` (a job's start) per stage and model: ``[{stage, id,
-        model, requests, prompt_tokens, completion_tokens, first_at, last_at}]``."""
+    def token_usage_since(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        """Tokens paid since ``since`` (a job's start; before ``until`` when given) per stage
+        and model: ``[{stage, id, model, requests, prompt_tokens, completion_tokens, first_at,
+        last_at}]``. An index range on the attempts' time."""
         rows = self.query(
             "SELECT stage, ident, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),"
-            " MIN(created_at), MAX(created_at) FROM token_attempts WHERE created_at >= ?"
+            " MIN(created_at), MAX(created_at) FROM token_attempts"
+            " WHERE created_at >= ? AND created_at < ?"
             " GROUP BY stage, ident, model ORDER BY stage, ident, model",
-            (since,),
+            (since, float("inf") if until is None else until),
         )
         return [
             {

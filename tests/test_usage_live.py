@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.cost import live_usage, usage_report
+from pipelines.cost import live_usage, spent, usage_report
 from pipelines.recipe import parse_recipe
 from pipelines.run import run_recipe
 from pipelines.store import MIGRATIONS, Store
@@ -137,6 +137,8 @@ def test_live_usage_of_a_running_job(tmp_path: Path) -> None:
         (paid,) = [m for m in after.models if m.id == "paid"]
         assert paid.requests == ROWS and paid.completion_tokens == ROWS * MAX_TOKENS
         assert after.stages[0].eta_s == 0.0  # nothing remains
+        # the workspace total (cached part before the job + the job's) is what a budget counts
+        assert (after.workspace_usd, after.workspace_tokens) == pytest.approx(spent(store, recipe))
     finally:
         srv.stop()
 
