@@ -495,6 +495,7 @@ class LiveUsage:
     workspace_usd: float = 0.0  # every stage, every job so far (what the budget counts)
     workspace_tokens: int = 0
     budget: dict[str, Any] | None = None
+    running: bool = True
 
     @property
     def tokens(self) -> int:
@@ -512,6 +513,7 @@ class LiveUsage:
         return {
             "since": self.since,
             "elapsed_s": round(self.elapsed_s, 2),
+            "running": self.running,
             "tokens": self.tokens,
             "usd": round(self.usd, 6) if self.priced else None,
             "models": [
@@ -571,17 +573,22 @@ def live_usage(
     since: float,
     progress: dict[str, dict[str, Any]] | None = None,
     now: float | None = None,
+    running: bool = True,
 ) -> LiveUsage:
     """The live counters of a job that started at ``since`` (epoch seconds): tokens per model
     from every request answered since then (``Store.token_usage_since``: retries included),
     tokens/s over the job's elapsed time, cost so far where the recipe prices the model, and
     per stage rows/s and the ETA from the job's progress (``JobHandle.live_progress``: ``done``,
-    ``total``, ``failed``, ``skipped`` of rows done before this run, ``elapsed_s``)."""
+    ``total``, ``failed``, ``skipped`` of rows done before this run, ``elapsed_s``). A job
+    that is over (``running`` False) is measured up to its last answer, not to now."""
+    rows = store.token_usage_since(since)
     now = time.time() if now is None else now
+    if not running:
+        now = min(now, max((r["last_at"] for r in rows), default=since))
     elapsed = max(now - since, 0.0)
     configs = _configs(recipe)
-    out = LiveUsage(since=since, elapsed_s=elapsed)
-    for row in store.token_usage_since(since):
+    out = LiveUsage(since=since, elapsed_s=elapsed, running=running)
+    for row in rows:
         cfg = configs.get(row["id"])
         price = price_for(recipe, row["id"], row["model"] or (cfg.model if cfg else None))
         p, c = row["prompt_tokens"], row["completion_tokens"]

@@ -137,6 +137,14 @@ def test_live_usage_of_a_running_job(tmp_path: Path) -> None:
         (paid,) = [m for m in after.models if m.id == "paid"]
         assert paid.requests == ROWS and paid.completion_tokens == ROWS * MAX_TOKENS
         assert after.stages[0].eta_s == 0.0  # nothing remains
+        # a finished job is measured up to its last answer: its throughput does not decay
+        done1 = live_usage(store, recipe, since=since, progress=progress, running=False)
+        later = live_usage(
+            store, recipe, since=since, progress=progress, running=False, now=time.time() + 100
+        )
+        assert done1.elapsed_s == later.elapsed_s <= after.elapsed_s
+        assert later.models[0].tokens_per_s == done1.models[0].tokens_per_s > 0
+        assert not later.running and later.as_dict()["running"] is False
         # the workspace total (cached part before the job + the job's) is what a budget counts
         assert (after.workspace_usd, after.workspace_tokens) == pytest.approx(spent(store, recipe))
     finally:

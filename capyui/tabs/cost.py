@@ -102,8 +102,13 @@ def live_usage_of(ws: Any, snap: dict[str, Any] | None) -> LiveUsage | None:
     """The job's live counters (None before any job of this app session)."""
     if not snap or not snap.get("started_at"):
         return None
+    running = snap.get("status") in ("running", "cancelling", "starting")
     return live_usage(
-        ws.store, ws.recipe, since=float(snap["started_at"]), progress=snap.get("progress")
+        ws.store,
+        ws.recipe,
+        since=float(snap["started_at"]),
+        progress=snap.get("progress"),
+        running=running,
     )
 
 
@@ -150,7 +155,9 @@ def live_html(live: LiveUsage | None) -> str:
     )
     line = f'<div class="cu-muted">{render.esc(stages)}</div>' if stages else ""
     return (
-        '<div id="cu-live-usage"><h4>Tokens, throughput and cost (live)</h4>'
+        '<div id="cu-live-usage"><h4>Tokens, throughput and cost '
+        + ("(live)" if live.running else "of the last job")
+        + "</h4>"
         + table
         + line
         + render.notice_html(summary, "info")
