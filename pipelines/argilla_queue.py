@@ -132,6 +132,8 @@ class ArgillaQueueError(Exception):
 # configuration
 # ---------------------------------------------------------------------------------------------
 SelectMode = Literal["all", "ties", "low_confidence", "judges_disagree"]
+PairReason = Literal["ai_tie", "top2", "disagree", "random"]  # pipelines.pairwise.REASONS
+DEFAULT_PAIR_REASONS: tuple[PairReason, ...] = ("ai_tie", "disagree", "top2", "random")
 
 
 class ArgillaConfig(BaseModel):
@@ -167,6 +169,14 @@ class ArgillaConfig(BaseModel):
     # How often a background pull runs (the UI's "live" reviews).
     pull_interval_s: float = Field(default=60.0, ge=1)
     guidelines: str | None = None
+    # issue 14a: "pairs" pushes and pulls the Arena's dataset of pairs (pipelines/argilla_pairs)
+    # instead of the ratings records: one record per (conversation, informative pair), its own
+    # dataset, the pair selections in the Arena's order.
+    mode: Literal["ratings", "pairs"] = "ratings"
+    pairs_dataset_name: str = Field(default="capyui-pairs", min_length=1, max_length=200)
+    pair_reasons: list[PairReason] = Field(
+        default_factory=lambda: list(DEFAULT_PAIR_REASONS), min_length=1
+    )
 
     @field_validator("api_url_env", "api_key_env", "hf_token_env")
     @classmethod

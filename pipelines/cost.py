@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,9 +222,10 @@ class Projection:
 
 def _observed_completion(store: Store, stage: str, ident: str) -> float | None:
     for row in store.token_usage():
-        if row["stage"] == stage and row["id"] == ident and row["rows"] >= 5:
+        n = row.get("requests") or row["rows"]  # per request: retries are requests too
+        if row["stage"] == stage and row["id"] == ident and n >= 5:
             if row["completion_tokens"]:
-                return row["completion_tokens"] / row["rows"]
+                return row["completion_tokens"] / n
     return None
 
 
@@ -451,3 +453,178 @@ class BudgetGuard:
 
 def _key(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
+
+
+# -- live counters of a running job (issue 14a) ---------------------------------------------------
+@dataclass
+class LiveModel:
+    """What one generator / judge has used since the job started."""
+
+    stage: str
+    id: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_per_s: float  # prompt + completion, over the job's elapsed time
+    completion_tokens_per_s: float
+    usd: float | None  # None: no price for this model
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class LiveStage:
+    """A stage's rows: throughput and ETA at this run's pace."""
+
+    stage: str
+    done: int
+    total: int
+    failed: int
+    rows_per_s: float
+    eta_s: float | None  # None until a row finished in this run; 0 when nothing remains
+
+
+@dataclass
+class LiveUsage:
+    """Tokens, throughput, ETA and cost so far of a running (or just finished) job."""
+
+    since: float
+    elapsed_s: float
+    models: list[LiveModel] = field(default_factory=list)
+    stages: list[LiveStage] = field(default_factory=list)
+    workspace_usd: float = 0.0  # every stage, every job so far (what the budget counts)
+    workspace_tokens: int = 0
+    budget: dict[str, Any] | None = None
+    running: bool = True
+
+    @property
+    def tokens(self) -> int:
+        return sum(m.tokens for m in self.models)
+
+    @property
+    def priced(self) -> bool:
+        return any(m.usd is not None for m in self.models)
+
+    @property
+    def usd(self) -> float:
+        return sum(m.usd or 0.0 for m in self.models)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "running": self.running,
+            "tokens": self.tokens,
+            "usd": round(self.usd, 6) if self.priced else None,
+            "models": [
+                {
+                    **{k: v for k, v in m.__dict__.items() if k not in ("usd",)},
+                    "tokens": m.tokens,
+                    "tokens_per_s": round(m.tokens_per_s, 2),
+                    "completion_tokens_per_s": round(m.completion_tokens_per_s, 2),
+                    "usd": None if m.usd is None else round(m.usd, 6),
+                }
+                for m in self.models
+            ],
+            "stages": [
+                {
+                    **s.__dict__,
+                    "rows_per_s": round(s.rows_per_s, 3),
+                    "eta_s": None if s.eta_s is None else round(s.eta_s, 1),
+                }
+                for s in self.stages
+            ],
+            "workspace_usd": round(self.workspace_usd, 6),
+            "workspace_tokens": self.workspace_tokens,
+            **({"budget": self.budget} if self.budget else {}),
+        }
+
+
+_BEFORE: dict[tuple[str, float, str], tuple[float, int]] = {}
+
+
+def _spent_before(store: Store, recipe: Recipe, since: float) -> tuple[float, int]:
+    """``(usd, tokens)`` paid before ``since``, at the recipe's prices (cached per job)."""
+    import json
+
+    prices = json.dumps(
+        {k: v.model_dump() for k, v in (getattr(recipe, "prices", None) or {}).items()},
+        sort_keys=True,
+    )
+    key = (str(store.path), since, prices)
+    if key not in _BEFORE:
+        configs = _configs(recipe)
+        cost, tokens = 0.0, 0
+        for row in store.token_usage_since(0.0, until=since):
+            cfg = configs.get(row["id"])
+            price = price_for(recipe, row["id"], row["model"] or (cfg.model if cfg else None))
+            cost += usd(price, row["prompt_tokens"], row["completion_tokens"])
+            tokens += row["prompt_tokens"] + row["completion_tokens"]
+        if len(_BEFORE) > 64:
+            _BEFORE.clear()
+        _BEFORE[key] = (cost, tokens)
+    return _BEFORE[key]
+
+
+def live_usage(
+    store: Store,
+    recipe: Recipe,
+    *,
+    since: float,
+    progress: dict[str, dict[str, Any]] | None = None,
+    now: float | None = None,
+    running: bool = True,
+) -> LiveUsage:
+    """The live counters of a job that started at ``since`` (epoch seconds): tokens per model
+    from every request answered since then (``Store.token_usage_since``: retries included),
+    tokens/s over the job's elapsed time, cost so far where the recipe prices the model, and
+    per stage rows/s and the ETA from the job's progress (``JobHandle.live_progress``: ``done``,
+    ``total``, ``failed``, ``skipped`` of rows done before this run, ``elapsed_s``). A job
+    that is over (``running`` False) is measured up to its last answer, not to now."""
+    rows = store.token_usage_since(since)
+    now = time.time() if now is None else now
+    if not running:
+        now = min(now, max((r["last_at"] for r in rows), default=since))
+    elapsed = max(now - since, 0.0)
+    configs = _configs(recipe)
+    out = LiveUsage(since=since, elapsed_s=elapsed, running=running)
+    for row in rows:
+        cfg = configs.get(row["id"])
+        price = price_for(recipe, row["id"], row["model"] or (cfg.model if cfg else None))
+        p, c = row["prompt_tokens"], row["completion_tokens"]
+        out.models.append(
+            LiveModel(
+                stage=row["stage"],
+                id=row["id"],
+                model=row["model"] or (cfg.display_name() if cfg else row["id"]),
+                requests=row["requests"],
+                prompt_tokens=p,
+                completion_tokens=c,
+                tokens_per_s=(p + c) / elapsed if elapsed > 0 else 0.0,
+                completion_tokens_per_s=c / elapsed if elapsed > 0 else 0.0,
+                usd=None if price is None else usd(price, p, c),
+            )
+        )
+    for stage, d in (progress or {}).items():
+        if not isinstance(d, dict) or "total" not in d:
+            continue
+        done, total = int(d.get("done", 0)), int(d.get("total", 0))
+        failed, skipped = int(d.get("failed", 0)), int(d.get("skipped", 0))
+        stage_elapsed = float(d.get("elapsed_s") or 0.0)
+        finished = done + failed - skipped
+        remaining = max(total - done - failed, 0)
+        rate = finished / stage_elapsed if stage_elapsed > 0 and finished > 0 else 0.0
+        eta = 0.0 if remaining == 0 else (remaining / rate if rate > 0 else None)
+        out.stages.append(LiveStage(stage, done, total, failed, rate, eta))
+    # the workspace's spend: what was paid before the job (summed once per job: a GROUP BY over
+    # every attempt would cost each poll ~0.7 s at a million rows) plus the job's own
+    before_usd, before_tokens = _spent_before(store, recipe, since)
+    out.workspace_usd = before_usd + out.usd
+    out.workspace_tokens = before_tokens + out.tokens
+    budget = getattr(recipe, "budget", None)
+    if budget is not None:
+        out.budget = budget.model_dump(exclude_none=True)
+    return out

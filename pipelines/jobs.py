@@ -93,6 +93,7 @@ class JobHandle:
             "progress": self.live_progress(),
             "limit": self.limit,
             "heartbeat_at": time.time(),
+            "started_at": self.started_at,  # issue 14a: the live token counters count from it
             "error": self.error or (self.summary.error if self.summary else None),
             "job_id": self.job_id or (self.summary.job_id if self.summary else None),
             "export_dir": self.summary.export_dir if self.summary else None,

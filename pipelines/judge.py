@@ -231,6 +231,15 @@ async def run_judging_async(
                 state = states[cid]
                 state.prompt_tokens += res.prompt_tokens or 0  # issue 14: usage per judgment
                 state.completion_tokens += res.completion_tokens or 0
+                # issue 14a: paid as it arrives, whether or not this judgment is committed
+                store.record_usage(
+                    "judge",
+                    judge.id,
+                    backend.model_name,
+                    cid,
+                    res.prompt_tokens,
+                    res.completion_tokens,
+                )
                 try:
                     if not res.ok:
                         state.error, state.backend_failed = res.error, True

@@ -311,11 +311,11 @@ def argilla_run(
 ) -> PushSummary | PullSummary:
     """Push records to the Argilla review queue, or pull the humans' responses back:
     the ``PushSummary`` / ``PullSummary``."""
-    from pipelines.argilla_queue import ArgillaQueue
+    from pipelines.argilla_pairs import queue_for
 
     if recipe.argilla is None:
         raise StageError(f"{stage} needs an 'argilla:' section in the recipe")
-    queue = ArgillaQueue.from_config(recipe.argilla)
+    queue = queue_for(recipe.argilla)  # argilla.mode: ratings records or pairs (issue 14a)
     result: PushSummary | PullSummary
     try:
         if stage == "push-argilla":

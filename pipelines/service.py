@@ -607,6 +607,23 @@ class WorkspaceService:
             raise ServiceError(str(exc)) from None
         return SubmitResult(**stored)
 
+    def live_usage(self, actor: Actor, snap: dict[str, Any] | None) -> Any:
+        """The running (or last) job's live counters: tokens per model, throughput, ETA and
+        cost so far (``cost.LiveUsage``); None before any job of this app session."""
+        from pipelines.cost import live_usage
+
+        self.authorize(actor, "view")
+        if not snap or not snap.get("started_at"):
+            return None
+        running = snap.get("status") in ("running", "cancelling", "starting")
+        return live_usage(
+            self.store,
+            self.recipe,
+            since=float(snap["started_at"]),
+            progress=snap.get("progress"),
+            running=running,
+        )
+
     # -- results: statistics, binarize preview, options ---------------------------------------
     @staticmethod
     def strategies() -> list[str]:
@@ -944,10 +961,10 @@ class WorkspaceService:
     # -- Argilla -----------------------------------------------------------------------------
     def argilla_status(self, actor: Actor, config: Any) -> dict[str, Any]:
         """``ArgillaQueue.status()`` for ``config`` (an ``ArgillaConfig``): never raises."""
-        from pipelines.argilla_queue import ArgillaQueue
+        from pipelines.argilla_pairs import queue_for
 
         self.authorize(actor, "manage_argilla")
-        queue = ArgillaQueue.from_config(config)
+        queue = queue_for(config)
         try:
             return dict(queue.status())
         except Exception as exc:  # noqa: BLE001 - status() should not raise; one line if it does
@@ -972,10 +989,11 @@ class WorkspaceService:
     def argilla_pull(self, actor: Actor, config: Any) -> dict[str, Any]:
         """Pull the humans' responses into the store's reviews now (``PullSummary`` as a
         dict). ``ServiceError`` (one line) when it fails."""
-        from pipelines.argilla_queue import ArgillaQueue, ArgillaQueueError
+        from pipelines.argilla_pairs import queue_for
+        from pipelines.argilla_queue import ArgillaQueueError
 
         self.authorize(actor, "manage_argilla")
-        queue = ArgillaQueue.from_config(config)
+        queue = queue_for(config)
         try:
             return dict(queue.pull(self.store).as_dict())
         except ArgillaQueueError as exc:
@@ -988,7 +1006,7 @@ class WorkspaceService:
     def argilla_live(self, actor: Actor, config: Any | None) -> Any:
         """Stop the live pull, then (``config`` given) start one every
         ``config.pull_interval_s``; returns the running ``BackgroundPull`` or None."""
-        from pipelines.argilla_queue import ArgillaQueue
+        from pipelines.argilla_pairs import queue_for
 
         self.authorize(actor, "manage_argilla")
         st = self.argilla
@@ -1000,7 +1018,7 @@ class WorkspaceService:
             queue.close()
         if config is None:
             return None
-        st.puller_queue = ArgillaQueue.from_config(config)
+        st.puller_queue = queue_for(config)
         st.puller = st.puller_queue.start_background_pull(
             self.store, interval_s=config.pull_interval_s
         )

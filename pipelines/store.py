@@ -193,7 +193,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE judgments ADD COLUMN prompt_tokens INTEGER;
     ALTER TABLE judgments ADD COLUMN completion_tokens INTEGER;
     """,
-    # issue 14 (section 2, judge panels): a judge with ``reverse_pass`` keeps each pass's ratings
+    # 7 (issue 14, section 2, judge panels): a judge with ``reverse_pass`` keeps each pass's ratings
     # (``pass_ratings``: [forward, reversed], each aligned with candidate_keys) so its position
     # bias can be measured; a panel's aggregate judgment (judge_id = the panel's id) carries the
     # spread between its judges and whether they disagree (spread >= 2 on a candidate, or
@@ -204,6 +204,34 @@ MIGRATIONS: list[str] = [
     ALTER TABLE judgments ADD COLUMN judges_disagree INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS judgments_disagree ON judgments (judge_id, conversation_id)
         WHERE judges_disagree = 1;
+    """,
+    # 8 (issue 14a): every attempt's token usage, as it is paid. A candidate row keeps only its
+    # latest attempt's tokens and a judgment only its latest run's, so a retried, resumed or
+    # re-judged row lost what earlier attempts cost; ``token_attempts`` keeps one row per
+    # request that reported usage (stage, generator / judge id, model, when), and the cost
+    # totals and the live counters sum it. Backfilled from the tokens the rows hold.
+    """
+    CREATE TABLE IF NOT EXISTS token_attempts (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,               -- generate | judge
+        ident TEXT NOT NULL,               -- the generator / judge id
+        model TEXT NOT NULL DEFAULT '',
+        conversation_id TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS token_attempts_at ON token_attempts (created_at);
+    INSERT INTO token_attempts (stage, ident, model, conversation_id, prompt_tokens,
+        completion_tokens, created_at)
+    SELECT 'generate', generator_id, model, conversation_id, COALESCE(prompt_tokens, 0),
+        COALESCE(completion_tokens, 0), updated_at FROM candidates
+    WHERE prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL;
+    INSERT INTO token_attempts (stage, ident, model, conversation_id, prompt_tokens,
+        completion_tokens, created_at)
+    SELECT 'judge', judge_id, model, conversation_id, COALESCE(prompt_tokens, 0),
+        COALESCE(completion_tokens, 0), updated_at FROM judgments
+    WHERE prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -560,6 +588,58 @@ class Store:
                     time.time(),
                 ),
             )
+            # issue 14a: every attempt that reported usage was paid, whatever the upsert kept
+            self._log_usage(
+                db,
+                "generate",
+                generator_id,
+                result.model,
+                conversation_id,
+                result.prompt_tokens,
+                result.completion_tokens,
+            )
+
+    @staticmethod
+    def _log_usage(
+        db: sqlite3.Connection,
+        stage: str,
+        ident: str,
+        model: str,
+        conversation_id: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> None:
+        if prompt_tokens is None and completion_tokens is None:
+            return
+        db.execute(
+            "INSERT INTO token_attempts (stage, ident, model, conversation_id, prompt_tokens,"
+            " completion_tokens, created_at) VALUES (?,?,?,?,?,?,?)",
+            (
+                stage,
+                ident,
+                model or "",
+                conversation_id,
+                int(prompt_tokens or 0),
+                int(completion_tokens or 0),
+                time.time(),
+            ),
+        )
+
+    def record_usage(
+        self,
+        stage: str,
+        ident: str,
+        model: str,
+        conversation_id: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> None:
+        """Record the tokens one request used (issue 14a), as soon as its answer arrives, so a
+        retry, a resumed job or a re-judged row never loses what an earlier attempt cost."""
+        with self._conn() as db:
+            self._log_usage(
+                db, stage, ident, model, conversation_id, prompt_tokens, completion_tokens
+            )
 
     def candidate_states(self, generator_id: str) -> dict[tuple[str, int], tuple[str, int]]:
         """``(conversation_id, sample_index) -> (status, attempts)`` for one generator."""
@@ -694,7 +774,19 @@ class Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )
         with self._conn() as db:
-            return db.executemany(sql, rows).rowcount
+            before = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM candidates").fetchone()[0]
+            n = db.executemany(sql, rows).rowcount
+            # the imported rows' tokens count as paid attempts (issue 14a)
+            db.execute(
+                "INSERT INTO token_attempts (stage, ident, model, conversation_id,"
+                " prompt_tokens, completion_tokens, created_at)"
+                " SELECT 'generate', generator_id, model, conversation_id,"
+                " COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), updated_at"
+                " FROM candidates WHERE rowid > ?"
+                " AND (prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL)",
+                (before,),
+            )
+            return n
 
     def import_judgments(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Bulk insert of judgment rows (tuples in ``JUDGMENT_COLUMNS`` order, ratings as JSON)
@@ -1447,6 +1539,31 @@ class Store:
         )
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
+    def queued_pairs(
+        self, reasons: Iterable[str], conversation_ids: Iterable[str] | None = None
+    ) -> list[tuple[str, str, str, str]]:
+        """The queued pairs of ``reasons`` (optionally of some conversations only), in load
+        order of their conversations: ``(reason, conversation_id, key_1, key_2)``; for the
+        Argilla dataset of pairs (issue 14a)."""
+        wanted = list(reasons)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        sql = (
+            "SELECT p.reason, p.conversation_id, p.key_1, p.key_2 FROM pairwise_pairs p"
+            " JOIN conversations c ON c.conversation_id = p.conversation_id"
+            f" WHERE p.reason IN ({marks})"
+        )
+        if conversation_ids is None:
+            return [tuple(r) for r in self.query(sql + " ORDER BY c.rowid, p.reason", wanted)]
+        ids = list(dict.fromkeys(conversation_ids))
+        out: list[tuple[str, str, str, str]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            more = f" AND p.conversation_id IN ({','.join('?' * len(chunk))})"
+            out += [tuple(r) for r in self.query(sql + more, [*wanted, *chunk])]
+        return out
+
     def pairwise_pair_reason_count(self) -> dict[str, dict[str, int]]:
         """``reason -> {pairs, judged}`` (judged: at least one verdict other than skip)."""
         rows = self.query(
@@ -1553,30 +1670,82 @@ class Store:
             )
 
     def token_usage(self) -> list[dict[str, Any]]:
-        """Tokens per stage and model: ``[{stage, id, model, rows, prompt_tokens,
-        completion_tokens}]`` (generate: per generator; judge: per judge)."""
-        out = []
+        """Tokens paid per stage and model: ``[{stage, id, model, rows, requests,
+        prompt_tokens, completion_tokens, earlier_tokens}]`` (generate: per generator; judge:
+        per judge). The tokens are every attempt's (``token_attempts``, issue 14a): retries,
+        resumed jobs and re-judged rows included; ``rows`` counts the stored rows,
+        ``requests`` the attempts that reported usage, ``earlier_tokens`` what attempts whose
+        answer is no longer the stored one cost."""
+        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+        def entry(stage: str, ident: str, model: str) -> dict[str, Any]:
+            return merged.setdefault(
+                (stage, ident, model or ""),
+                {
+                    "stage": stage,
+                    "id": ident,
+                    "model": model or "",
+                    "rows": 0,
+                    "requests": 0,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "earlier_tokens": 0,
+                },
+            )
+
+        kept: dict[tuple[str, str, str], int] = {}
         for stage, table, col in (
             ("generate", "candidates", "generator_id"),
             ("judge", "judgments", "judge_id"),
         ):
             rows = self.query(
-                f"SELECT {col}, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
-                f" COALESCE(SUM(completion_tokens), 0) FROM {table}"
-                f" GROUP BY {col}, model ORDER BY {col}, model"
+                f"SELECT {col}, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0)"
+                f" + COALESCE(SUM(completion_tokens), 0) FROM {table} GROUP BY {col}, model"
             )
-            for ident, model, n, p, c in rows:
-                out.append(
-                    {
-                        "stage": stage,
-                        "id": ident,
-                        "model": model,
-                        "rows": int(n),
-                        "prompt_tokens": int(p),
-                        "completion_tokens": int(c),
-                    }
-                )
-        return out
+            for ident, model, n, tokens in rows:
+                entry(stage, ident, model)["rows"] = int(n)
+                kept[stage, ident, model or ""] = int(tokens)
+        for stage, ident, model, n, p, c in self.query(
+            "SELECT stage, ident, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens)"
+            " FROM token_attempts GROUP BY stage, ident, model"
+        ):
+            e = entry(stage, ident, model)
+            e["requests"] = int(n)
+            e["prompt_tokens"] = int(p or 0)
+            e["completion_tokens"] = int(c or 0)
+        for key, e in merged.items():
+            e["earlier_tokens"] = max(
+                e["prompt_tokens"] + e["completion_tokens"] - kept.get(key, 0), 0
+            )
+        order = {"generate": 0, "judge": 1}
+        return sorted(
+            merged.values(), key=lambda e: (order.get(e["stage"], 2), e["id"], e["model"])
+        )
+
+    def token_usage_since(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        """Tokens paid since ``since`` (a job's start; before ``until`` when given) per stage
+        and model: ``[{stage, id, model, requests, prompt_tokens, completion_tokens, first_at,
+        last_at}]``. An index range on the attempts' time."""
+        rows = self.query(
+            "SELECT stage, ident, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),"
+            " MIN(created_at), MAX(created_at) FROM token_attempts"
+            " WHERE created_at >= ? AND created_at < ?"
+            " GROUP BY stage, ident, model ORDER BY stage, ident, model",
+            (since, float("inf") if until is None else until),
+        )
+        return [
+            {
+                "stage": r[0],
+                "id": r[1],
+                "model": r[2],
+                "requests": int(r[3]),
+                "prompt_tokens": int(r[4] or 0),
+                "completion_tokens": int(r[5] or 0),
+                "first_at": float(r[6]),
+                "last_at": float(r[7]),
+            }
+            for r in rows
+        ]
 
     # -- judge panels (issue 14, section 2) -------------------------------------------------
     def panel_judgments(

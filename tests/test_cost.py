@@ -175,15 +175,17 @@ def test_card_states_tokens_and_cost_per_stage_and_model(
         raw_output=None,
         error=None,
     )
+    # as the judge stage records it: the request's usage as it arrives, the row's at commit
+    store.record_usage("judge", "local-judge", "local-model", store.conversation_ids()[0], 300, 50)
     store.set_judgment_usage(store.conversation_ids()[0], "local-judge", 300, 50)
     binarized, _ = binarize_stage(r, store)
     card = render_card(card_context(store, r, binarized), 0, [])
     section = card.split("### Tokens and cost", 1)[1].split("###", 1)[0]
-    assert f"| generate | paid-model (paid) | {ROWS} | {ROWS * 10} | {ROWS * MAX_TOKENS} |" in (
-        section
-    )
+    tokens = f"{ROWS * 10} | {ROWS * MAX_TOKENS}"
+    row = f"| generate | paid-model (paid) | {ROWS} | {ROWS} | {tokens} | 0 |"
+    assert row in section
     assert f"{ROWS * ROW_USD:.4f}" in section
-    assert "| judge | local-model (local-judge) | 1 | 300 | 50 | no price |" in section
+    assert "| judge | local-model (local-judge) | 1 | 1 | 300 | 50 | 0 | no price |" in section
 
 
 def test_cli_dry_run_and_paused_exit(tmp_path: Path, server: tuple[UsageServer, str]) -> None:

@@ -29,10 +29,12 @@ from pydantic import ValidationError
 from capyui import render
 from capyui.guard import current_actor
 from pipelines.argilla_queue import (
+    DEFAULT_PAIR_REASONS,
     STAGE_PUSH,
     ArgillaConfig,
     BackgroundPull,
 )
+from pipelines.pairwise import REASONS
 from pipelines.recipe import RecipeError
 from pipelines.service import ARGILLA_PUSH_JOB, ServiceError, WorkspaceService
 
@@ -40,8 +42,14 @@ SELECT_CHOICES = [
     ("All judged conversations", "all"),
     ("AI ties", "ties"),
     ("Low AI confidence", "low_confidence"),
+    ("Judges disagree (a judge panel)", "judges_disagree"),
 ]
 JOB_NAME = ARGILLA_PUSH_JOB
+# issue 14a: what the dataset holds: every candidate rated, or the Arena's pairs (A / B)
+MODE_CHOICES = [
+    ("Ratings: every candidate of a conversation, 1-5", "ratings"),
+    ("Pairs: two candidates, A / B / tie / both bad (the Arena)", "pairs"),
+]
 
 
 def _select_label(select: str | list[str]) -> str:
@@ -69,12 +77,24 @@ def settings_of(ws: WorkspaceService) -> list[Any]:
         c.api_url_env,
         c.api_key_env,
         c.workspace,
-        c.dataset_name,
+        c.pairs_dataset_name if c.mode == "pairs" else c.dataset_name,
         c.min_submitted,
         c.max_candidates,
         select,
         c.pull_interval_s,
     ]
+
+
+def pairs_settings_of(ws: Any) -> list[Any]:
+    """The panel's mode and pair selections from the recipe (issue 14a)."""
+    c = ws.recipe.argilla or ArgillaConfig()
+    return [c.mode, list(c.pair_reasons)]
+
+
+def dataset_for_mode(ws: Any, mode: str | None) -> str:
+    """The dataset name the recipe gives the chosen mode (its own dataset per mode)."""
+    c = ws.recipe.argilla or ArgillaConfig()
+    return c.pairs_dataset_name if mode == "pairs" else c.dataset_name
 
 
 def config_from(
@@ -88,23 +108,32 @@ def config_from(
     max_candidates: float | None,
     select: str | None,
     interval: float | None,
+    mode: str | None = None,
+    reasons: list[str] | None = None,
 ) -> ArgillaConfig:
-    """The recipe's section with the panel's values on top. Raises ValueError (one line)."""
+    """The recipe's section with the panel's values on top. Raises ValueError (one line).
+    ``mode`` pairs: the Dataset box names the dataset of pairs, ``reasons`` its selections."""
     base = ws.recipe.argilla or ArgillaConfig()
     data = base.model_dump()
+    mode = mode or base.mode
     data.update(
         {
             "api_url": (url or "").strip() or None,
             "api_url_env": (url_env or "").strip() or "ARGILLA_API_URL",
             "api_key_env": (key_env or "").strip(),
             "workspace": (workspace or "").strip(),
-            "dataset_name": (dataset or "").strip(),
+            "mode": mode,
+            ("pairs_dataset_name" if mode == "pairs" else "dataset_name"): (dataset or "").strip(),
             "min_submitted": int(min_submitted) if min_submitted is not None else 1,
             "max_candidates": int(max_candidates) if max_candidates is not None else 4,
             "select": select or "all",
             "pull_interval_s": float(interval) if interval else base.pull_interval_s,
         }
     )
+    if reasons is not None:
+        if not reasons:
+            raise ValueError("pick at least one kind of pair to push")
+        data["pair_reasons"] = [r for r in REASONS if r in reasons] or list(DEFAULT_PAIR_REASONS)
     if data["api_url"] and not data["api_url"].startswith(("http://", "https://")):
         raise ValueError("API URL: must start with http:// or https://")
     try:
@@ -130,8 +159,9 @@ def save_settings(ws: WorkspaceService, *settings: Any) -> str:
         ws.change_recipe(current_actor(), "manage_argilla", change)
     except RecipeError as exc:
         return render.notice_html(str(exc), "error")
+    name = cfg.pairs_dataset_name if cfg.mode == "pairs" else cfg.dataset_name
     return render.notice_html(
-        f"Argilla settings saved to the recipe (dataset '{cfg.dataset_name}' in workspace "
+        f"Argilla settings saved to the recipe ({cfg.mode} dataset '{name}' in workspace "
         f"'{cfg.workspace}', key from ${cfg.api_key_env}).",
         "ok",
     )
@@ -197,6 +227,9 @@ def start_push(ws: WorkspaceService, *settings: Any) -> str:
         ws.argilla_push(current_actor(), cfg)
     except ServiceError as exc:
         return render.notice_html(str(exc), "error")
+    if cfg.mode == "pairs":
+        kinds = ", ".join(REASONS[r].split(" (")[0] for r in cfg.pair_reasons)
+        return render.notice_html(f"Pushing pairs ({kinds}) to '{cfg.pairs_dataset_name}'…", "info")
     return render.notice_html(
         f"Pushing ({_select_label(cfg.select)}) to '{cfg.dataset_name}'…",
         "info",
@@ -365,11 +398,13 @@ def reviews_line(ws: WorkspaceService) -> str:
 def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
     """The panel; mounted once (in the Review tab): its events have API names."""
     s0 = settings_of(ws)
+    m0, r0 = pairs_settings_of(ws)
     with gr.Accordion("Argilla review queue", open=False, elem_id="cu-argilla"):
         gr.Markdown(
             "Review in [Argilla](https://argilla.io) instead of (or besides) the built-in "
             "queue: push judged conversations as blind records with the AI ratings as "
-            "suggestions, pull the humans' ratings back. The API key is read on the server "
+            "suggestions, or the Arena's pairs (A / B / tie / both bad), and pull the humans' "
+            "answers back. The API key is read on the server "
             "from the environment variable named below; it is never typed, shown or stored."
         )
         with gr.Row():
@@ -383,6 +418,22 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
             url_env = gr.Textbox(s0[1], label="API URL env var", elem_id="cu-argilla-url-env")
             key_env = gr.Textbox(
                 s0[2], label="API key env var (its NAME)", elem_id="cu-argilla-key-env"
+            )
+        with gr.Row():
+            mode = gr.Radio(
+                MODE_CHOICES,
+                value=m0,
+                label="Dataset kind (each kind has its own dataset)",
+                elem_id="cu-argilla-mode",
+                scale=2,
+            )
+            reasons = gr.CheckboxGroup(
+                [(v, k) for k, v in REASONS.items()],
+                value=r0,
+                label="Pairs to push (the Arena's selections, in this order)",
+                visible=m0 == "pairs",
+                elem_id="cu-argilla-pair-reasons",
+                scale=3,
             )
         with gr.Row():
             workspace = gr.Textbox(s0[3], label="Workspace", elem_id="cu-argilla-workspace")
@@ -401,6 +452,7 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
                 precision=0,
                 minimum=2,
                 maximum=8,
+                visible=m0 != "pairs",
                 elem_id="cu-argilla-max-candidates",
             )
         with gr.Row():
@@ -415,6 +467,7 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
                 value=s0[7],
                 label="Which conversations",
                 elem_id="cu-argilla-select",
+                visible=m0 != "pairs",
                 scale=2,
             )
             push_btn = gr.Button("Push", variant="primary", elem_id="cu-argilla-push-btn")
@@ -438,7 +491,21 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
         timer = gr.Timer(1.0, active=False)
 
     settings = [url, url_env, key_env, workspace, dataset, min_sub, max_cand, select, interval]
+    # issue 14a: the dataset kind and the pairs' selections follow the settings (optional
+    # trailing inputs: a caller that leaves them out gets the recipe's)
+    settings = [*settings, mode, reasons]
     poll_outputs = [push_out, push_json, live_out, live_json, timer]
+
+    def on_mode(m: str) -> tuple[Any, Any, Any, Any]:
+        pairs = m == "pairs"
+        return (
+            gr.update(value=dataset_for_mode(ws, m)),
+            gr.update(visible=pairs),
+            gr.update(visible=not pairs),  # which conversations: the ratings records'
+            gr.update(visible=not pairs),  # candidate slots: a pair has two
+        )
+
+    mode.input(on_mode, mode, [dataset, reasons, select, max_cand], show_progress="hidden")
 
     check_btn.click(
         lambda *a: check(ws, *a), settings, [status, status_json], api_name="argilla_check"
@@ -476,7 +543,12 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
     def on_show() -> list[Any]:
         puller = ws.argilla.puller
         running = puller is not None and puller.running
-        return [*settings_of(ws), running, *poll(ws)]
+        values = settings_of(ws)
+        m, rs = pairs_settings_of(ws)
+        values[6] = gr.update(value=values[6], visible=m != "pairs")
+        values[7] = gr.update(value=values[7], visible=m != "pairs")
+        pair_values = [m, gr.update(value=rs, visible=m == "pairs")]
+        return [*values, *pair_values, running, *poll(ws)]
 
     # the recipe may have changed (Recipe tab import): show its section; keep job/live views
     tab.select(on_show, None, [*settings, live, *poll_outputs], show_progress="hidden")

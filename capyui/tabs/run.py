@@ -14,6 +14,7 @@ import gradio as gr
 
 from capyui import render
 from capyui.guard import current_actor
+from capyui.tabs import cost
 from pipelines.service import ServiceError, WorkspaceService
 
 STAGE_CHOICES = ["load", "generate", "judge"]
@@ -190,8 +191,11 @@ def poll(ws: WorkspaceService) -> tuple[str, dict[str, Any], Any, str, Any, Any,
     snap = snapshot(ws)
     running = snap is not None and snap["status"] in ("running", "cancelling", "starting")
     table, pick = history(ws, snap)
+    live = cost.live_usage_of(ws, snap)  # issue 14a: tokens, throughput, ETA, cost so far
+    if snap is not None and live is not None:
+        snap = {**snap, "usage": live.as_dict()}
     return (
-        status_html(snap),
+        status_html(snap) + cost.live_html(live),
         snap or {},
         gr.Timer(active=running),
         table,
@@ -293,9 +297,7 @@ def build(ws: WorkspaceService, tab: gr.Tab, demo: gr.Blocks) -> None:
     tab.select(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
     demo.load(lambda: poll(ws), None, poll_outputs, show_progress="hidden")
 
-    from capyui.tabs import cost  # tokens, cost and the dry run (issue 14)
-
-    cost.build(ws, limit)
+    cost.build(ws, limit)  # tokens, cost and the dry run (issue 14)
 
 
 def _dd(update: dict[str, Any]) -> dict[str, Any]:

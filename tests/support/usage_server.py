@@ -7,17 +7,26 @@ request body is kept, so a test can count what was sent.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from tests.support.chat_stub import StubChatServer, completion
 
 
 class UsageServer(StubChatServer):
-    def __init__(self, prompt_tokens: int = 10) -> None:
+    def __init__(self, prompt_tokens: int = 10, hold_after: int | None = None) -> None:
         super().__init__()
         self.prompt_tokens = prompt_tokens
+        # requests after the first ``hold_after`` wait for ``release`` (a job caught mid-run)
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+
+    def release(self) -> None:
+        self.gate.set()
 
     def reply(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        if self.hold_after is not None and n > self.hold_after:
+            self.gate.wait(120)
         return completion(
             body["model"],
             # the marker lets tests/support/scripted_judge.py rate it
