@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from pipelines.argilla_queue import (
     _num,
 )
 from pipelines.pairwise import REASONS, PairwiseError, ordered, refresh_pairs, submit_verdict
+from pipelines.records import seeded_order
 from pipelines.store import Store
 
 # the label question's values -> the Arena's verdicts (``pairwise.VERDICTS``)
@@ -184,13 +184,15 @@ class ArgillaPairsQueue(ArgillaQueue):
             skipped["no_pair_queued"] = sum(1 for c in dict.fromkeys(ids) if c not in queued)
         wanted = {cid for cid, _, _ in pairs}
         texts: dict[tuple[str, str], tuple[str, str]] = {}
-        for cid, gen, idx, model, text in store.done_candidate_texts(gens):
-            if cid in wanted:
-                texts[cid, f"{gen}/{idx}"] = (model or gen, text)
+        for cand in store.done_candidate_texts(gens):
+            if cand.conversation_id in wanted:
+                texts[cand.conversation_id, cand.key] = (cand.model or cand.generator_id, cand.text)
         ratings: dict[str, dict[str, float | None]] = defaultdict(dict)
-        for cid, _jid, _model, keys, rs, _ in store.usable_judgments(judge_id):
-            if cid in wanted:  # oldest first: the newest judgment wins
-                ratings[cid] = {k: _num(r) for k, r in zip(keys, rs, strict=False)}
+        for judgment in store.usable_judgments(judge_id):
+            if judgment.conversation_id in wanted:  # oldest first: the newest judgment wins
+                ratings[judgment.conversation_id] = {
+                    k: _num(r) for k, r in judgment.rating_of().items()
+                }
         convs = {c.conversation_id: c for c in store.conversations(ids=sorted(wanted))}
         items: list[_Item] = []
         for (cid, k1, k2), reason in pairs.items():
@@ -200,7 +202,7 @@ class ArgillaPairsQueue(ArgillaQueue):
                 continue
             rid = record_id(cid, k1, k2)
             left, right = k1, k2
-            if random.Random(f"{self.config.shuffle_seed}:{rid}").random() < 0.5:
+            if seeded_order(2, f"{self.config.shuffle_seed}:{rid}")[0] == 1:  # blind sides
                 left, right = right, left
             fields: dict[str, Any] = {
                 "conversation": [

@@ -85,13 +85,13 @@ def settings_of(ws: WorkspaceService) -> list[Any]:
     ]
 
 
-def pairs_settings_of(ws: Any) -> list[Any]:
+def pairs_settings_of(ws: WorkspaceService) -> list[Any]:
     """The panel's mode and pair selections from the recipe (issue 14a)."""
     c = ws.recipe.argilla or ArgillaConfig()
     return [c.mode, list(c.pair_reasons)]
 
 
-def dataset_for_mode(ws: Any, mode: str | None) -> str:
+def dataset_for_mode(ws: WorkspaceService, mode: str | None) -> str:
     """The dataset name the recipe gives the chosen mode (its own dataset per mode)."""
     c = ws.recipe.argilla or ArgillaConfig()
     return c.pairs_dataset_name if mode == "pairs" else c.dataset_name
