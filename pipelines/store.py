@@ -7,6 +7,7 @@ Nothing secret is ever written here: recipes are stored through ``redact``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sqlite3
@@ -290,11 +291,21 @@ class ConversationSink:
     """Commits streamed chunks of conversations (see ``Store.conversation_sink``); counts
     ``added`` (new to the store), ``existing`` (stored by an earlier load) and ``chunks``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, start_rowid: int = 0) -> None:
         self.store = store
         self.added = 0
         self.existing = 0
         self.chunks = 0
+        # rows this load inserted: one contiguous rowid range per chunk (each chunk is one
+        # write transaction), so a row that INSERT OR IGNORE skipped is a duplicate of this
+        # load when its stored rowid falls in one of them, else it was stored before
+        self.start_rowid = start_rowid
+        self.ranges: list[tuple[int, int]] = []
+        self.existing_table = False
+
+    def inserted_here(self, rowid: int) -> bool:
+        i = bisect.bisect_right(self.ranges, (rowid, float("inf"))) - 1
+        return i >= 0 and self.ranges[i][0] <= rowid <= self.ranges[i][1]
 
     def __call__(self, chunk: list[Conversation]) -> int:
         """Commit one chunk; returns how many were duplicates of earlier rows of this load."""
@@ -326,6 +337,10 @@ class Store:
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.row_factory = sqlite3.Row
+            # a new workspace gets 16 KiB pages (issue 13): a conversation of a few KB fills
+            # most of a 4 KiB page alone, so the file was twice the data and a bulk load wrote
+            # it twice over; an existing database keeps its page size (this is a no-op there)
+            db.execute("PRAGMA page_size = 16384")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=60000")
@@ -395,46 +410,33 @@ class Store:
 
     def conversation_sink(self) -> ConversationSink:
         """A sink for ``sources.load_source(sink=...)``: commits each chunk in one transaction
-        and de-duplicates across the chunks of one load in a temporary table (on disk, not in
-        Python memory), so a million-row load holds one chunk at a time."""
+        (one ``executemany`` of ``INSERT OR IGNORE``, so a million-row load holds one chunk at
+        a time) and tells the duplicates of this load from rows stored by earlier loads by
+        rowid (see ``ConversationSink``), without a per-row lookup."""
         db = self._connection()
-        # ids arrive in hash order: a bounded 64 MB page cache keeps the two id indexes
-        # (conversations, load_seen) mostly in memory at a million rows
-        db.execute("PRAGMA main.cache_size = -65536")
-        db.execute("PRAGMA temp.cache_size = -32768")
-        db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS load_seen (conversation_id TEXT PRIMARY KEY)"
-            " WITHOUT ROWID"
-        )
-        db.execute("DELETE FROM temp.load_seen")
-        return ConversationSink(self)
+        start = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM conversations").fetchone()[0]
+        return ConversationSink(self, int(start))
 
     def _add_chunk(self, chunk: list[Conversation], sink: ConversationSink) -> int:
-        """One transaction per chunk, statements batched (executemany): the ids seen earlier in
-        this load are duplicates; the rest are inserted unless already stored."""
+        """One transaction per chunk: ``INSERT OR IGNORE`` of the whole chunk (issue 13: no
+        per-row dedup query); only when some rows were skipped are their stored rowids read,
+        to count each as a duplicate of this load or a row already stored before it."""
         now = time.time()
+        unique: dict[str, Conversation] = {}
+        for c in chunk:
+            unique.setdefault(c.conversation_id, c)
+        dups = len(chunk) - len(unique)
+        if not sink.chunks:
+            # on the connection that writes (the loader's writer thread has its own): ids
+            # arrive in hash order, and a bounded 64 MB page cache keeps the id index mostly
+            # in memory at a million rows
+            self._connection().execute("PRAGMA main.cache_size = -65536")
         with self._conn() as db:
-            ids = [c.conversation_id for c in chunk]
-            seen: set[str] = set()
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                seen.update(
-                    r[0]
-                    for r in db.execute(
-                        "SELECT conversation_id FROM temp.load_seen WHERE conversation_id IN"
-                        f" ({','.join('?' * len(part))})",
-                        part,
-                    )
-                )
-            fresh = [c for c in chunk if c.conversation_id not in seen]
-            db.executemany(
-                "INSERT OR IGNORE INTO temp.load_seen VALUES (?)",
-                ((c.conversation_id,) for c in fresh),
-            )
+            lo = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM conversations").fetchone()[0]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)",
-                (
+                [
                     (
                         c.conversation_id,
                         c.source,
@@ -444,14 +446,45 @@ class Store:
                         c.num_turns,
                         now,
                     )
-                    for c in fresh
-                ),
+                    for c in unique.values()
+                ],
             )
             added = db.total_changes - before
+            if added:
+                sink.ranges.append((lo + 1, lo + added))
+            if added < len(unique):
+                skipped: list[str] = []
+                ids = list(unique)
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    for cid, rowid in db.execute(
+                        "SELECT conversation_id, rowid FROM conversations WHERE conversation_id"
+                        f" IN ({','.join('?' * len(part))}) AND rowid <= ?",
+                        [*part, lo],
+                    ):
+                        if sink.inserted_here(rowid):
+                            dups += 1
+                        else:
+                            skipped.append(cid)
+                if skipped:  # stored before this load: counted once, repeats are duplicates
+                    if not sink.existing_table:
+                        db.execute(
+                            "CREATE TEMP TABLE IF NOT EXISTS load_existing"
+                            " (conversation_id TEXT PRIMARY KEY) WITHOUT ROWID"
+                        )
+                        db.execute("DELETE FROM temp.load_existing")
+                        sink.existing_table = True
+                    marker = db.total_changes
+                    db.executemany(
+                        "INSERT OR IGNORE INTO temp.load_existing VALUES (?)",
+                        [(cid,) for cid in skipped],
+                    )
+                    first_time = db.total_changes - marker
+                    sink.existing += first_time
+                    dups += len(skipped) - first_time
         sink.added += added
-        sink.existing += len(fresh) - added
         sink.chunks += 1
-        return len(chunk) - len(fresh)
+        return dups
 
     @staticmethod
     def _row_to_conversation(row: sqlite3.Row) -> Conversation:
