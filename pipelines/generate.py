@@ -58,8 +58,10 @@ def plan_generation(
     max_attempts: int = 3,
 ) -> list[GenerationPlan]:
     plans = []
+    # a page of a stage (issue 13): look its conversations up, not every row of the generator
+    ids = [c.conversation_id for c in conversations] if len(conversations) <= 5000 else None
     for gen in generators:
-        states = store.candidate_states(gen.id)
+        states = store.candidate_states(gen.id, ids)
         todo, done, given_up = [], 0, 0
         for conv in conversations:
             if gen.backend == "original" and conv.original_response is None:

@@ -13,7 +13,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,68 @@ def export_dir_for(recipe: Recipe, store: Store) -> Path:
     return store.data_dir / out / recipe.name
 
 
-def selected_conversations(store: Store, limit: int | None) -> list[Conversation]:
-    return store.conversations(limit=limit)
+PAGE_ROWS = 2000  # conversations a generate / judge stage holds at a time (issue 13)
+
+
+def selected_conversations(
+    store: Store, limit: int | None, page_rows: int | None = None
+) -> Iterator[tuple[list[Conversation], bool]]:
+    """The conversations a stage works on (the first ``limit`` in load order), one page at a
+    time with keyset paging, so a million-conversation workspace is never held in memory:
+    ``(page, is_last)`` (one page read ahead to tell the last one)."""
+    pages = store.conversation_pages(page_rows or PAGE_ROWS, limit)
+    page = next(pages, None)
+    while page is not None:
+        nxt = next(pages, None)
+        yield page, nxt is None
+        page = nxt
+
+
+class PagedProgress:
+    """One stage's progress over its pages: each page's counters on top of the pages before.
+    Until the last page the total is extrapolated from the rows per conversation seen so far
+    (the stage plans a page at a time); a page's "finished" is the stage's only on the last."""
+
+    def __init__(self, stage: str, conversations: int, progress: ProgressCallback) -> None:
+        self.done = Progress(stage=stage)  # the pages finished so far
+        self.conversations = conversations
+        self.seen = 0  # conversations in the pages finished so far
+        self.progress = progress
+        self.start = time.perf_counter()
+
+    def combine(self, p: Progress, page: int, last: bool) -> Progress:
+        b = self.done
+        seen = self.seen + page
+        total = b.total + p.total
+        if not last and 0 < seen < self.conversations:
+            total = max(total, round(total * self.conversations / seen))
+        out = Progress(
+            stage=p.stage,
+            done=b.done + p.done,
+            total=total,
+            failed=b.failed + p.failed,
+            skipped=b.skipped + p.skipped,
+            output_tokens=b.output_tokens + p.output_tokens,
+            elapsed_s=time.perf_counter() - self.start,
+            message=p.message if last or p.message != "finished" else "running",
+            notes=b.notes + [n for n in p.notes if n not in b.notes],
+        )
+        return out
+
+    def callback(self, page: int, last: bool) -> ProgressCallback:
+        return lambda p: self.progress(self.combine(p, page, last))
+
+    def finish(self, p: Progress, page: int, last: bool) -> Progress:
+        self.done = self.combine(p, page, True)
+        if not last and self.done.message == "finished":
+            self.done.message = "running"
+        self.seen += page
+        return self.done
+
+
+def _count_selected(store: Store, limit: int | None) -> int:
+    n = store.count_conversations()
+    return n if limit is None else min(n, int(limit))
 
 
 def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[str, Any]:
@@ -445,10 +505,26 @@ def run_recipe(
                 and budget is None  # a budget admits requests stage by stage, in order
             ):
                 # pipelined: the judge starts on each conversation as its candidates finish
-                convs = selected_conversations(store, limit)
-                gen_p, judge_p = asyncio.run(
-                    generate_and_judge(recipe, store, convs, progress, cancel)
-                )
+                n = _count_selected(store, limit)
+                gen_pages = PagedProgress("generate", n, progress)
+                judge_pages = PagedProgress("judge", n, progress)
+                gen_p, judge_p = Progress(stage="generate"), Progress(stage="judge")
+                for convs, last in selected_conversations(store, limit):
+                    k = len(convs)
+
+                    def paged(
+                        p: Progress,
+                        k: int = k,
+                        last: bool = last,
+                        both: tuple[PagedProgress, PagedProgress] = (gen_pages, judge_pages),
+                    ) -> None:
+                        both[p.stage != "generate"].callback(k, last)(p)
+
+                    g, j = asyncio.run(generate_and_judge(recipe, store, convs, paged, cancel))
+                    gen_p = gen_pages.finish(g, k, last)
+                    judge_p = judge_pages.finish(j, k, last)
+                    if cancel is not None and cancel.is_set():
+                        break
                 summary.results["generate"] = gen_p.as_dict()
                 summary.results["judge"] = judge_p.as_dict()
                 pipelined = True
@@ -459,16 +535,21 @@ def run_recipe(
             elif stage == "generate":
                 from pipelines.generate import run_generation
 
-                convs = selected_conversations(store, limit)
-                p = run_generation(
-                    store,
-                    recipe.generators,
-                    convs,
-                    max_attempts=recipe.generation.max_attempts,
-                    on_progress=progress,
-                    cancel=cancel,
-                    budget=budget,
-                )
+                pages = PagedProgress("generate", _count_selected(store, limit), progress)
+                p = Progress(stage="generate")
+                for convs, last in selected_conversations(store, limit):
+                    page_p = run_generation(
+                        store,
+                        recipe.generators,
+                        convs,
+                        max_attempts=recipe.generation.max_attempts,
+                        on_progress=pages.callback(len(convs), last),
+                        cancel=cancel,
+                        budget=budget,
+                    )
+                    p = pages.finish(page_p, len(convs), last)
+                    if (cancel is not None and cancel.is_set()) or (budget and budget.paused):
+                        break
                 summary.results["generate"] = p.as_dict()
                 _fail_if_every_row_failed(p, cancel)
             elif stage == "judge":
@@ -476,17 +557,22 @@ def run_recipe(
 
                 if recipe.judge is None:
                     raise StageError("the recipe has no judge")
-                convs = selected_conversations(store, limit)
-                p = run_judging(
-                    store,
-                    recipe.judge,
-                    [g.id for g in recipe.generators],
-                    convs,
-                    max_attempts=recipe.generation.max_attempts,
-                    on_progress=progress,
-                    cancel=cancel,
-                    budget=budget,
-                )
+                pages = PagedProgress("judge", _count_selected(store, limit), progress)
+                p = Progress(stage="judge")
+                for convs, last in selected_conversations(store, limit):
+                    page_p = run_judging(
+                        store,
+                        recipe.judge,
+                        [g.id for g in recipe.generators],
+                        convs,
+                        max_attempts=recipe.generation.max_attempts,
+                        on_progress=pages.callback(len(convs), last),
+                        cancel=cancel,
+                        budget=budget,
+                    )
+                    p = pages.finish(page_p, len(convs), last)
+                    if (cancel is not None and cancel.is_set()) or (budget and budget.paused):
+                        break
                 summary.results["judge"] = p.as_dict()
                 _fail_if_every_row_failed(p, cancel)
             elif stage in ("push-argilla", "pull-argilla"):

@@ -592,13 +592,26 @@ class Store:
                 ),
             )
 
-    def candidate_states(self, generator_id: str) -> dict[tuple[str, int], tuple[str, int]]:
-        """``(conversation_id, sample_index) -> (status, attempts)`` for one generator."""
-        rows = self.query(
+    def candidate_states(
+        self, generator_id: str, conversation_ids: Iterable[str] | None = None
+    ) -> dict[tuple[str, int], tuple[str, int]]:
+        """``(conversation_id, sample_index) -> (status, attempts)`` for one generator (only
+        ``conversation_ids`` when given: primary-key lookups, for one page of a stage)."""
+        sql = (
             "SELECT conversation_id, sample_index, status, attempts FROM candidates"
-            " WHERE generator_id = ?",
-            (generator_id,),
+            " WHERE generator_id = ?"
         )
+        if conversation_ids is None:
+            rows = self.query(sql, (generator_id,))
+        else:
+            wanted = list(conversation_ids)
+            rows = []
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self.query(
+                    f"{sql} AND conversation_id IN ({marks})", (generator_id, *chunk)
+                )
         return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
     def candidates_for(
@@ -1257,6 +1270,30 @@ class Store:
                 return
             after = rows[-1][0]
             yield [r[1] for r in rows]
+
+    def conversation_pages(
+        self, page_rows: int, limit: int | None = None
+    ) -> Iterator[list[Conversation]]:
+        """The first ``limit`` conversations (all without one) in load order, ``page_rows`` at
+        a time (keyset paging on rowid: each page one indexed range read, so a stage over a
+        million conversations holds one page, issue 13)."""
+        after, left = -1, limit
+        while left is None or left > 0:
+            n = int(page_rows) if left is None else min(int(page_rows), left)
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT rowid, * FROM conversations WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, n),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            after = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
+            yield [self._row_to_conversation(r) for r in rows]
 
     def generator_models(self, generator_ids: list[str] | None = None) -> set[tuple[str, str]]:
         """Every (generator_id, model) with a done candidate (of ``generator_ids``)."""
