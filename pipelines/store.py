@@ -187,6 +187,207 @@ MIGRATIONS: list[str] = [
     ALTER TABLE judgments ADD COLUMN prompt_tokens INTEGER;
     ALTER TABLE judgments ADD COLUMN completion_tokens INTEGER;
     """,
+    # 7 (issue 13): the Results statistics' per-model rating histogram kept as running totals,
+    # so its first call reads a few rows instead of joining every candidate to its judgment:
+    # ``stats_candidates`` counts done candidates (with text) per generator and model,
+    # ``stats_ratings`` those a judge's done judgment rated, per judge, generator, model and
+    # rating bucket (with the sum of the ratings). Triggers keep both in step with every write
+    # (any process, any code path); filled here from the rows already stored.
+    """
+    CREATE TABLE IF NOT EXISTS stats_candidates (
+        generator_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        n INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (generator_id, model)
+    );
+    CREATE TABLE IF NOT EXISTS stats_ratings (
+        judge_id TEXT NOT NULL,
+        generator_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL DEFAULT 0,
+        total REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (judge_id, generator_id, model, bucket)
+    );
+    DELETE FROM stats_candidates;
+    DELETE FROM stats_ratings;
+    INSERT INTO stats_candidates (generator_id, model, n)
+        SELECT generator_id, model, COUNT(*) FROM candidates
+        WHERE status = 'done' AND text IS NOT NULL GROUP BY generator_id, model;
+    INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))) AS b, COUNT(*), SUM(a.value)
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a, candidates c
+        WHERE j.status = 'done' AND a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = j.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        GROUP BY j.judge_id, c.generator_id, c.model, b;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_insert AFTER INSERT ON candidates
+    WHEN NEW.status = 'done' AND NEW.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (NEW.generator_id, NEW.model, +1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, NEW.generator_id, NEW.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = NEW.conversation_id AND j.status = 'done'
+          AND k.value = NEW.generator_id || '/' || NEW.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_delete AFTER DELETE ON candidates
+    WHEN OLD.status = 'done' AND OLD.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (OLD.generator_id, OLD.model, -1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, OLD.generator_id, OLD.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = OLD.conversation_id AND j.status = 'done'
+          AND k.value = OLD.generator_id || '/' || OLD.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_update_old
+    AFTER UPDATE OF status, text, model, generator_id, sample_index, conversation_id ON candidates
+    WHEN OLD.status = 'done' AND OLD.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (OLD.generator_id, OLD.model, -1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, OLD.generator_id, OLD.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = OLD.conversation_id AND j.status = 'done'
+          AND k.value = OLD.generator_id || '/' || OLD.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_update_new
+    AFTER UPDATE OF status, text, model, generator_id, sample_index, conversation_id ON candidates
+    WHEN NEW.status = 'done' AND NEW.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (NEW.generator_id, NEW.model, +1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, NEW.generator_id, NEW.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = NEW.conversation_id AND j.status = 'done'
+          AND k.value = NEW.generator_id || '/' || NEW.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_insert AFTER INSERT ON judgments
+    WHEN NEW.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT NEW.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM json_each(NEW.candidate_keys) k, json_each(NEW.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = NEW.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_delete AFTER DELETE ON judgments
+    WHEN OLD.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT OLD.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM json_each(OLD.candidate_keys) k, json_each(OLD.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = OLD.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_update_old
+    AFTER UPDATE OF status, candidate_keys, ratings, judge_id, conversation_id ON judgments
+    WHEN OLD.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT OLD.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM json_each(OLD.candidate_keys) k, json_each(OLD.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = OLD.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    ALTER TABLE judgments ADD COLUMN placeholders INTEGER;
+    CREATE TABLE IF NOT EXISTS stats_judges (
+        judge_id TEXT PRIMARY KEY,
+        judgments INTEGER NOT NULL DEFAULT 0,      -- not failed
+        unknown INTEGER NOT NULL DEFAULT 0,        -- of those, placeholders not counted yet
+        placeholders INTEGER NOT NULL DEFAULT 0,   -- placeholder rationales (candidates)
+        with_placeholders INTEGER NOT NULL DEFAULT 0
+    );
+    DELETE FROM stats_judges;
+    INSERT INTO stats_judges (judge_id, judgments, unknown)
+        SELECT judge_id, COUNT(*), COUNT(*) FROM judgments WHERE status != 'failed'
+        GROUP BY judge_id;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_insert AFTER INSERT ON judgments
+    WHEN NEW.status != 'failed' BEGIN
+        INSERT INTO stats_judges VALUES (NEW.judge_id, 1, NEW.placeholders IS NULL,
+            COALESCE(NEW.placeholders, 0), COALESCE(NEW.placeholders > 0, 0))
+        ON CONFLICT (judge_id) DO UPDATE SET judgments = judgments + 1,
+            unknown = unknown + excluded.unknown,
+            placeholders = placeholders + excluded.placeholders,
+            with_placeholders = with_placeholders + excluded.with_placeholders;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_delete AFTER DELETE ON judgments
+    WHEN OLD.status != 'failed' BEGIN
+        UPDATE stats_judges SET judgments = judgments - 1,
+            unknown = unknown - (OLD.placeholders IS NULL),
+            placeholders = placeholders - COALESCE(OLD.placeholders, 0),
+            with_placeholders = with_placeholders - COALESCE(OLD.placeholders > 0, 0)
+        WHERE judge_id = OLD.judge_id;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_update_old
+    AFTER UPDATE OF status, placeholders, judge_id ON judgments
+    WHEN OLD.status != 'failed' BEGIN
+        UPDATE stats_judges SET judgments = judgments - 1,
+            unknown = unknown - (OLD.placeholders IS NULL),
+            placeholders = placeholders - COALESCE(OLD.placeholders, 0),
+            with_placeholders = with_placeholders - COALESCE(OLD.placeholders > 0, 0)
+        WHERE judge_id = OLD.judge_id;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_update_new
+    AFTER UPDATE OF status, placeholders, judge_id ON judgments
+    WHEN NEW.status != 'failed' BEGIN
+        INSERT INTO stats_judges VALUES (NEW.judge_id, 1, NEW.placeholders IS NULL,
+            COALESCE(NEW.placeholders, 0), COALESCE(NEW.placeholders > 0, 0))
+        ON CONFLICT (judge_id) DO UPDATE SET judgments = judgments + 1,
+            unknown = unknown + excluded.unknown,
+            placeholders = placeholders + excluded.placeholders,
+            with_placeholders = with_placeholders + excluded.with_placeholders;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_update_new
+    AFTER UPDATE OF status, candidate_keys, ratings, judge_id, conversation_id ON judgments
+    WHEN NEW.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT NEW.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM json_each(NEW.candidate_keys) k, json_each(NEW.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = NEW.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -268,6 +469,22 @@ def rating_facts(ratings: Iterable[Any]) -> tuple[float | None, float | None, in
         nums[1] if len(nums) > 1 else None,
         len(nums),
     )
+
+
+def _count_placeholders(rationales: Iterable[Any]) -> int:
+    """Placeholder rationales of a judgment (``judge_quality``), kept on its row (issue 13) so
+    the Results statistics sum them instead of re-reading every judgment."""
+    from pipelines.judge_quality import count_placeholders
+
+    return count_placeholders(r if isinstance(r, str) else None for r in rationales)
+
+
+def _count_placeholders_json(text: Any) -> int | None:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return _count_placeholders(value) if isinstance(value, list) else None
 
 
 def candidate_key(generator_id: str, sample_index: int) -> str:
@@ -687,6 +904,7 @@ class Store:
             mask_tokens(error) if error else error,
             now,
             *rating_facts(ratings),
+            _count_placeholders(rationales),
         )
         with self._conn() as db:
             old = db.execute(
@@ -698,15 +916,16 @@ class Store:
                 db.execute(
                     "INSERT INTO judgments (conversation_id, judge_id, model, status,"
                     " candidate_keys, ratings, rationales, order_shown, seed, raw_output, error,"
-                    " updated_at, ai_best, ai_second, ai_rated, attempts)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+                    " updated_at, ai_best, ai_second, ai_rated, placeholders, attempts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
                     (conversation_id, judge_id, *values),
                 )
             elif rank[status] >= rank[old[0]] or json.loads(old[1]) != candidate_keys:
                 db.execute(
                     "UPDATE judgments SET model=?, status=?, candidate_keys=?, ratings=?,"
                     " rationales=?, order_shown=?, seed=?, raw_output=?, error=?,"
-                    " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, attempts=attempts + 1"
+                    " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, placeholders=?,"
+                    " attempts=attempts + 1"
                     " WHERE conversation_id = ? AND judge_id = ?",
                     (*values, conversation_id, judge_id),
                 )
@@ -741,12 +960,16 @@ class Store:
         in one transaction, with the AI facts the review filters read; keeps stored rows."""
         sql = (
             f"INSERT OR IGNORE INTO judgments ({self.JUDGMENT_COLUMNS}, ai_best, ai_second,"
-            " ai_rated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ai_rated, placeholders) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )
 
         def with_facts() -> Iterator[tuple[Any, ...]]:
             for row in rows:
-                yield (*row, *rating_facts(json.loads(row[5])))
+                yield (
+                    *row,
+                    *rating_facts(json.loads(row[5])),
+                    _count_placeholders_json(row[6]),
+                )
 
         with self._conn() as db:
             return db.executemany(sql, with_facts()).rowcount
@@ -1152,6 +1375,15 @@ class Store:
         """``(generator_id, model, bucket 1..5 or None, candidates, sum of ratings)`` over every
         done candidate and the AI rating its judgment gave it (None: not rated); one GROUP BY."""
         gens = list(generator_ids or [])
+        if judge_id is not None:  # from the running totals (migration 7): a few rows, any N
+            return self._rating_histogram_totals(gens, judge_id)
+        return self._rating_histogram_scan(gens, judge_id)
+
+    def _rating_histogram_scan(
+        self, gens: list[str], judge_id: str | None
+    ) -> list[tuple[str, str, int | None, int, float | None]]:
+        """``rating_histogram`` by joining every done candidate to its judgment (any judge's
+        latest when ``judge_id`` is None)."""
         judged, params = self._stats_judgment(judge_id)
         gen_sql = f" AND c.generator_id IN ({','.join('?' * len(gens))})" if gens else ""
         rated = "a.type IN ('integer', 'real')"
@@ -1167,6 +1399,60 @@ class Store:
             " GROUP BY c.generator_id, c.model, b"
         )
         return [tuple(r) for r in self._connection().execute(sql, [*params, *gens])]
+
+    def _rating_histogram_totals(
+        self, gens: list[str], judge_id: str
+    ) -> list[tuple[str, str, int | None, int, float | None]]:
+        """``rating_histogram`` of one judge read from ``stats_candidates`` / ``stats_ratings``
+        (kept by triggers): the unrated bucket is the done candidates less the rated ones."""
+        gen_sql = f" AND generator_id IN ({','.join('?' * len(gens))})" if gens else ""
+        db = self._connection()
+        out: list[tuple[str, str, int | None, int, float | None]] = []
+        rated: dict[tuple[str, str], int] = {}
+        for gen, model, bucket, n, total in db.execute(
+            "SELECT generator_id, model, bucket, n, total FROM stats_ratings"
+            f" WHERE judge_id = ? AND n != 0{gen_sql} ORDER BY generator_id, model, bucket",
+            [judge_id, *gens],
+        ):
+            out.append((gen, model, int(bucket), int(n), float(total)))
+            rated[gen, model] = rated.get((gen, model), 0) + int(n)
+        for gen, model, n in db.execute(
+            f"SELECT generator_id, model, n FROM stats_candidates WHERE n != 0{gen_sql}",
+            gens,
+        ):
+            unrated = int(n) - rated.get((gen, model), 0)
+            if unrated:
+                out.append((gen, model, None, unrated, None))
+        return out
+
+    def placeholder_counts(self, judge_id: str | None = None) -> tuple[int, int]:
+        """``(placeholder rationales, judgments with any)`` over the judgments that did not fail
+        (of ``judge_id``, or of every judge), from the running totals of migration 7. Rows
+        whose count is not known yet (written before it, or by code that does not set it) are
+        counted once here and the count kept on the row."""
+        where, params = ("WHERE judge_id = ?", [judge_id]) if judge_id else ("", [])
+        db = self._connection()
+        unknown = db.execute(f"SELECT COALESCE(SUM(unknown), 0) FROM stats_judges {where}", params)
+        if unknown.fetchone()[0]:
+            extra = " AND judge_id = ?" if judge_id else ""
+            rows = db.execute(
+                "SELECT rowid, rationales FROM judgments WHERE placeholders IS NULL"
+                f" AND status != 'failed'{extra}",
+                params,
+            ).fetchall()
+            for i in range(0, len(rows), 5000):
+                with self._conn() as w:
+                    w.executemany(
+                        "UPDATE judgments SET placeholders = ? WHERE rowid = ?"
+                        " AND placeholders IS NULL",
+                        [(_count_placeholders_json(t) or 0, rid) for rid, t in rows[i : i + 5000]],
+                    )
+        got = db.execute(
+            "SELECT COALESCE(SUM(placeholders), 0), COALESCE(SUM(with_placeholders), 0)"
+            f" FROM stats_judges {where}",
+            params,
+        ).fetchone()
+        return int(got[0]), int(got[1])
 
     def iter_judgment_rationales(self, judge_id: str | None = None) -> Iterator[list[Any]]:
         """Each judgment's rationales (a list), streamed from a cursor: bounded memory."""
@@ -1391,8 +1677,11 @@ class Store:
         sql = (
             "SELECT r.conversation_id, h.key, c.generator_id, c.model, r.reviewer, a.value,"
             " CAST(h.value AS REAL)"
-            " FROM reviews r, json_each(r.ratings) h"
-            " JOIN candidates c ON c.conversation_id = r.conversation_id"
+            # CROSS JOIN: SQLite keeps this order (issue 13: driven by the reviews, not by a
+            # scan of every candidate of the generators)
+            " FROM reviews r CROSS JOIN json_each(r.ratings) h"
+            " CROSS JOIN candidates c INDEXED BY sqlite_autoindex_candidates_1"
+            "  ON c.conversation_id = r.conversation_id"
             "  AND c.generator_id || '/' || c.sample_index = h.key"
             f"  AND c.status = 'done' AND c.text IS NOT NULL{gen_sql}"
             f" JOIN judgments j ON {judged}"
