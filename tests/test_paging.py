@@ -107,3 +107,37 @@ def test_stages_run_page_by_page_and_resume_only_what_is_missing(
     for st in stages:
         assert run_recipe(recipe, store, stages=st).status == "done"
     assert (len(generator.generations()), len(judge_server.judgments())) == before
+
+
+def test_an_endpoint_that_ignores_n_is_remembered_across_runs_and_pages(tmp_path: Path) -> None:
+    """The n capability is learnt once per endpoint (a backend capability, issue 13): after a
+    llama.cpp-like server answered one choice to an ``n`` request, later runs (and later pages
+    of a paged stage) send it one request per sample without asking with ``n`` again; a server
+    that honours ``n`` keeps getting one request per conversation."""
+    from pipelines.config import GeneratorConfig
+    from pipelines.generate import run_generation
+
+    for honour in (False, True):
+        server = ScriptedGenerator(honour_n=honour)
+        url = server.start()
+        try:
+            store = Store(tmp_path / f"ws-{honour}")
+            cs = convs(6)
+            store.add_conversations(cs)
+            gen = GeneratorConfig(
+                id="g", backend="openai", base_url=url, model="m", samples=3,
+                concurrency=1, max_retries=0,
+            )  # fmt: skip
+            assert run_generation(store, [gen], cs[:2]).done == 6
+            first = list(server.generations())
+            assert run_generation(store, [gen], cs[2:]).done == 12
+            later = server.generations()[len(first) :]
+            if honour:
+                assert len(first) == 2 and len(later) == 4
+                assert all(r.body.get("n") == 3 for r in first + later)
+            else:
+                assert len(first) == 6 and sum(1 for r in first if r.body.get("n")) == 1
+                assert len(later) == 12 and not [r for r in later if r.body.get("n")]
+            assert len(store.candidate_rows()) == 18
+        finally:
+            server.stop()
