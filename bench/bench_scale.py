@@ -371,18 +371,21 @@ def measure(code: Path, label: str, n: int, data: Path, work: Path, args: Any) -
         load["rss_mb"],
     )
     print(f"  [{label} n={n}] load {load['s']:.1f}s {load['rss_mb']:.0f} MB", flush=True)
-    run_child("populate", code, n, data, ws, args.reps)
-    rev = run_child("review", code, n, data, ws, args.reps)
-    m.update({k: v for k, v in rev.items() if k != "rss_mb"})
-    print(f"  [{label} n={n}] review done", flush=True)
-    if n <= args.browser_max and label == "ours":  # the app of this checkout only
+    parts = set(args.parts.split(","))
+    if parts & {"review", "results", "export", "browser"}:
+        run_child("populate", code, n, data, ws, args.reps)
+    if "review" in parts:
+        rev = run_child("review", code, n, data, ws, args.reps)
+        m.update({k: v for k, v in rev.items() if k != "rss_mb"})
+        print(f"  [{label} n={n}] review done", flush=True)
+    if "browser" in parts and n <= args.browser_max and label == "ours":  # this checkout's app
         m.update(run_child("browser", code, n, data, ws, args.reps))
         print(f"  [{label} n={n}] browser done", flush=True)
-    if n <= args.results_max:
+    if n <= args.results_max and "results" in parts:
         res = run_child("results", code, n, data, ws, args.reps)
         m.update({k: v for k, v in res.items() if k != "rss_mb"})
         m["results peak RSS MB"] = res["rss_mb"]
-    if n <= args.export_max:
+    if n <= args.export_max and "export" in parts:
         exp = run_child("export", code, n, data, ws, args.reps)
         m["binarize+export s"], m["export peak RSS MB"] = exp["s"], exp["rss_mb"]
     if not args.keep:
@@ -430,6 +433,11 @@ def main() -> None:
         help="skip the in-memory Results path (collect+binarize+stats) above this N",
     )
     ap.add_argument("--sides", default="ours,before", help="which code to run: ours,before")
+    ap.add_argument(
+        "--parts",
+        default="load,review,browser,results,export",
+        help="which measurements to run (load is always run: the others need its store)",
+    )
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)

@@ -58,8 +58,10 @@ def plan_generation(
     max_attempts: int = 3,
 ) -> list[GenerationPlan]:
     plans = []
+    # a page of a stage (issue 13): look its conversations up, not every row of the generator
+    ids = [c.conversation_id for c in conversations] if len(conversations) <= 5000 else None
     for gen in generators:
-        states = store.candidate_states(gen.id)
+        states = store.candidate_states(gen.id, ids)
         todo, done, given_up = [], 0, 0
         for conv in conversations:
             if gen.backend == "original" and conv.original_response is None:
@@ -215,7 +217,10 @@ async def run_generation_async(
             per = todo.setdefault(p.generator.id, {})
             for conv, idx in p.todo:
                 per.setdefault(conv.conversation_id, []).append(idx)
-        n_honoured: dict[str, bool | None] = {p.generator.id: None for p in group}
+        # the endpoint's n capability, where this process learnt it already (issue 13)
+        n_honoured: dict[str, bool | None] = {
+            p.generator.id: getattr(backends[p.generator.id], "honours_n", None) for p in group
+        }
 
         def units() -> Iterator[tuple[GeneratorConfig, Conversation, list[int]]]:
             for conv in conversations:
@@ -254,8 +259,11 @@ async def run_generation_async(
             got = [r for r in results if r.ok]
             if len(got) < len(idxs):
                 n_honoured[gen.id] = False  # ignored or refused: one request per sample
+                if len(got) == 1:  # one choice back: the server ignores n (not an error)
+                    backend.honours_n = False
             elif n_honoured[gen.id] is None:
                 n_honoured[gen.id] = True
+                backend.honours_n = True
             for idx, result in zip(idxs, got, strict=False):
                 result.key = (conv.conversation_id, idx)
                 commit(gen, idx, result)

@@ -49,7 +49,7 @@ def plan_judging(
     max_attempts: int = 3,
 ) -> tuple[list[JudgeTask], int, int, int]:
     """(tasks to do, already done, given up, too few candidates)."""
-    few = len(conversations) <= 500  # a pipelined batch: look these up, not every judgment
+    few = len(conversations) <= 5000  # a pipelined batch or a page: look these up
     states = store.judgment_states(
         judge.id, [c.conversation_id for c in conversations] if few else None
     )

@@ -13,7 +13,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,8 +90,68 @@ def export_dir_for(recipe: Recipe, store: Store) -> Path:
     return store.data_dir / out / recipe.name
 
 
-def selected_conversations(store: Store, limit: int | None) -> list[Conversation]:
-    return store.conversations(limit=limit)
+PAGE_ROWS = 2000  # conversations a generate / judge stage holds at a time (issue 13)
+
+
+def selected_conversations(
+    store: Store, limit: int | None, page_rows: int | None = None
+) -> Iterator[tuple[list[Conversation], bool]]:
+    """The conversations a stage works on (the first ``limit`` in load order), one page at a
+    time with keyset paging, so a million-conversation workspace is never held in memory:
+    ``(page, is_last)`` (one page read ahead to tell the last one)."""
+    pages = store.conversation_pages(page_rows or PAGE_ROWS, limit)
+    page = next(pages, None)
+    while page is not None:
+        nxt = next(pages, None)
+        yield page, nxt is None
+        page = nxt
+
+
+class PagedProgress:
+    """One stage's progress over its pages: each page's counters on top of the pages before.
+    Until the last page the total is extrapolated from the rows per conversation seen so far
+    (the stage plans a page at a time); a page's "finished" is the stage's only on the last."""
+
+    def __init__(self, stage: str, conversations: int, progress: ProgressCallback) -> None:
+        self.done = Progress(stage=stage)  # the pages finished so far
+        self.conversations = conversations
+        self.seen = 0  # conversations in the pages finished so far
+        self.progress = progress
+        self.start = time.perf_counter()
+
+    def combine(self, p: Progress, page: int, last: bool) -> Progress:
+        b = self.done
+        seen = self.seen + page
+        total = b.total + p.total
+        if not last and 0 < seen < self.conversations:
+            total = max(total, round(total * self.conversations / seen))
+        out = Progress(
+            stage=p.stage,
+            done=b.done + p.done,
+            total=total,
+            failed=b.failed + p.failed,
+            skipped=b.skipped + p.skipped,
+            output_tokens=b.output_tokens + p.output_tokens,
+            elapsed_s=time.perf_counter() - self.start,
+            message=p.message if last or p.message != "finished" else "running",
+            notes=b.notes + [n for n in p.notes if n not in b.notes],
+        )
+        return out
+
+    def callback(self, page: int, last: bool) -> ProgressCallback:
+        return lambda p: self.progress(self.combine(p, page, last))
+
+    def finish(self, p: Progress, page: int, last: bool) -> Progress:
+        self.done = self.combine(p, page, True)
+        if not last and self.done.message == "finished":
+            self.done.message = "running"
+        self.seen += page
+        return self.done
+
+
+def _count_selected(store: Store, limit: int | None) -> int:
+    n = store.count_conversations()
+    return n if limit is None else min(n, int(limit))
 
 
 def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[str, Any]:
@@ -563,13 +623,37 @@ def _pipelines_judge(ctx: StageContext) -> bool:
     )
 
 
+def _paged_stop(ctx: StageContext) -> bool:
+    return (ctx.cancel is not None and ctx.cancel.is_set()) or bool(
+        ctx.budget and ctx.budget.paused
+    )
+
+
 def _run_generate(ctx: StageContext) -> None:
-    convs = selected_conversations(ctx.store, ctx.limit)
+    """Generation (pipelined with the judge when the run judges too), a page of
+    conversations at a time (``selected_conversations``): bounded memory at any size."""
+    n = _count_selected(ctx.store, ctx.limit)
     if _pipelines_judge(ctx):
         # pipelined: the judge starts on each conversation as its candidates finish
-        gen_p, judge_p = asyncio.run(
-            generate_and_judge(ctx.recipe, ctx.store, convs, ctx.progress, ctx.cancel)
-        )
+        gen_pages = PagedProgress("generate", n, ctx.progress)
+        judge_pages = PagedProgress("judge", n, ctx.progress)
+        gen_p, judge_p = Progress(stage="generate"), Progress(stage="judge")
+        for convs, last in selected_conversations(ctx.store, ctx.limit):
+            k = len(convs)
+
+            def paged(
+                p: Progress,
+                k: int = k,
+                last: bool = last,
+                both: tuple[PagedProgress, PagedProgress] = (gen_pages, judge_pages),
+            ) -> None:
+                both[p.stage != "generate"].callback(k, last)(p)
+
+            g, j = asyncio.run(generate_and_judge(ctx.recipe, ctx.store, convs, paged, ctx.cancel))
+            gen_p = gen_pages.finish(g, k, last)
+            judge_p = judge_pages.finish(j, k, last)
+            if _paged_stop(ctx):
+                break
         ctx.results["generate"] = RowsResult(gen_p)
         ctx.results["judge"] = RowsResult(judge_p)
         _fail_if_every_row_failed(gen_p, ctx.cancel)
@@ -577,37 +661,49 @@ def _run_generate(ctx: StageContext) -> None:
         return
     from pipelines.generate import run_generation
 
-    p = run_generation(
-        ctx.store,
-        ctx.recipe.generators,
-        convs,
-        max_attempts=ctx.recipe.generation.max_attempts,
-        on_progress=ctx.progress,
-        cancel=ctx.cancel,
-        budget=ctx.budget,
-    )
+    pages = PagedProgress("generate", n, ctx.progress)
+    p = Progress(stage="generate")
+    for convs, last in selected_conversations(ctx.store, ctx.limit):
+        page_p = run_generation(
+            ctx.store,
+            ctx.recipe.generators,
+            convs,
+            max_attempts=ctx.recipe.generation.max_attempts,
+            on_progress=pages.callback(len(convs), last),
+            cancel=ctx.cancel,
+            budget=ctx.budget,
+        )
+        p = pages.finish(page_p, len(convs), last)
+        if _paged_stop(ctx):
+            break
     ctx.results["generate"] = RowsResult(p)
     _fail_if_every_row_failed(p, ctx.cancel)
 
 
 def _run_judge(ctx: StageContext) -> None:
+    """Every judge of the recipe (a panel's aggregate too), a page at a time."""
     if "judge" in ctx.results:
         return  # judged already, pipelined with the generation
     from pipelines.panel import judge_conversations_async
 
     if not ctx.recipe.has_judge():
         raise StageError("the recipe has no judge")
-    convs = selected_conversations(ctx.store, ctx.limit)
-    p = asyncio.run(
-        judge_conversations_async(
-            ctx.recipe,
-            ctx.store,
-            convs,
-            on_progress=ctx.progress,
-            cancel=ctx.cancel,
-            budget=ctx.budget,
+    pages = PagedProgress("judge", _count_selected(ctx.store, ctx.limit), ctx.progress)
+    p = Progress(stage="judge")
+    for convs, last in selected_conversations(ctx.store, ctx.limit):
+        page_p = asyncio.run(
+            judge_conversations_async(
+                ctx.recipe,
+                ctx.store,
+                convs,
+                on_progress=pages.callback(len(convs), last),
+                cancel=ctx.cancel,
+                budget=ctx.budget,
+            )
         )
-    )
+        p = pages.finish(page_p, len(convs), last)
+        if _paged_stop(ctx):
+            break
     ctx.results["judge"] = RowsResult(p)
     _fail_if_every_row_failed(p, ctx.cancel)
 

@@ -36,6 +36,11 @@ from typing import Any, BinaryIO
 
 from pipelines.types import Conversation, Message
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - installed with gradio, pinned in requirements.txt
+    _orjson = None  # type: ignore[assignment]
+
 FORMATS = ("capybara", "messages", "sharegpt")
 FORMAT_ALIASES = {
     "capybara": "capybara",
@@ -334,6 +339,101 @@ def normalise_row(row: dict, format: str, columns: dict[str, str] | None = None)
     return Conversation(messages=messages, original_response=original)
 
 
+class _FastNormaliser:
+    """The common case of ``normalise_row`` without its per-row set-up (issue 13: a bulk load
+    spent most of its Python time there): for one format and column mapping, a row whose
+    conversation is a plain list of well-formed messages becomes the same Conversation
+    ``normalise_row`` makes. Anything unusual (a missing column, JSON text in a cell, a blank
+    or non-text message, an unknown role, roles out of order) returns None and
+    ``normalise_row`` decides, so every rejection keeps its reason and detail."""
+
+    def __init__(self, fmt: str, columns: dict[str, str] | None) -> None:
+        cols = _cols(columns)
+        self.fmt = fmt
+        names = {
+            "capybara": ("conversation",),
+            "messages": ("messages", "conversations"),
+            "sharegpt": ("conversations",),
+        }[fmt]
+        mapped = [c for n, c in cols.items() if n in dict(_LOGICAL)]
+        self.candidates = list(dict.fromkeys([cols.get(n, n) for n in names] + mapped))
+        if fmt == "capybara":
+            self.keys = (cols.get("input", "input"), cols.get("output", "output"))
+        elif fmt == "sharegpt":
+            self.keys = (cols.get("from", "from"), cols.get("value", "value"))
+        else:
+            self.keys = (cols.get("role", "role"), cols.get("content", "content"))
+        skip = {cols.get(n, n) for n, _ in _LOGICAL} | {n for n, _ in _LOGICAL}
+        self.metadata_skip = frozenset(skip)
+
+    def __call__(self, row: Any) -> Conversation | None:
+        if type(row) is not dict:
+            return None
+        for col in self.candidates:
+            if col in row:
+                value = row[col]
+                break
+        else:
+            return None
+        if type(value) is not list or not value:
+            return None
+        messages = self._capybara(value) if self.fmt == "capybara" else self._dicts(value)
+        if messages is None:
+            return None
+        original = messages.pop()["content"] if messages[-1]["role"] == "assistant" else None
+        return Conversation(messages=messages, original_response=original)
+
+    def _capybara(self, value: list[Any]) -> list[Message] | None:
+        in_key, out_key = self.keys
+        out: list[Message] = []
+        last = len(value) - 1
+        for i, pair in enumerate(value):
+            if type(pair) is not dict:
+                return None
+            question = pair.get(in_key)
+            if type(question) is not str or not question or question.isspace():
+                return None
+            out.append({"role": "user", "content": question})
+            answer = pair.get(out_key)
+            if type(answer) is not str or not answer or answer.isspace():
+                if i == last and (answer is None or type(answer) is str):
+                    break  # no original response
+                return None
+            out.append({"role": "assistant", "content": answer})
+        return out
+
+    def _dicts(self, value: list[Any]) -> list[Message] | None:
+        role_key, content_key = self.keys
+        out: list[Message] = []
+        previous = None
+        users = False
+        for i, item in enumerate(value):
+            if type(item) is not dict:
+                return None
+            raw = item.get(role_key)
+            role = ROLE_MAP.get(raw.strip().lower()) if type(raw) is str else None
+            content = item.get(content_key)
+            if role is None or type(content) is not str or not content or content.isspace():
+                return None
+            if role == "system":
+                if i:
+                    return None
+            elif role == previous:
+                return None
+            users = users or role == "user"
+            previous = role
+            out.append({"role": role, "content": content})
+        return out if users else None
+
+    def metadata(self, row: dict) -> dict[str, Any]:
+        skip = self.metadata_skip
+        return {
+            k: v
+            for k, v in row.items()
+            if k not in skip and (v is None or isinstance(v, (str, int, float, bool)))
+        }
+
+
 def _metadata(row: dict, columns: dict[str, str] | None) -> dict[str, Any]:
     """The row's other scalar columns (id, source, category, ...)."""
     cols = _cols(columns)
@@ -570,6 +670,19 @@ def _jsonl_lines(
             continue
         label = f"line {lineno}"
         last_label, last_raw = label, raw
+        if _orjson is not None:
+            # orjson first (issue 13: a bulk load spent much of its time in json): it accepts
+            # strict RFC 8259 JSON in valid UTF-8 only, which the json module reads to the same
+            # value; anything else (control characters in strings, NaN, huge numbers, bad
+            # bytes) falls through to the lenient reader below, which decides as before
+            try:
+                row = _orjson.loads(raw)
+            except _orjson.JSONDecodeError:
+                pass
+            else:
+                decoded += 1
+                yield label, row
+                continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -833,6 +946,7 @@ def load_source(
     fmt, decided = forced, forced is not None
     seen_columns: set[str] = set()
     chunk_size = max(1, int(chunk_size))
+    fast: _FastNormaliser | None = None
 
     def flush() -> None:
         if not chunk:
@@ -859,38 +973,49 @@ def load_source(
             if isinstance(row, Rejected):
                 result.reject(row.reason, f"{label}: {row.detail}")
                 continue
-            if isinstance(row, dict) and len(seen_columns) < 64:
+            if fmt is None and isinstance(row, dict) and len(seen_columns) < 64:
                 seen_columns.update(str(k) for k in list(row)[:16])
             row_fmt = fmt
-            if not decided:
-                guess, decisive = _detect(row, columns)
-                if guess is not None:
-                    row_fmt = guess
-                    if decisive:
-                        fmt, decided = guess, True
-                        result.format = guess
-                    elif fmt is None:
-                        fmt = guess
-            if row_fmt is None:
-                result.reject("malformed_row", f"{label}: {_missing_column_detail(row, columns)}")
-                continue
-            try:
-                conv = normalise_row(row, row_fmt, columns)
-            except Rejected as rej:
-                result.reject(rej.reason, f"{label}: {rej.detail}")
-                continue
-            except (SourceError, RecursionError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - never a traceback for one odd row
-                result.reject("malformed_row", f"{label}: {type(exc).__name__}: {exc}")
-                continue
+            conv: Conversation | None = None
+            if decided:  # the common case, without the per-row set-up of normalise_row
+                if fast is None or fast.fmt != fmt:
+                    fast = _FastNormaliser(str(fmt), columns)
+                conv = fast(row)
+            if conv is not None:
+                assert fast is not None
+                metadata = fast.metadata(row)
+            else:
+                if not decided:
+                    guess, decisive = _detect(row, columns)
+                    if guess is not None:
+                        row_fmt = guess
+                        if decisive:
+                            fmt, decided = guess, True
+                            result.format = guess
+                        elif fmt is None:
+                            fmt = guess
+                if row_fmt is None:
+                    detail = _missing_column_detail(row, columns)
+                    result.reject("malformed_row", f"{label}: {detail}")
+                    continue
+                try:
+                    conv = normalise_row(row, row_fmt, columns)
+                except Rejected as rej:
+                    result.reject(rej.reason, f"{label}: {rej.detail}")
+                    continue
+                except (SourceError, RecursionError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - never a traceback for one odd row
+                    result.reject("malformed_row", f"{label}: {type(exc).__name__}: {exc}")
+                    continue
+                metadata = _metadata(row, columns)
             if conv.conversation_id in seen:
                 result.duplicates += 1
                 continue
             seen.add(conv.conversation_id)
             conv.source = name
-            conv.metadata = _metadata(row, columns)
-            conv.metadata["source_row"] = label
+            conv.metadata = metadata
+            metadata["source_row"] = label
             if sink is None:
                 result.conversations.append(conv)
                 result.loaded += 1

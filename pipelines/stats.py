@@ -273,13 +273,8 @@ def store_stats(
         ],
         columns=["conversation_id", "candidate_key", "model", "reviewer", "ai", "human"],
     )
-    from pipelines.judge_quality import count_placeholders
-
-    placeholders = judged_with = 0
-    for rationales in store.iter_judgment_rationales(judge_id):  # streamed, one row at a time
-        n = count_placeholders(rationales)
-        placeholders += n
-        judged_with += 1 if n else 0
+    # running totals kept with each judgment (issue 13): no pass over every rationale
+    placeholders, judged_with = store.placeholder_counts(judge_id)
     out = {
         "models": models,
         "agreement": _agreement_of(df),

@@ -7,6 +7,7 @@ Nothing secret is ever written here: recipes are stored through ``redact``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sqlite3
@@ -233,6 +234,207 @@ MIGRATIONS: list[str] = [
         COALESCE(completion_tokens, 0), updated_at FROM judgments
     WHERE prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL;
     """,
+    # 9 (issue 13): the Results statistics' per-model rating histogram kept as running totals,
+    # so its first call reads a few rows instead of joining every candidate to its judgment:
+    # ``stats_candidates`` counts done candidates (with text) per generator and model,
+    # ``stats_ratings`` those a judge's done judgment rated, per judge, generator, model and
+    # rating bucket (with the sum of the ratings). Triggers keep both in step with every write
+    # (any process, any code path); filled here from the rows already stored.
+    """
+    CREATE TABLE IF NOT EXISTS stats_candidates (
+        generator_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        n INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (generator_id, model)
+    );
+    CREATE TABLE IF NOT EXISTS stats_ratings (
+        judge_id TEXT NOT NULL,
+        generator_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL DEFAULT 0,
+        total REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (judge_id, generator_id, model, bucket)
+    );
+    DELETE FROM stats_candidates;
+    DELETE FROM stats_ratings;
+    INSERT INTO stats_candidates (generator_id, model, n)
+        SELECT generator_id, model, COUNT(*) FROM candidates
+        WHERE status = 'done' AND text IS NOT NULL GROUP BY generator_id, model;
+    INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))) AS b, COUNT(*), SUM(a.value)
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a, candidates c
+        WHERE j.status = 'done' AND a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = j.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        GROUP BY j.judge_id, c.generator_id, c.model, b;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_insert AFTER INSERT ON candidates
+    WHEN NEW.status = 'done' AND NEW.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (NEW.generator_id, NEW.model, +1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, NEW.generator_id, NEW.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = NEW.conversation_id AND j.status = 'done'
+          AND k.value = NEW.generator_id || '/' || NEW.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_delete AFTER DELETE ON candidates
+    WHEN OLD.status = 'done' AND OLD.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (OLD.generator_id, OLD.model, -1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, OLD.generator_id, OLD.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = OLD.conversation_id AND j.status = 'done'
+          AND k.value = OLD.generator_id || '/' || OLD.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_update_old
+    AFTER UPDATE OF status, text, model, generator_id, sample_index, conversation_id ON candidates
+    WHEN OLD.status = 'done' AND OLD.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (OLD.generator_id, OLD.model, -1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, OLD.generator_id, OLD.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = OLD.conversation_id AND j.status = 'done'
+          AND k.value = OLD.generator_id || '/' || OLD.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_candidate_update_new
+    AFTER UPDATE OF status, text, model, generator_id, sample_index, conversation_id ON candidates
+    WHEN NEW.status = 'done' AND NEW.text IS NOT NULL BEGIN
+        INSERT INTO stats_candidates (generator_id, model, n)
+            VALUES (NEW.generator_id, NEW.model, +1)
+        ON CONFLICT (generator_id, model) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT j.judge_id, NEW.generator_id, NEW.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM judgments j, json_each(j.candidate_keys) k, json_each(j.ratings) a
+        WHERE j.conversation_id = NEW.conversation_id AND j.status = 'done'
+          AND k.value = NEW.generator_id || '/' || NEW.sample_index
+          AND a.key = k.key AND a.type IN ('integer', 'real')
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_insert AFTER INSERT ON judgments
+    WHEN NEW.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT NEW.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM json_each(NEW.candidate_keys) k, json_each(NEW.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = NEW.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_delete AFTER DELETE ON judgments
+    WHEN OLD.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT OLD.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM json_each(OLD.candidate_keys) k, json_each(OLD.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = OLD.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_update_old
+    AFTER UPDATE OF status, candidate_keys, ratings, judge_id, conversation_id ON judgments
+    WHEN OLD.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT OLD.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), -1, -a.value
+        FROM json_each(OLD.candidate_keys) k, json_each(OLD.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = OLD.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    ALTER TABLE judgments ADD COLUMN placeholders INTEGER;
+    CREATE TABLE IF NOT EXISTS stats_judges (
+        judge_id TEXT PRIMARY KEY,
+        judgments INTEGER NOT NULL DEFAULT 0,      -- not failed
+        unknown INTEGER NOT NULL DEFAULT 0,        -- of those, placeholders not counted yet
+        placeholders INTEGER NOT NULL DEFAULT 0,   -- placeholder rationales (candidates)
+        with_placeholders INTEGER NOT NULL DEFAULT 0
+    );
+    DELETE FROM stats_judges;
+    INSERT INTO stats_judges (judge_id, judgments, unknown)
+        SELECT judge_id, COUNT(*), COUNT(*) FROM judgments WHERE status != 'failed'
+        GROUP BY judge_id;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_insert AFTER INSERT ON judgments
+    WHEN NEW.status != 'failed' BEGIN
+        INSERT INTO stats_judges VALUES (NEW.judge_id, 1, NEW.placeholders IS NULL,
+            COALESCE(NEW.placeholders, 0), COALESCE(NEW.placeholders > 0, 0))
+        ON CONFLICT (judge_id) DO UPDATE SET judgments = judgments + 1,
+            unknown = unknown + excluded.unknown,
+            placeholders = placeholders + excluded.placeholders,
+            with_placeholders = with_placeholders + excluded.with_placeholders;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_delete AFTER DELETE ON judgments
+    WHEN OLD.status != 'failed' BEGIN
+        UPDATE stats_judges SET judgments = judgments - 1,
+            unknown = unknown - (OLD.placeholders IS NULL),
+            placeholders = placeholders - COALESCE(OLD.placeholders, 0),
+            with_placeholders = with_placeholders - COALESCE(OLD.placeholders > 0, 0)
+        WHERE judge_id = OLD.judge_id;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_update_old
+    AFTER UPDATE OF status, placeholders, judge_id ON judgments
+    WHEN OLD.status != 'failed' BEGIN
+        UPDATE stats_judges SET judgments = judgments - 1,
+            unknown = unknown - (OLD.placeholders IS NULL),
+            placeholders = placeholders - COALESCE(OLD.placeholders, 0),
+            with_placeholders = with_placeholders - COALESCE(OLD.placeholders > 0, 0)
+        WHERE judge_id = OLD.judge_id;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judges_update_new
+    AFTER UPDATE OF status, placeholders, judge_id ON judgments
+    WHEN NEW.status != 'failed' BEGIN
+        INSERT INTO stats_judges VALUES (NEW.judge_id, 1, NEW.placeholders IS NULL,
+            COALESCE(NEW.placeholders, 0), COALESCE(NEW.placeholders > 0, 0))
+        ON CONFLICT (judge_id) DO UPDATE SET judgments = judgments + 1,
+            unknown = unknown + excluded.unknown,
+            placeholders = placeholders + excluded.placeholders,
+            with_placeholders = with_placeholders + excluded.with_placeholders;
+    END;
+    CREATE TRIGGER IF NOT EXISTS stats_judgment_update_new
+    AFTER UPDATE OF status, candidate_keys, ratings, judge_id, conversation_id ON judgments
+    WHEN NEW.status = 'done' BEGIN
+        INSERT INTO stats_ratings (judge_id, generator_id, model, bucket, n, total)
+        SELECT NEW.judge_id, c.generator_id, c.model,
+               MIN(5, MAX(1, CAST(a.value + 0.5 AS INTEGER))), +1, +a.value
+        FROM json_each(NEW.candidate_keys) k, json_each(NEW.ratings) a, candidates c
+        WHERE a.key = k.key AND a.type IN ('integer', 'real')
+          AND c.conversation_id = NEW.conversation_id
+          AND c.generator_id || '/' || c.sample_index = k.value
+          AND c.status = 'done' AND c.text IS NOT NULL
+        ON CONFLICT (judge_id, generator_id, model, bucket) DO UPDATE
+            SET n = n + excluded.n, total = total + excluded.total;
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -316,15 +518,41 @@ def rating_facts(ratings: Iterable[Any]) -> tuple[float | None, float | None, in
     )
 
 
+def _count_placeholders(rationales: Iterable[Any]) -> int:
+    """Placeholder rationales of a judgment (``judge_quality``), kept on its row (issue 13) so
+    the Results statistics sum them instead of re-reading every judgment."""
+    from pipelines.judge_quality import count_placeholders
+
+    return count_placeholders(r if isinstance(r, str) else None for r in rationales)
+
+
+def _count_placeholders_json(text: Any) -> int | None:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return _count_placeholders(value) if isinstance(value, list) else None
+
+
 class ConversationSink:
     """Commits streamed chunks of conversations (see ``Store.conversation_sink``); counts
     ``added`` (new to the store), ``existing`` (stored by an earlier load) and ``chunks``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, start_rowid: int = 0) -> None:
         self.store = store
         self.added = 0
         self.existing = 0
         self.chunks = 0
+        # rows this load inserted: one contiguous rowid range per chunk (each chunk is one
+        # write transaction), so a row that INSERT OR IGNORE skipped is a duplicate of this
+        # load when its stored rowid falls in one of them, else it was stored before
+        self.start_rowid = start_rowid
+        self.ranges: list[tuple[int, int]] = []
+        self.existing_table = False
+
+    def inserted_here(self, rowid: int) -> bool:
+        i = bisect.bisect_right(self.ranges, (rowid, float("inf"))) - 1
+        return i >= 0 and self.ranges[i][0] <= rowid <= self.ranges[i][1]
 
     def __call__(self, chunk: list[Conversation]) -> int:
         """Commit one chunk; returns how many were duplicates of earlier rows of this load."""
@@ -356,6 +584,10 @@ class Store:
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.row_factory = sqlite3.Row
+            # a new workspace gets 16 KiB pages (issue 13): a conversation of a few KB fills
+            # most of a 4 KiB page alone, so the file was twice the data and a bulk load wrote
+            # it twice over; an existing database keeps its page size (this is a no-op there)
+            db.execute("PRAGMA page_size = 16384")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=60000")
@@ -425,46 +657,33 @@ class Store:
 
     def conversation_sink(self) -> ConversationSink:
         """A sink for ``sources.load_source(sink=...)``: commits each chunk in one transaction
-        and de-duplicates across the chunks of one load in a temporary table (on disk, not in
-        Python memory), so a million-row load holds one chunk at a time."""
+        (one ``executemany`` of ``INSERT OR IGNORE``, so a million-row load holds one chunk at
+        a time) and tells the duplicates of this load from rows stored by earlier loads by
+        rowid (see ``ConversationSink``), without a per-row lookup."""
         db = self._connection()
-        # ids arrive in hash order: a bounded 64 MB page cache keeps the two id indexes
-        # (conversations, load_seen) mostly in memory at a million rows
-        db.execute("PRAGMA main.cache_size = -65536")
-        db.execute("PRAGMA temp.cache_size = -32768")
-        db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS load_seen (conversation_id TEXT PRIMARY KEY)"
-            " WITHOUT ROWID"
-        )
-        db.execute("DELETE FROM temp.load_seen")
-        return ConversationSink(self)
+        start = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM conversations").fetchone()[0]
+        return ConversationSink(self, int(start))
 
     def _add_chunk(self, chunk: list[Conversation], sink: ConversationSink) -> int:
-        """One transaction per chunk, statements batched (executemany): the ids seen earlier in
-        this load are duplicates; the rest are inserted unless already stored."""
+        """One transaction per chunk: ``INSERT OR IGNORE`` of the whole chunk (issue 13: no
+        per-row dedup query); only when some rows were skipped are their stored rowids read,
+        to count each as a duplicate of this load or a row already stored before it."""
         now = time.time()
+        unique: dict[str, Conversation] = {}
+        for c in chunk:
+            unique.setdefault(c.conversation_id, c)
+        dups = len(chunk) - len(unique)
+        if not sink.chunks:
+            # on the connection that writes (the loader's writer thread has its own): ids
+            # arrive in hash order, and a bounded 64 MB page cache keeps the id index mostly
+            # in memory at a million rows
+            self._connection().execute("PRAGMA main.cache_size = -65536")
         with self._conn() as db:
-            ids = [c.conversation_id for c in chunk]
-            seen: set[str] = set()
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                seen.update(
-                    r[0]
-                    for r in db.execute(
-                        "SELECT conversation_id FROM temp.load_seen WHERE conversation_id IN"
-                        f" ({','.join('?' * len(part))})",
-                        part,
-                    )
-                )
-            fresh = [c for c in chunk if c.conversation_id not in seen]
-            db.executemany(
-                "INSERT OR IGNORE INTO temp.load_seen VALUES (?)",
-                ((c.conversation_id,) for c in fresh),
-            )
+            lo = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM conversations").fetchone()[0]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)",
-                (
+                [
                     (
                         c.conversation_id,
                         c.source,
@@ -474,14 +693,45 @@ class Store:
                         c.num_turns,
                         now,
                     )
-                    for c in fresh
-                ),
+                    for c in unique.values()
+                ],
             )
             added = db.total_changes - before
+            if added:
+                sink.ranges.append((lo + 1, lo + added))
+            if added < len(unique):
+                skipped: list[str] = []
+                ids = list(unique)
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    for cid, rowid in db.execute(
+                        "SELECT conversation_id, rowid FROM conversations WHERE conversation_id"
+                        f" IN ({','.join('?' * len(part))}) AND rowid <= ?",
+                        [*part, lo],
+                    ):
+                        if sink.inserted_here(rowid):
+                            dups += 1
+                        else:
+                            skipped.append(cid)
+                if skipped:  # stored before this load: counted once, repeats are duplicates
+                    if not sink.existing_table:
+                        db.execute(
+                            "CREATE TEMP TABLE IF NOT EXISTS load_existing"
+                            " (conversation_id TEXT PRIMARY KEY) WITHOUT ROWID"
+                        )
+                        db.execute("DELETE FROM temp.load_existing")
+                        sink.existing_table = True
+                    marker = db.total_changes
+                    db.executemany(
+                        "INSERT OR IGNORE INTO temp.load_existing VALUES (?)",
+                        [(cid,) for cid in skipped],
+                    )
+                    first_time = db.total_changes - marker
+                    sink.existing += first_time
+                    dups += len(skipped) - first_time
         sink.added += added
-        sink.existing += len(fresh) - added
         sink.chunks += 1
-        return len(chunk) - len(fresh)
+        return dups
 
     @staticmethod
     def _row_to_conversation(row: sqlite3.Row) -> Conversation:
@@ -641,13 +891,26 @@ class Store:
                 db, stage, ident, model, conversation_id, prompt_tokens, completion_tokens
             )
 
-    def candidate_states(self, generator_id: str) -> dict[tuple[str, int], tuple[str, int]]:
-        """``(conversation_id, sample_index) -> (status, attempts)`` for one generator."""
-        rows = self.query(
+    def candidate_states(
+        self, generator_id: str, conversation_ids: Iterable[str] | None = None
+    ) -> dict[tuple[str, int], tuple[str, int]]:
+        """``(conversation_id, sample_index) -> (status, attempts)`` for one generator (only
+        ``conversation_ids`` when given: primary-key lookups, for one page of a stage)."""
+        sql = (
             "SELECT conversation_id, sample_index, status, attempts FROM candidates"
-            " WHERE generator_id = ?",
-            (generator_id,),
+            " WHERE generator_id = ?"
         )
+        if conversation_ids is None:
+            rows = self.query(sql, (generator_id,))
+        else:
+            wanted = list(conversation_ids)
+            rows = []
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self.query(
+                    f"{sql} AND conversation_id IN ({marks})", (generator_id, *chunk)
+                )
         return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
     def candidates_for(
@@ -726,6 +989,7 @@ class Store:
             now,
             *rating_facts(ratings),
             None if pass_ratings is None else json.dumps(pass_ratings),
+            _count_placeholders(rationales),
         )
         with self._conn() as db:
             old = db.execute(
@@ -737,8 +1001,9 @@ class Store:
                 db.execute(
                     "INSERT INTO judgments (conversation_id, judge_id, model, status,"
                     " candidate_keys, ratings, rationales, order_shown, seed, raw_output, error,"
-                    " updated_at, ai_best, ai_second, ai_rated, pass_ratings, attempts)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+                    " updated_at, ai_best, ai_second, ai_rated, pass_ratings, placeholders,"
+                    " attempts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
                     (conversation_id, judge_id, *values),
                 )
             elif rank[status] >= rank[old[0]] or json.loads(old[1]) != candidate_keys:
@@ -746,6 +1011,7 @@ class Store:
                     "UPDATE judgments SET model=?, status=?, candidate_keys=?, ratings=?,"
                     " rationales=?, order_shown=?, seed=?, raw_output=?, error=?,"
                     " updated_at=?, ai_best=?, ai_second=?, ai_rated=?, pass_ratings=?,"
+                    " placeholders=?,"
                     " attempts=attempts + 1"
                     " WHERE conversation_id = ? AND judge_id = ?",
                     (*values, conversation_id, judge_id),
@@ -793,12 +1059,16 @@ class Store:
         in one transaction, with the AI facts the review filters read; keeps stored rows."""
         sql = (
             f"INSERT OR IGNORE INTO judgments ({self.JUDGMENT_COLUMNS}, ai_best, ai_second,"
-            " ai_rated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ai_rated, placeholders) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )
 
         def with_facts() -> Iterator[tuple[Any, ...]]:
             for row in rows:
-                yield (*row, *rating_facts(json.loads(row[5])))
+                yield (
+                    *row,
+                    *rating_facts(json.loads(row[5])),
+                    _count_placeholders_json(row[6]),
+                )
 
         with self._conn() as db:
             return db.executemany(sql, with_facts()).rowcount
@@ -1221,6 +1491,15 @@ class Store:
         """``(generator_id, model, bucket 1..5 or None, candidates, sum of ratings)`` over every
         done candidate and the AI rating its judgment gave it (None: not rated); one GROUP BY."""
         gens = list(generator_ids or [])
+        if judge_id is not None:  # from the running totals (migration 7): a few rows, any N
+            return self._rating_histogram_totals(gens, judge_id)
+        return self._rating_histogram_scan(gens, judge_id)
+
+    def _rating_histogram_scan(
+        self, gens: list[str], judge_id: str | None
+    ) -> list[tuple[str, str, int | None, int, float | None]]:
+        """``rating_histogram`` by joining every done candidate to its judgment (any judge's
+        latest when ``judge_id`` is None)."""
         judged, params = self._stats_judgment(judge_id)
         gen_sql = f" AND c.generator_id IN ({','.join('?' * len(gens))})" if gens else ""
         rated = "a.type IN ('integer', 'real')"
@@ -1236,6 +1515,60 @@ class Store:
             " GROUP BY c.generator_id, c.model, b"
         )
         return [tuple(r) for r in self._connection().execute(sql, [*params, *gens])]
+
+    def _rating_histogram_totals(
+        self, gens: list[str], judge_id: str
+    ) -> list[tuple[str, str, int | None, int, float | None]]:
+        """``rating_histogram`` of one judge read from ``stats_candidates`` / ``stats_ratings``
+        (kept by triggers): the unrated bucket is the done candidates less the rated ones."""
+        gen_sql = f" AND generator_id IN ({','.join('?' * len(gens))})" if gens else ""
+        db = self._connection()
+        out: list[tuple[str, str, int | None, int, float | None]] = []
+        rated: dict[tuple[str, str], int] = {}
+        for gen, model, bucket, n, total in db.execute(
+            "SELECT generator_id, model, bucket, n, total FROM stats_ratings"
+            f" WHERE judge_id = ? AND n != 0{gen_sql} ORDER BY generator_id, model, bucket",
+            [judge_id, *gens],
+        ):
+            out.append((gen, model, int(bucket), int(n), float(total)))
+            rated[gen, model] = rated.get((gen, model), 0) + int(n)
+        for gen, model, n in db.execute(
+            f"SELECT generator_id, model, n FROM stats_candidates WHERE n != 0{gen_sql}",
+            gens,
+        ):
+            unrated = int(n) - rated.get((gen, model), 0)
+            if unrated:
+                out.append((gen, model, None, unrated, None))
+        return out
+
+    def placeholder_counts(self, judge_id: str | None = None) -> tuple[int, int]:
+        """``(placeholder rationales, judgments with any)`` over the judgments that did not fail
+        (of ``judge_id``, or of every judge), from the running totals of migration 7. Rows
+        whose count is not known yet (written before it, or by code that does not set it) are
+        counted once here and the count kept on the row."""
+        where, params = ("WHERE judge_id = ?", [judge_id]) if judge_id else ("", [])
+        db = self._connection()
+        unknown = db.execute(f"SELECT COALESCE(SUM(unknown), 0) FROM stats_judges {where}", params)
+        if unknown.fetchone()[0]:
+            extra = " AND judge_id = ?" if judge_id else ""
+            rows = db.execute(
+                "SELECT rowid, rationales FROM judgments WHERE placeholders IS NULL"
+                f" AND status != 'failed'{extra}",
+                params,
+            ).fetchall()
+            for i in range(0, len(rows), 5000):
+                with self._conn() as w:
+                    w.executemany(
+                        "UPDATE judgments SET placeholders = ? WHERE rowid = ?"
+                        " AND placeholders IS NULL",
+                        [(_count_placeholders_json(t) or 0, rid) for rid, t in rows[i : i + 5000]],
+                    )
+        got = db.execute(
+            "SELECT COALESCE(SUM(placeholders), 0), COALESCE(SUM(with_placeholders), 0)"
+            f" FROM stats_judges {where}",
+            params,
+        ).fetchone()
+        return int(got[0]), int(got[1])
 
     def iter_judgment_rationales(self, judge_id: str | None = None) -> Iterator[list[Any]]:
         """Each judgment's rationales (a list), streamed from a cursor: bounded memory."""
@@ -1340,6 +1673,30 @@ class Store:
             after = rows[-1][0]
             yield [r[1] for r in rows]
 
+    def conversation_pages(
+        self, page_rows: int, limit: int | None = None
+    ) -> Iterator[list[Conversation]]:
+        """The first ``limit`` conversations (all without one) in load order, ``page_rows`` at
+        a time (keyset paging on rowid: each page one indexed range read, so a stage over a
+        million conversations holds one page, issue 13)."""
+        after, left = -1, limit
+        while left is None or left > 0:
+            n = int(page_rows) if left is None else min(int(page_rows), left)
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT rowid, * FROM conversations WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, n),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            after = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
+            yield [self._row_to_conversation(r) for r in rows]
+
     def generator_models(self, generator_ids: list[str] | None = None) -> set[tuple[str, str]]:
         """Every (generator_id, model) with a done candidate (of ``generator_ids``)."""
         sql = "SELECT DISTINCT generator_id, model FROM candidates WHERE status = 'done'"
@@ -1433,8 +1790,11 @@ class Store:
         sql = (
             "SELECT r.conversation_id, h.key, c.generator_id, c.model, r.reviewer, a.value,"
             " CAST(h.value AS REAL)"
-            " FROM reviews r, json_each(r.ratings) h"
-            " JOIN candidates c ON c.conversation_id = r.conversation_id"
+            # CROSS JOIN: SQLite keeps this order (issue 13: driven by the reviews, not by a
+            # scan of every candidate of the generators)
+            " FROM reviews r CROSS JOIN json_each(r.ratings) h"
+            " CROSS JOIN candidates c INDEXED BY sqlite_autoindex_candidates_1"
+            "  ON c.conversation_id = r.conversation_id"
             "  AND c.generator_id || '/' || c.sample_index = h.key"
             f"  AND c.status = 'done' AND c.text IS NOT NULL{gen_sql}"
             f" JOIN judgments j ON {judged}"

@@ -316,3 +316,30 @@ def test_embedded_context_overflow_is_a_row_error_not_a_crash(data_dir: Path) ->
     rows = {r["conversation_id"]: r for r in store.candidate_rows("smol")}
     assert rows[long.conversation_id]["error"].startswith("context_length_exceeded")
     assert rows[ok.conversation_id]["status"] == "done"
+
+
+@pytest.mark.server
+def test_samples_on_llama_server_go_one_request_per_sample(
+    llama_server: str, data_dir: Path
+) -> None:
+    """llama.cpp's server does not honour ``n`` (issue 13): the first multi-sample request tells
+    (one choice back), the rest of that conversation's samples and every later conversation's
+    go one request per sample; every sample index is stored once, all done."""
+    proxy = FaultProxy(upstream=llama_server.rsplit("/v1", 1)[0])
+    url = proxy.start() + "/v1"
+    try:
+        store = Store(data_dir)
+        convs = make_conversations(2)
+        store.add_conversations(convs)
+        gen = openai_gen(url, samples=3, concurrency=1, max_tokens=8)
+        p = run_generation(store, [gen], convs)
+        assert p.done == 6 and p.failed == 0
+        rows = store.candidate_rows()
+        assert sorted((r["conversation_id"], r["sample_index"]) for r in rows) == sorted(
+            (c.conversation_id, i) for c in convs for i in range(3)
+        )
+        assert all(r["status"] == "done" and r["text"] for r in rows)
+        chat = [r for r in proxy.log if r.path.endswith("/chat/completions")]
+        assert len(chat) == 6  # 1 with n (one choice back) + 2, then 3: one per sample
+    finally:
+        proxy.stop()

@@ -61,6 +61,13 @@ RESPONSE_FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
 _FORMAT_MEMORY: dict[tuple[str, str], str] = {}
 
 
+# (base urls, model) -> whether that endpoint honours ``n`` (several choices in one request:
+# vLLM and OpenAI do, llama.cpp's server does not), learnt from its first multi-sample answer
+# and shared by every backend instance of this process (issue 13): later runs, and the later
+# pages of a paged stage, send per-sample requests to llama.cpp without probing it again
+_N_MEMORY: dict[tuple[tuple[str, ...], str], bool] = {}
+
+
 def remembered_format(url: str, model: str) -> str:
     return _FORMAT_MEMORY.get((url.rstrip("/"), model), RESPONSE_FORMATS[0])
 
@@ -110,6 +117,18 @@ class OpenAIBackend(Backend):
             )
             for url in config.urls
         ]
+
+    @property
+    def honours_n(self) -> bool | None:
+        """The endpoint's ``n`` capability: True / False once known, None before."""
+        return _N_MEMORY.get(self._n_key())
+
+    @honours_n.setter
+    def honours_n(self, value: bool) -> None:
+        _N_MEMORY[self._n_key()] = bool(value)
+
+    def _n_key(self) -> tuple[tuple[str, ...], str]:
+        return (tuple(sorted(r.url.rstrip("/") for r in self.replicas)), self.config.model)
 
     def _pick(self, exclude: set[str]) -> _Replica:
         now = time.monotonic()

@@ -115,5 +115,13 @@ class ScriptedGenerator:
     def generations(self) -> list[Logged]:
         return [r for r in self.log if "Texts:" not in r.body["messages"][-1]["content"]]
 
+    def prefill_tokens(self) -> int:
+        """Prompt tokens the server had to evaluate for the generations (one prefill per
+        request, however many choices it returned; tokens counted as whitespace words)."""
+        return sum(
+            sum(len(str(m.get("content", "")).split()) for m in r.body["messages"])
+            for r in self.generations()
+        )
+
     def judgments(self) -> list[Logged]:
         return [r for r in self.log if "Texts:" in r.body["messages"][-1]["content"]]
