@@ -56,6 +56,7 @@ JudgmentStatus = Literal["done", "partial", "failed"]
 
 
 _FIELD_NAMES: dict[type, frozenset[str]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 class _Record:
@@ -93,7 +94,10 @@ class _Record:
 
     @classmethod
     def _names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        names = _NAMES.get(cls)
+        if names is None:  # computed once per record type
+            names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        return names
 
     @classmethod
     def _split(cls, row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
