@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Any
 
+from pipelines.errors import error_line
 from pipelines.secrets import configure_logging
 from pipelines.types import Progress
 
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (isinstance(exc, CliError) or is_user_error(exc)):
             raise
         print(
-            f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"error: {error_line(exc, first_line=True)}",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT

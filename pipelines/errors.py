@@ -22,11 +22,16 @@ def error_line(
     limit: int = DEFAULT_LIMIT,
     with_type: bool = False,
     secret: str | None = None,
+    first_line: bool = False,
 ) -> str:
     """``error`` as one masked line of at most ``limit`` characters. ``secret``: a value known
     to be secret (e.g. the token a call was made with), replaced by ``***`` wherever it
-    appears, before the generic masking."""
-    text = " ".join(str(error).split())
+    appears, before the generic masking. ``first_line``: only the first non-empty line (a
+    message whose first line says it all, the rest being detail for a log)."""
+    raw = str(error)
+    if first_line:
+        raw = next((ln for ln in raw.splitlines() if ln.strip()), "")
+    text = " ".join(raw.split())
     if isinstance(error, BaseException):
         name = type(error).__name__
         if not text:

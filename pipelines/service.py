@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.errors import error_line
 from pipelines.jobs import JobManager
 from pipelines.recipe import (
     MOVED_TO_EXPORT_FILTERS,
@@ -64,8 +65,7 @@ class ServiceError(ValueError):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
+    return error_line(exc, first_line=True)
 
 
 def _default_policy() -> Policy:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +438,16 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class BinarizeRows:
+    """What ``Store.binarize_rows`` reads for binarize, as raw tuples (see there)."""
+
+    candidates: list[Any]  # sqlite3.Row tuples
+    judgments: list[Any]
+    reviews: list[Any]
+    conversations: list[Any]
 
 
 class StaleReviewError(RuntimeError):
@@ -1969,6 +1980,53 @@ class Store:
                 ),
             )
             self._recount_pair(db, conversation_id, key_1, key_2)
+
+    def binarize_rows(
+        self,
+        generator_ids: Sequence[str] | None,
+        judge_id: str | None,
+        conversation_ids: Sequence[str] | None = None,
+    ) -> BinarizeRows:
+        """The raw rows binarize decides on, four bulk reads (one chunk of conversations when
+        ``conversation_ids`` is given, else every one): done candidates of ``generator_ids``
+        in (conversation, generator, sample) order; done judgments of ``judge_id`` (any judge
+        without one), oldest first; reviews, oldest first; the conversations in load order.
+        Tuples, not records: this read feeds the columnar path a million rows at a time."""
+
+        def in_clause(column: str, values: Sequence[str] | None) -> tuple[str, list[Any]]:
+            if not values:
+                return "", []
+            return f" AND {column} IN ({','.join('?' * len(values))})", list(values)
+
+        # a chunk: every query keyed by its ids (the unary + keeps SQLite from walking the
+        # whole generator through its index instead)
+        gen_col = "generator_id" if conversation_ids is None else "+generator_id"
+        cand_sql, cand_params = in_clause(gen_col, generator_ids)
+        ids_sql, ids_params = in_clause("conversation_id", conversation_ids)
+        judge_sql, judge_params = (" AND judge_id = ?", [judge_id]) if judge_id else ("", [])
+        return BinarizeRows(
+            candidates=self.query(
+                "SELECT conversation_id, generator_id, sample_index, model, text FROM candidates"
+                " WHERE status = 'done' AND text IS NOT NULL" + cand_sql + ids_sql + " ORDER BY"
+                " conversation_id, generator_id, sample_index",
+                cand_params + ids_params,
+            ),
+            judgments=self.query(
+                "SELECT conversation_id, model, candidate_keys, ratings, rationales FROM judgments"
+                " WHERE status = 'done'" + judge_sql + ids_sql + " ORDER BY updated_at",
+                judge_params + ids_params,
+            ),
+            reviews=self.query(
+                "SELECT conversation_id, reviewer, source, ratings, chosen, rejected, discard,"
+                " comment, updated_at FROM reviews WHERE 1 = 1" + ids_sql + " ORDER BY updated_at",
+                ids_params,
+            ),
+            conversations=self.query(
+                "SELECT conversation_id, source, messages, original_response, metadata"
+                " FROM conversations WHERE 1 = 1" + ids_sql + " ORDER BY rowid",
+                ids_params,
+            ),
+        )
 
     def pairwise_reviews(self, conversation_id: str | None = None) -> list[PairVerdict]:
         """Pairwise verdicts (oldest first), optionally of one conversation."""

@@ -34,6 +34,7 @@ from pipelines.argilla_queue import (
     ArgillaConfig,
     BackgroundPull,
 )
+from pipelines.errors import error_line
 from pipelines.pairwise import REASONS
 from pipelines.recipe import RecipeError
 from pipelines.service import ARGILLA_PUSH_JOB, ServiceError, WorkspaceService
@@ -60,9 +61,7 @@ def _select_label(select: str | list[str]) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    from pipelines.secrets import mask_tokens
-
-    return mask_tokens(" ".join(str(exc).split()) or type(exc).__name__)[:300]
+    return error_line(exc)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pipelines.binarize.rows import JudgedConversation
 from pipelines.store import Store
 from pipelines.types import Conversation
-
-
-def _in_clause(column: str, values: Sequence[str] | None) -> tuple[str, list[Any]]:
-    if not values:
-        return "", []
-    return f" AND {column} IN ({','.join('?' * len(values))})", list(values)
 
 
 def model_labels(generators: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -70,43 +64,20 @@ def collect(
     order. A candidate's model is labelled by ``model_labels``: the model name, or
     ``"{model} ({generator_id})"`` when several generators present share that model name.
     """
-    q = store.query
-    # one chunk of conversations (collect_chunks): every query keyed by their ids (the unary
-    # + keeps SQLite from walking the whole generator through its index instead)
-    gen_col = "generator_id" if conversation_ids is None else "+generator_id"
-    cand_sql, cand_params = _in_clause(gen_col, generator_ids)
-    ids_sql, ids_params = _in_clause("conversation_id", conversation_ids)
     if conversation_ids is not None and not conversation_ids:
         return []
+    rows = store.binarize_rows(generator_ids, judge_id, conversation_ids)
     candidates: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
-    cand_rows = q(
-        "SELECT conversation_id, generator_id, sample_index, model, text FROM candidates"
-        " WHERE status = 'done' AND text IS NOT NULL" + cand_sql + ids_sql + " ORDER BY"
-        " conversation_id, generator_id, sample_index",
-        cand_params + ids_params,
-    )
-    label = labels or model_labels({(gen, model) for _, gen, _, model, _ in cand_rows})
-    for cid, gen, idx, model, text in cand_rows:
+    label = labels or model_labels({(gen, model) for _, gen, _, model, _ in rows.candidates})
+    for cid, gen, idx, model, text in rows.candidates:
         candidates[cid].append((f"{gen}/{idx}", gen, label[gen, model], text))
 
-    judge_sql, judge_params = ("", [])
-    if judge_id is not None:
-        judge_sql, judge_params = " AND judge_id = ?", [judge_id]
     judgments: dict[str, tuple[str, str, str, str]] = {}
-    # Oldest first so that, without a judge_id, the most recent judgment wins.
-    for cid, model, keys, ratings, rationales in q(
-        "SELECT conversation_id, model, candidate_keys, ratings, rationales FROM judgments"
-        " WHERE status = 'done'" + judge_sql + ids_sql + " ORDER BY updated_at",
-        judge_params + ids_params,
-    ):
+    for cid, model, keys, ratings, rationales in rows.judgments:  # oldest first: newest wins
         judgments[cid] = (model, keys, ratings, rationales)
 
     reviews: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for cid, reviewer, source, ratings, chosen, rejected, discard, comment, ts in q(
-        "SELECT conversation_id, reviewer, source, ratings, chosen, rejected, discard,"
-        " comment, updated_at FROM reviews WHERE 1 = 1" + ids_sql + " ORDER BY updated_at",
-        ids_params,
-    ):
+    for cid, reviewer, source, ratings, chosen, rejected, discard, comment, ts in rows.reviews:
         reviews[cid].append(
             {
                 "conversation_id": cid,
@@ -127,11 +98,7 @@ def collect(
 
     out: list[JudgedConversation] = []
     loads = json.loads
-    for cid, source, messages, original, metadata in q(
-        "SELECT conversation_id, source, messages, original_response, metadata"
-        " FROM conversations WHERE 1 = 1" + ids_sql + " ORDER BY rowid",
-        ids_params,
-    ):
+    for cid, source, messages, original, metadata in rows.conversations:
         conv = Conversation(
             messages=loads(messages),
             source=source,
