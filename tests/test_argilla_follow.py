@@ -146,22 +146,26 @@ class Job:
 
 
 @pytest.mark.slow
-def test_records_reach_argilla_while_the_judge_runs(argilla: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipelined", [True, False], ids=["generate+judge", "judge-alone"])
+def test_records_reach_argilla_while_the_judge_runs(
+    argilla: Server, tmp_path: Path, pipelined: bool
+) -> None:
     """Mid-judging (the judge server holding its requests) the selection's judged records
     are already in Argilla; after the run the dataset holds exactly the selection (AI ties),
-    each record once, and the final stage pushed only what the follower had not."""
+    each record once, and the final stage pushed only what the follower had not. Judging
+    pipelined with the generation, or a judge stage of its own."""
     gen, judge = UsageServer(), HeldJudge(hold_after=HELD)
     gen_url, judge_url = gen.start(), judge.start()
     try:
         store = Store(tmp_path / "ws")
-        recipe = _recipe(
-            tmp_path, gen_url, judge_url, {"dataset_name": "capyui-follow", "select": "ties"}
-        )
-        run_recipe(recipe, store, stages=["load"])
+        name = f"capyui-follow-{'pipelined' if pipelined else 'judge'}"
+        recipe = _recipe(tmp_path, gen_url, judge_url, {"dataset_name": name, "select": "ties"})
+        run_recipe(recipe, store, stages=["load"] if pipelined else ["load", "generate"])
         ties = _tie_ids(store)
         assert len(ties) == ROWS // 3
         queue = queue_for(recipe.argilla)
-        job = Job(recipe, store, ["generate", "judge", "push-argilla"])
+        stages = ["generate", "judge", "push-argilla"] if pipelined else ["judge", "push-argilla"]
+        job = Job(recipe, store, stages)
         released = False
         try:
             _wait(lambda: len(judge.bodies) > HELD, "the judge's held request")
