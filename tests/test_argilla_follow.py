@@ -6,6 +6,10 @@ stops the judging. Stub OpenAI servers on 127.0.0.1 (``tests/support``) generate
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +28,8 @@ from tests.support.scripted_judge import ScriptedJudge
 from tests.support.usage_server import UsageServer
 
 pytestmark = [pytest.mark.server]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = 12
 HELD = 4  # judge requests answered before the judge server holds the rest
@@ -53,41 +59,45 @@ def _score(i: int) -> int:
 
 
 def _recipe(tmp_path: Path, gen_url: str, judge_url: str, argilla: dict[str, Any]) -> Any:
+    return parse_recipe(_recipe_data(tmp_path, gen_url, judge_url, argilla))
+
+
+def _recipe_data(
+    tmp_path: Path, gen_url: str, judge_url: str, argilla: dict[str, Any]
+) -> dict[str, Any]:
     path = tmp_path / "convs.jsonl"
     with path.open("w") as f:
         for i in range(ROWS):
             out = f"Original {i} [[score={_score(i)}]]"
             turn = {"input": f"Question number {i}?", "output": out}
             f.write(json.dumps({"conversation": [turn]}) + "\n")
-    return parse_recipe(
-        {
-            "name": "follow",
-            "source": {"path": str(path), "format": "capybara"},
-            "generators": [
-                {
-                    "id": "stub",
-                    "backend": "openai",
-                    "base_url": gen_url,
-                    "model": "stub-model",
-                    "max_tokens": 16,
-                    "concurrency": 1,
-                    "max_retries": 0,
-                },
-                {"id": "original", "backend": "original"},
-            ],
-            "judge": {
-                "id": "judge",
+    return {
+        "name": "follow",
+        "source": {"path": str(path), "format": "capybara"},
+        "generators": [
+            {
+                "id": "stub",
                 "backend": "openai",
-                "base_url": judge_url,
-                "model": "judge-model",
-                "max_tokens": 64,
-                "structured": False,
-                "max_retries": 0,
+                "base_url": gen_url,
+                "model": "stub-model",
+                "max_tokens": 16,
                 "concurrency": 1,
+                "max_retries": 0,
             },
-            "argilla": {"follow_every_s": 0.2, **argilla},
-        }
-    )
+            {"id": "original", "backend": "original"},
+        ],
+        "judge": {
+            "id": "judge",
+            "backend": "openai",
+            "base_url": judge_url,
+            "model": "judge-model",
+            "max_tokens": 64,
+            "structured": False,
+            "max_retries": 0,
+            "concurrency": 1,
+        },
+        "argilla": {"follow_every_s": 0.2, **argilla},
+    }
 
 
 def _wait(cond: Any, what: str, timeout: float = WAIT_S) -> None:
@@ -207,6 +217,65 @@ def test_records_reach_argilla_while_the_judge_runs(
         assert again.results["push-argilla"]["pushed"] == 0
         assert again.results["push-argilla"]["unchanged"] == len(ties)
         assert len(_record_ids(argilla, queue.status()["dataset_id"])) == len(ties)
+    finally:
+        gen.stop()
+        judge.stop()
+
+
+@pytest.mark.slow
+def test_killed_mid_judging_resumes_without_duplicates(argilla: Server, tmp_path: Path) -> None:
+    """`capyui run` SIGKILLed while the judge is held, after the follower pushed: the re-run
+    judges the rest and pushes what is missing; Argilla holds the selection, each record once."""
+    import yaml
+
+    gen, judge = UsageServer(), HeldJudge(hold_after=HELD)
+    gen_url, judge_url = gen.start(), judge.start()
+    try:
+        ws = tmp_path / "ws"
+        data = _recipe_data(
+            tmp_path, gen_url, judge_url, {"dataset_name": "capyui-follow-kill", "select": "all"}
+        )
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(data))
+        recipe = parse_recipe(data)
+        store = Store(ws)
+        run_recipe(recipe, store, stages=["load"])
+        queue = queue_for(recipe.argilla)
+        cli = [sys.executable, "-m", "capyui.cli", "run", str(path), "--data-dir", str(ws)]
+        proc = subprocess.Popen(
+            [*cli, "--stages", "generate,judge,push-argilla"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait(lambda: len(judge.bodies) > HELD, "the judge's held request")
+            _wait(
+                lambda: int(queue.status().get("records") or 0) >= 1,
+                "records in Argilla while the judge is held",
+            )
+            key = f"{queue.api_url}|{queue.status()['dataset_id']}"
+            _wait(lambda: bool(store.argilla_push_state(key)), "the push state of those records")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(WAIT_S)
+            judge.release()
+        pushed = store.argilla_push_state(key)  # what the killed run recorded as sent
+        assert 1 <= len(pushed) <= HELD and store.count_judged("judge") < ROWS
+        summary = run_recipe(recipe, store, stages=["generate", "judge", "push-argilla"])
+        assert summary.status == "done", summary.error
+        assert store.count_judged("judge") == ROWS
+        ids = _record_ids(argilla, queue.status()["dataset_id"])
+        everyone = {c.conversation_id for c in store.conversations()}
+        assert len(ids) == len(set(ids)) == ROWS and set(ids) == everyone
+        final = summary.results["push-argilla"]
+        assert final["selected"] == ROWS
+        # every selected record accounted for once: what the killed run and this run's
+        # follower sent is unchanged, the final stage creates only the rest
+        assert final["failed"] == final["locked"] == final["updated"] == 0
+        assert final["unchanged"] == len(pushed) + final["followed"]["pushed"]
+        assert final["created"] == ROWS - final["unchanged"]
     finally:
         gen.stop()
         judge.stop()
