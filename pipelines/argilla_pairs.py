@@ -166,11 +166,15 @@ class ArgillaPairsQueue(ArgillaQueue):
         judge_id: str | None,
         generator_ids: Sequence[str] | None,
         selection: Selection,
+        only: Sequence[str] | None = None,
     ) -> tuple[list[_Item], Counter[str]]:
         gens = list(generator_ids) if generator_ids else None
         refresh_pairs(store, judge_id=judge_id, generator_ids=gens)
         reasons = [str(r) for r in self.config.pair_reasons]
         ids = selection.ids if selection.mode == "ids" else None
+        if only is not None:  # the follower's batch: these conversations' pairs alone
+            chosen = None if ids is None else set(ids)
+            ids = [c for c in only if chosen is None or c in chosen]
         # one record per pair: a pair queued for several reasons is named by the first
         rank = {r: i for i, r in enumerate(reasons)}
         pairs: dict[tuple[str, str, str], str] = {}
@@ -184,11 +188,13 @@ class ArgillaPairsQueue(ArgillaQueue):
             skipped["no_pair_queued"] = sum(1 for c in dict.fromkeys(ids) if c not in queued)
         wanted = {cid for cid, _, _ in pairs}
         texts: dict[tuple[str, str], tuple[str, str]] = {}
-        for cand in store.done_candidate_texts(gens):
+        for cand in store.done_candidate_texts(gens, sorted(wanted) if only is not None else None):
             if cand.conversation_id in wanted:
                 texts[cand.conversation_id, cand.key] = (cand.model or cand.generator_id, cand.text)
         ratings: dict[str, dict[str, float | None]] = defaultdict(dict)
-        for judgment in store.usable_judgments(judge_id):
+        for judgment in store.usable_judgments(
+            judge_id, sorted(wanted) if only is not None else None
+        ):
             if judgment.conversation_id in wanted:  # oldest first: the newest judgment wins
                 ratings[judgment.conversation_id] = {
                     k: _num(r) for k, r in judgment.rating_of().items()

@@ -168,6 +168,9 @@ class ArgillaConfig(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     # How often a background pull runs (the UI's "live" reviews).
     pull_interval_s: float = Field(default=60.0, ge=1)
+    # issue 13: a run with push-argilla and judge pushes what was judged every this many
+    # seconds while it judges (pipelines/argilla_follow); 0: only the final push-argilla stage.
+    follow_every_s: float = Field(default=5.0, ge=0, le=3600)
     guidelines: str | None = None
     # issue 14a: "pairs" pushes and pulls the Arena's dataset of pairs (pipelines/argilla_pairs)
     # instead of the ratings records: one record per (conversation, informative pair), its own
@@ -779,9 +782,13 @@ class ArgillaQueue:
         select: str | Sequence[str] | Selection | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        only: Sequence[str] | None = None,
     ) -> PushSummary:
         """Push the selected conversations (with >= 2 done candidates of ``generator_ids``,
-        all generators when None) and ``judge_id``'s ratings as suggestions."""
+        all generators when None) and ``judge_id``'s ratings as suggestions. ``only``: look at
+        these conversations alone (the Argilla follower's just-judged batch, ``argilla_follow``),
+        the selection applied to them exactly as to the whole store; the plan and the push
+        state read are then as small as the batch."""
         t0 = time.monotonic()
         selection = Selection.parse(
             self.config.select if select is None else select,
@@ -791,9 +798,10 @@ class ArgillaQueue:
         summary = PushSummary(url=self.api_url, dataset=self.dataset_name, workspace=self.workspace)
         dataset = self.ensure_dataset()
         dataset_key = self._dataset_key(dataset["id"])
-        state = store.argilla_push_state(dataset_key)
-
-        items, skipped = self._plan(store, judge_id, generator_ids, selection)
+        items, skipped = self._plan(store, judge_id, generator_ids, selection, only)
+        state = store.argilla_push_state(
+            dataset_key, None if only is None else [item.conversation_id for item in items]
+        )
         summary.skipped = dict(skipped)
         summary.selected = len(items)
         progress = Progress(stage=STAGE_PUSH, total=len(items))
@@ -920,22 +928,31 @@ class ArgillaQueue:
         judge_id: str | None,
         generator_ids: Sequence[str] | None,
         selection: Selection,
+        only: Sequence[str] | None = None,
     ) -> tuple[list[_Item], Counter[str]]:
-        """The records to push for the selection, built from three bulk queries."""
+        """The records to push for the selection (of the ``only`` conversations when given),
+        built from three bulk queries."""
         gens = list(generator_ids) if generator_ids else None
         cands: dict[str, list[Candidate]] = defaultdict(list)
-        for cand in store.done_candidate_texts(gens):
+        for cand in store.done_candidate_texts(gens, only):
             cands[cand.conversation_id].append(cand)
 
         judgments: dict[str, Judgment] = {}
-        for judgment in store.usable_judgments(judge_id):
+        for judgment in store.usable_judgments(judge_id, only):
             judgments[judgment.conversation_id] = judgment  # oldest first: the newest wins
 
         # issue 14: conversations whose panel judges disagree (the stored fact, indexed)
         disagree = (
             store.judges_disagree_ids(judge_id) if selection.mode == "judges_disagree" else set()
         )
-        if selection.mode == "ids":
+        if only is not None:  # in load order, as a whole-store push would send them
+            wanted = list(dict.fromkeys(only))
+            if selection.mode == "ids":
+                chosen = set(selection.ids)
+                wanted = [w for w in wanted if w in chosen]
+            convs = store.conversations(ids=wanted)
+            missing = 0
+        elif selection.mode == "ids":
             wanted = list(dict.fromkeys(selection.ids))
             convs = store.conversations(ids=wanted)
             found = {c.conversation_id for c in convs}

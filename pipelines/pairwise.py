@@ -151,7 +151,11 @@ def refresh_pairs(
             rows.append((reason, cid, k1, k2, prio, rand, ts))
             report.pairs[reason] += 1
 
-    # disagree: judges with different best answers (needs every judgment of the conversation)
+    # disagree: judges with different best answers (needs every judgment of the conversation,
+    # those before the watermark too: a refresh may run while a panel is half done, e.g. the
+    # Argilla follower's pushes of a pairs dataset during the judge stage (issue 13))
+    for jm in store.usable_judgments(None, list(by_judge)):
+        by_judge[jm.conversation_id].setdefault(jm.judge_id, (jm.candidate_keys, jm.ratings))
     multi = [cid for cid, js in by_judge.items() if len(js) > 1]
     if multi:
         for cid in multi:

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from pipelines.store import Store
 from pipelines.types import Conversation, Progress, ProgressCallback
 
 if TYPE_CHECKING:
+    from pipelines.argilla_follow import ArgillaFollower, FollowSummary
     from pipelines.argilla_queue import PullSummary, PushSummary
 
 
@@ -545,9 +547,15 @@ class ArgillaResult:
     """A push to or a pull from the Argilla review queue (``PushSummary`` / ``PullSummary``)."""
 
     summary: PushSummary | PullSummary
+    # issue 13: what the follower pushed while the judge ran, before this final push (whose
+    # ``unchanged`` counts those records again)
+    followed: FollowSummary | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return self.summary.as_dict()
+        out = self.summary.as_dict()
+        if self.followed is not None:
+            out["followed"] = self.followed.as_dict()
+        return out
 
 
 StageResult = (
@@ -558,6 +566,9 @@ StageResult = (
 # export computing them itself) and an exported folder (``export``, or publish exporting first)
 BINARIZED_PAIRS = "binarized pairs"
 EXPORTED_FOLDER = "an exported dataset"
+# issue 13: the judged records pushed to Argilla while the judge ran (``argilla_follow``); the
+# final push-argilla stage reports them beside what it pushed itself
+ARGILLA_FOLLOWED = "records pushed to Argilla as they were judged"
 
 
 @dataclass
@@ -576,6 +587,7 @@ class StageContext:
     results: dict[str, StageResult] = field(default_factory=dict)
     provides: set[str] = field(default_factory=set)
     export_dir: Path | None = None
+    follower: ArgillaFollower | None = None  # pushing to Argilla while the judge runs
 
     def announce(self, stage: str, message: str) -> None:
         """A one-line progress event, e.g. a dependency computed on the way."""
@@ -627,6 +639,26 @@ def _paged_stop(ctx: StageContext) -> bool:
     return (ctx.cancel is not None and ctx.cancel.is_set()) or bool(
         ctx.budget and ctx.budget.paused
     )
+
+
+@contextmanager
+def _following_argilla(ctx: StageContext, stage: str) -> Iterator[None]:
+    """While ``stage`` judges (``judge``, or ``generate`` pipelined with the judge): push what
+    it judged to Argilla (``argilla_follow``) when the run pushes to Argilla too. The follower
+    stops (and waits for its upsert in flight) when the judging ends, however it ends, before
+    the final push-argilla stage."""
+    from pipelines.argilla_follow import ArgillaFollower, should_follow
+
+    judges = stage == "judge" or (stage == "generate" and _pipelines_judge(ctx))
+    if not judges or ctx.follower is not None or not should_follow(ctx.recipe, ctx.stages):
+        yield
+        return
+    ctx.follower = ArgillaFollower(ctx.recipe, ctx.store, ctx.progress, ctx.cancel).start()
+    try:
+        yield
+    finally:
+        ctx.follower.close()
+        ctx.provides.add(ARGILLA_FOLLOWED)
 
 
 def _run_generate(ctx: StageContext) -> None:
@@ -710,8 +742,14 @@ def _run_judge(ctx: StageContext) -> None:
 
 def _run_argilla(name: str) -> Callable[[StageContext], None]:
     def run(ctx: StageContext) -> None:
+        followed = ctx.follower.summary if ctx.follower is not None else None
+        if name == "push-argilla" and ARGILLA_FOLLOWED in ctx.provides and followed is not None:
+            # the judged records went out as they were judged: this push sends the rest
+            ctx.announce(name, f"{followed.pushed} records pushed while judging; pushing the rest")
+        else:
+            followed = None
         ctx.results[name] = ArgillaResult(
-            argilla_run(name, ctx.recipe, ctx.store, ctx.progress, ctx.cancel)
+            argilla_run(name, ctx.recipe, ctx.store, ctx.progress, ctx.cancel), followed
         )
 
     return run
@@ -757,8 +795,18 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage("load", _run_load, "read the source into the store"),
-        Stage("generate", _run_generate, "every generator answers every conversation"),
-        Stage("judge", _run_judge, "the AI judge rates every conversation's candidates"),
+        Stage(
+            "generate",
+            _run_generate,
+            "every generator answers every conversation",
+            provides=(ARGILLA_FOLLOWED,),  # pipelined with the judge
+        ),
+        Stage(
+            "judge",
+            _run_judge,
+            "the AI judge rates every conversation's candidates",
+            provides=(ARGILLA_FOLLOWED,),  # with push-argilla in the run
+        ),
         Stage("push-argilla", _run_argilla("push-argilla"), "send records to Argilla"),
         Stage("pull-argilla", _run_argilla("pull-argilla"), "copy Argilla's reviews back"),
         Stage(
@@ -847,7 +895,8 @@ def run_recipe(
             for need in stage.needs:
                 if need not in ctx.provides:
                     ctx.announce(name, f"computing {need} for {name}")
-            stage.run(ctx)
+            with _following_argilla(ctx, name):
+                stage.run(ctx)
             for result_name, result in summary.outcomes.items():
                 summary.results[result_name] = result.as_dict()
             if name == "load":

@@ -503,6 +503,20 @@ except ImportError:  # pragma: no cover - installed with gradio, pinned in requi
     _orjson = None  # type: ignore[assignment]
 
 
+def _by_ids(
+    sql: str, params: Sequence[Any], conversation_ids: Sequence[str] | None, chunk: int = 500
+) -> Iterator[tuple[str, list[Any]]]:
+    """``sql`` (a SELECT ending in its WHERE clause) as it is, or restricted to
+    ``conversation_ids`` in chunks of ``chunk`` ids (SQLite's bound-parameter limit)."""
+    if conversation_ids is None:
+        yield sql, list(params)
+        return
+    ids = list(dict.fromkeys(conversation_ids))
+    for i in range(0, len(ids), chunk):
+        part = ids[i : i + chunk]
+        yield f"{sql} AND conversation_id IN ({','.join('?' * len(part))})", [*params, *part]
+
+
 def _dumps(value: Any) -> str:
     """JSON text of stored messages / metadata: orjson where it can (a bulk load spends much
     of its time here), else the json module (non-str keys, lone surrogates...)."""
@@ -1718,8 +1732,11 @@ class Store:
             params = list(generator_ids)
         return {(r[0], r[1]) for r in self._connection().execute(sql, params)}
 
-    def done_candidate_texts(self, generator_ids: list[str] | None = None) -> Iterator[Candidate]:
-        """Every done candidate (of ``generator_ids``) with its text, streamed."""
+    def done_candidate_texts(
+        self, generator_ids: list[str] | None = None, conversation_ids: Sequence[str] | None = None
+    ) -> Iterator[Candidate]:
+        """Every done candidate (of ``generator_ids``; of ``conversation_ids`` only when given,
+        the Argilla follower's batches) with its text, streamed."""
         sql = (
             "SELECT conversation_id, generator_id, sample_index, model, text FROM"
             " candidates WHERE status = 'done' AND text IS NOT NULL"
@@ -1728,35 +1745,47 @@ class Store:
         if generator_ids:
             sql += f" AND generator_id IN ({','.join('?' * len(generator_ids))})"
             params = list(generator_ids)
-        for r in self._connection().execute(sql, params):
-            yield Candidate(r[0], r[1], r[2], r[3], r[4])
+        for chunk_sql, chunk_params in _by_ids(sql, params, conversation_ids):
+            for r in self._connection().execute(chunk_sql, chunk_params):
+                yield Candidate(r[0], r[1], r[2], r[3], r[4])
 
-    def usable_judgments(self, judge_id: str | None = None) -> Iterator[Judgment]:
-        """Every done or partial judgment (of ``judge_id``), oldest first, streamed (with
-        ``conversation_id, judge_id, model, status, candidate_keys, ratings, rationales``)."""
+    def usable_judgments(
+        self, judge_id: str | None = None, conversation_ids: Sequence[str] | None = None
+    ) -> Iterator[Judgment]:
+        """Every done or partial judgment (of ``judge_id``; of ``conversation_ids`` only when
+        given), oldest first (within each chunk of ids), streamed (with ``conversation_id,
+        judge_id, model, status, candidate_keys, ratings, rationales``)."""
         sql = (
             "SELECT conversation_id, judge_id, model, status, candidate_keys, ratings, rationales"
             " FROM judgments WHERE status IN ('done', 'partial')"
         )
-        params: tuple[Any, ...] = ()
+        params: list[Any] = []
         if judge_id:
             sql += " AND judge_id = ?"
-            params = (judge_id,)
-        for cid, jid, model, status, keys, ratings, rationales in self._connection().execute(
-            sql + " ORDER BY updated_at", params
-        ):
-            loads = json.loads
-            yield Judgment(cid, jid, model, status, loads(keys), loads(ratings), loads(rationales))
+            params = [judge_id]
+        for chunk_sql, chunk_params in _by_ids(sql, params, conversation_ids):
+            rows = self._connection().execute(chunk_sql + " ORDER BY updated_at", chunk_params)
+            for cid, jid, model, status, keys, ratings, rationales in rows:
+                loads = json.loads
+                yield Judgment(
+                    cid, jid, model, status, loads(keys), loads(ratings), loads(rationales)
+                )
 
     # -- the Argilla review queue's push state ---------------------------------------------------
-    def argilla_push_state(self, dataset_key: str) -> dict[str, tuple[str | None, str, list[str]]]:
-        """conversation_id -> (record id on the server, record hash, slot keys) as last pushed."""
-        rows = self._connection().execute(
+    def argilla_push_state(
+        self, dataset_key: str, conversation_ids: Sequence[str] | None = None
+    ) -> dict[str, tuple[str | None, str, list[str]]]:
+        """conversation_id -> (record id on the server, record hash, slot keys) as last pushed
+        (of ``conversation_ids`` only when given: record ids of the pairs dataset too)."""
+        sql = (
             "SELECT conversation_id, record_id, record_hash, slot_keys FROM argilla_push"
-            " WHERE dataset_key = ?",
-            (dataset_key,),
+            " WHERE dataset_key = ?"
         )
-        return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+        out: dict[str, tuple[str | None, str, list[str]]] = {}
+        for chunk_sql, chunk_params in _by_ids(sql, [dataset_key], conversation_ids):
+            for r in self._connection().execute(chunk_sql, chunk_params):
+                out[r[0]] = (r[1], r[2], json.loads(r[3]))
+        return out
 
     def argilla_push_counts(self) -> dict[str, int]:
         """dataset_key -> records pushed."""
@@ -2257,6 +2286,17 @@ class Store:
         )
         newest = max((float(r[1]) for r in rows), default=since)
         return [r[0] for r in rows], newest
+
+    def judgment_times_since(self, since: float, judge_ids: Sequence[str]) -> dict[str, float]:
+        """``conversation_id -> newest write time`` of the judgments of ``judge_ids`` written
+        after ``since`` (the judgments_updated index): what the Argilla follower pushes."""
+        judges = list(judge_ids)
+        rows = self.query(
+            "SELECT conversation_id, MAX(updated_at) FROM judgments WHERE updated_at > ?"
+            f" AND judge_id IN ({','.join('?' * len(judges))}) GROUP BY conversation_id",
+            (since, *judges),
+        )
+        return {r[0]: float(r[1]) for r in rows}
 
     def iter_judgments_by_conversation(
         self, judge_ids: Sequence[str]

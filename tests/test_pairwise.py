@@ -113,6 +113,28 @@ def test_disagreeing_judges_queue_their_two_picks(store: Store) -> None:
     assert {item.left.key, item.right.key} == {"gen-a/0", "gen-c/0"}
 
 
+def test_disagreement_found_when_a_refresh_ran_mid_panel(store: Store) -> None:
+    """A refresh between the panel's first and second judgment (the Argilla follower's push
+    of a pairs dataset while the judge runs, issue 13): the next refresh still sees both."""
+    cid = add_row(store, "q", {"gen-a": 5, "gen-b": 2, "gen-c": 1})
+    assert refresh_pairs(store).pairs.get("disagree", 0) == 0  # one judge so far
+    store.put_judgment(
+        cid,
+        "judge-2",
+        model="m2",
+        candidate_keys=["gen-a/0", "gen-b/0", "gen-c/0"],
+        ratings=[2, 1, 5],
+        rationales=[None] * 3,
+        order_shown=[0, 1, 2],
+        seed=1,
+        raw_output=None,
+        error=None,
+    )
+    assert refresh_pairs(store).pairs["disagree"] == 1
+    item = next_pair(store, "r", reasons=["disagree"])
+    assert item is not None and {item.left.key, item.right.key} == {"gen-a/0", "gen-c/0"}
+
+
 def test_sides_are_random_and_the_verdict_maps_back_to_keys(store: Store) -> None:
     cid = add_row(store, "q", {"gen-a": 4, "gen-b": 4})
     refresh_pairs(store)
