@@ -7,6 +7,7 @@ a secret and masks any string value that looks like a token.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -84,8 +85,16 @@ def mask_tokens(text: str) -> str:
     return text
 
 
-def _secret_env_names() -> list[str]:
-    return [n for n in os.environ if SECRET_KEY_PATTERN.search(n.lower()) or n == "HF_TOKEN"]
+@functools.lru_cache(maxsize=8)
+def _secret_names_of(names: frozenset[str]) -> tuple[str, ...]:
+    return tuple(n for n in names if SECRET_KEY_PATTERN.search(n.lower()) or n == "HF_TOKEN")
+
+
+def _secret_env_names() -> tuple[str, ...]:
+    """The environment's secret-looking variable names (re-read every call: a variable set
+    later is masked too; the pattern match is cached per set of names, since every UI notice
+    and log line is masked)."""
+    return _secret_names_of(frozenset(os.environ))
 
 
 class RedactingFilter(logging.Filter):
