@@ -1031,6 +1031,9 @@ def load_source(
             ):
                 flush()
         flush()
+        finish = getattr(sink, "finish", None)
+        if callable(finish):
+            finish()
     except RecursionError:
         raise SourceError(f"{name}: a record is nested too deeply to read") from None
     except MemoryError:

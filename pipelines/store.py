@@ -547,6 +547,7 @@ def _count_placeholders_json(text: Any) -> int | None:
 
 # pages of WAL between checkpoints on a loading connection (16,000 16-KiB pages: 256 MB)
 LOAD_WAL_PAGES = 16000
+DEFAULT_WAL_PAGES = 1000  # SQLite's, restored when the load ends
 
 
 class ConversationSink:
@@ -572,6 +573,12 @@ class ConversationSink:
     def __call__(self, chunk: list[Conversation]) -> int:
         """Commit one chunk; returns how many were duplicates of earlier rows of this load."""
         return self.store._add_chunk(chunk, self)
+
+    def finish(self) -> None:
+        """After the last chunk (``load_source`` calls it): the loading connection goes back to
+        SQLite's checkpoint interval and checkpoints what the load left in the WAL now, as
+        part of the load, rather than in whichever write comes next."""
+        self.store._finish_load(self)
 
 
 def default_data_dir() -> Path:
@@ -757,6 +764,12 @@ class Store:
         sink.added += added
         sink.chunks += 1
         return dups
+
+    def _finish_load(self, sink: ConversationSink) -> None:
+        if sink.chunks:
+            db = self._connection()
+            db.execute(f"PRAGMA wal_autocheckpoint = {DEFAULT_WAL_PAGES}")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @staticmethod
     def _row_to_conversation(row: sqlite3.Row) -> Conversation:

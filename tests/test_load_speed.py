@@ -261,16 +261,25 @@ def test_store_load_commits_large_chunks_and_checkpoints_rarely(tmp_path: Path) 
     statements: list[str] = []
     store._connection().set_trace_callback(statements.append)
     seen_by_another: list[int] = []
+    interval: list[int] = []
 
-    def watched(chunk: list[Any]) -> int:
-        dups = sink(chunk)
-        # another connection sees each chunk as soon as the sink returns (committed)
-        seen_by_another.append(Store(tmp_path / "ws").count_conversations())
-        return dups
+    class Watched:
+        def __call__(self, chunk: list[Any]) -> int:
+            dups = sink(chunk)
+            # another connection sees each chunk as soon as the sink returns (committed)
+            seen_by_another.append(Store(tmp_path / "ws").count_conversations())
+            interval.append(store.query("PRAGMA wal_autocheckpoint")[0][0])
+            return dups
 
-    result = load_source(str(path), sink=watched)
+        def finish(self) -> None:
+            sink.finish()
+
+    result = load_source(str(path), sink=Watched())
     assert result.loaded == sink.added == n and sink.chunks == 3
     assert seen_by_another == [LOAD_CHUNK_ROWS, 2 * LOAD_CHUNK_ROWS, n]
     assert len([s for s in statements if s.strip().upper() == "COMMIT"]) == 3
-    pages = store.query("PRAGMA wal_autocheckpoint")[0][0]
-    assert pages == LOAD_WAL_PAGES > 1000
+    assert interval == [LOAD_WAL_PAGES] * 3 and LOAD_WAL_PAGES > 1000
+    # the load ends with SQLite's interval back and its WAL checkpointed into the database
+    assert store.query("PRAGMA wal_autocheckpoint")[0][0] == 1000
+    pages = store.query("PRAGMA page_count")[0][0] * store.query("PRAGMA page_size")[0][0]
+    assert store.path.stat().st_size == pages  # every page is in the file, not only the WAL
