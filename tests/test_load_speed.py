@@ -243,3 +243,43 @@ def test_chunked_sink_commits_one_transaction_per_chunk(tmp_path: Path, chunk: i
     assert len(inserts) == 50  # executemany traces each row's step of the one statement
     assert not [s for s in statements if "load_seen" in s or " IN (" in s]
     assert sink.chunks == -(-50 // chunk)
+
+
+def test_store_load_commits_large_chunks_and_checkpoints_rarely(tmp_path: Path) -> None:
+    """Issue 13 (load time grew faster than N): every commit rewrites the id index pages its
+    random ids dirtied, and the default 1,000-page WAL was checkpointed after every commit.
+    A streamed load now commits LOAD_CHUNK_ROWS rows at a time and the loading connection
+    checkpoints every LOAD_WAL_PAGES pages; each chunk is still committed as it is made."""
+    from pipelines.sources import LOAD_CHUNK_ROWS
+    from pipelines.store import LOAD_WAL_PAGES
+
+    n = 2 * LOAD_CHUNK_ROWS + 5
+    path = tmp_path / "rows.jsonl"
+    _rows(path, n)
+    store = Store(tmp_path / "ws")
+    sink = store.conversation_sink()
+    statements: list[str] = []
+    store._connection().set_trace_callback(statements.append)
+    seen_by_another: list[int] = []
+    interval: list[int] = []
+
+    class Watched:
+        def __call__(self, chunk: list[Any]) -> int:
+            dups = sink(chunk)
+            # another connection sees each chunk as soon as the sink returns (committed)
+            seen_by_another.append(Store(tmp_path / "ws").count_conversations())
+            interval.append(store.query("PRAGMA wal_autocheckpoint")[0][0])
+            return dups
+
+        def finish(self) -> None:
+            sink.finish()
+
+    result = load_source(str(path), sink=Watched())
+    assert result.loaded == sink.added == n and sink.chunks == 3
+    assert seen_by_another == [LOAD_CHUNK_ROWS, 2 * LOAD_CHUNK_ROWS, n]
+    assert len([s for s in statements if s.strip().upper() == "COMMIT"]) == 3
+    assert interval == [LOAD_WAL_PAGES] * 3 and LOAD_WAL_PAGES > 1000
+    # the load ends with SQLite's interval back and its WAL checkpointed into the database
+    assert store.query("PRAGMA wal_autocheckpoint")[0][0] == 1000
+    pages = store.query("PRAGMA page_count")[0][0] * store.query("PRAGMA page_size")[0][0]
+    assert store.path.stat().st_size == pages  # every page is in the file, not only the WAL
