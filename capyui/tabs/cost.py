@@ -109,7 +109,16 @@ def live_html(live: LiveUsage | None) -> str:
     if live is None:
         return ""
     priced = live.priced
-    head = ["stage", "model", "requests", "prompt tokens", "completion tokens", "tokens/s"]
+    # a rate over the whole job (since it started), where the stage table above measures each
+    # stage over its own time: the header says which
+    head = [
+        "stage",
+        "model",
+        "requests",
+        "prompt tokens",
+        "completion tokens",
+        "tokens/s over the job",
+    ]
     rows: list[tuple[Any, ...]] = []
     for m in live.models:
         row: tuple[Any, ...] = (
