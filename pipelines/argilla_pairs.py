@@ -295,18 +295,7 @@ class ArgillaPairsQueue(ArgillaQueue):
         meta = rec.get("metadata") or {}
         cid, key_a, key_b = meta.get("conversation_id"), meta.get("key_a"), meta.get("key_b")
         reason = meta.get("reason") if meta.get("reason") in REASONS else None
-        for resp in rec.get("responses") or []:
-            status = resp.get("status")
-            if status == "draft":
-                summary.drafts += 1
-                continue
-            if status not in ("submitted", "discarded"):
-                continue
-            summary.responses += 1
-            if status == "submitted":
-                summary.submitted += 1
-            else:
-                summary.discarded += 1
+        for resp, status in summary.answered(rec):
             verdict = "skip"
             if status == "submitted":
                 value = ((resp.get("values") or {}).get("verdict") or {}).get("value")

@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -301,6 +301,23 @@ class PullSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def answered(self, rec: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+        """A record's final responses, ``(response, "submitted" | "discarded")``, counted
+        here (drafts are counted and skipped: they are not answers yet)."""
+        for resp in rec.get("responses") or []:
+            status = resp.get("status")
+            if status == "draft":
+                self.drafts += 1
+                continue
+            if status not in ("submitted", "discarded"):
+                continue
+            self.responses += 1
+            if status == "submitted":
+                self.submitted += 1
+            else:
+                self.discarded += 1
+            yield resp, status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1120,18 +1137,7 @@ class ArgillaQueue:
         cid = rec.get("external_id") or ""
         meta = rec.get("metadata") or {}
         slots = {i: meta.get(f"key_{i}") for i in range(1, n_slots + 1)}
-        for resp in rec.get("responses") or []:
-            status = resp.get("status")
-            if status == "draft":
-                summary.drafts += 1
-                continue
-            if status not in ("submitted", "discarded"):
-                continue
-            summary.responses += 1
-            if status == "submitted":
-                summary.submitted += 1
-            else:
-                summary.discarded += 1
+        for resp, status in summary.answered(rec):
             if cid not in known:
                 summary.unknown += 1
                 continue
