@@ -352,18 +352,6 @@ def publish_stage(recipe: Recipe, out_dir: Path) -> str:
     return push_to_hub(out_dir, recipe.publish.repo_id, token=token, private=recipe.publish.private)
 
 
-def argilla_stage(
-    stage: str,
-    recipe: Recipe,
-    store: Store,
-    on_progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-) -> dict[str, Any]:
-    """Push records to the Argilla review queue, or pull the humans' responses back (the
-    summary as a dict; ``argilla_run`` returns it typed)."""
-    return argilla_run(stage, recipe, store, on_progress, cancel).as_dict()
-
-
 def argilla_run(
     stage: str,
     recipe: Recipe,

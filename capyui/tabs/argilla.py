@@ -34,7 +34,6 @@ from pipelines.argilla_queue import (
     ArgillaConfig,
     BackgroundPull,
 )
-from pipelines.errors import error_line
 from pipelines.pairwise import REASONS
 from pipelines.recipe import RecipeError
 from pipelines.service import ARGILLA_PUSH_JOB, ServiceError, WorkspaceService
@@ -58,10 +57,6 @@ def _select_label(select: str | list[str]) -> str:
     if isinstance(select, str):
         return dict((v, k) for k, v in SELECT_CHOICES).get(select, select)
     return f"{len(select)} chosen conversation(s)"
-
-
-def _one_line(exc: BaseException) -> str:
-    return error_line(exc)
 
 
 # ---------------------------------------------------------------------------------------------
