@@ -6,7 +6,11 @@ Synthetic multi-turn conversations (~1.7 KB each, JSON Lines) generated here. Fo
 each measurement runs in its own process (peak RSS is that process's ``ru_maxrss``):
 
 * load: ``load_source`` into a fresh store (streamed through ``Store.conversation_sink`` where the
-  code has it), beside a bare reader (``json.loads`` per line, counting rows) on the same file;
+  code has it), beside a bare reader (``json.loads`` per line, counting rows) on the same file,
+  and the floor of any loader into this store, in two parts: ``parse+id`` (orjson-parse each
+  line, hash its prompt into the conversation id) and ``SQLite write`` (the same rows prebuilt
+  outside the timer, inserted with the store's schema, pragmas and chunks, then checkpointed);
+  their sum bounds the load's speed on one core, their max on two with perfect overlap;
 * review: with two generators' candidates, a judgment per conversation and 2,000 reviews stored:
   opening the queue per filter (the full id list the Review tab asks for, and where the code has
   it the paged open: first page of 50 + count), next (``review_item``), submit-to-saved
@@ -87,6 +91,63 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
                 json.loads(line)
                 n += 1
     return {"s": time.perf_counter() - t, "rows": n, "rss_mb": rss_mb()}
+
+
+def child_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """The least any loader into this store does, measured in two parts on the same file:
+    ``parse+id`` (orjson-parse each line and hash its prompt into the conversation id, nothing
+    else) and ``write`` (SQLite alone: the same rows, prebuilt a chunk at a time outside the
+    timer, inserted with the store's schema, pragmas and chunking, then checkpointed). Their
+    sum bounds load speed on one core, their max on two cores with perfect overlap."""
+    import sqlite3
+
+    import orjson
+
+    from pipelines.sources import LOAD_CHUNK_ROWS
+    from pipelines.store import LOAD_WAL_PAGES, Store
+    from pipelines.types import conversation_id_for
+
+    ws = Path(args.ws)
+    shutil.rmtree(ws, ignore_errors=True)
+    Store(ws).close()  # the schema and pragmas of a new workspace
+    db = sqlite3.connect(next(ws.glob("*.sqlite")), isolation_level=None)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA main.cache_size = -65536")
+    db.execute(f"PRAGMA wal_autocheckpoint = {LOAD_WAL_PAGES}")
+    parse = write = 0.0
+    chunk: list[tuple[Any, ...]] = []
+
+    def flush() -> float:
+        t = time.perf_counter()
+        db.execute("BEGIN")
+        db.executemany("INSERT OR IGNORE INTO conversations VALUES (?,?,?,?,?,?,?)", chunk)
+        db.execute("COMMIT")
+        chunk.clear()
+        return time.perf_counter() - t
+
+    with open(args.data, "rb") as f:
+        for line in f:
+            t = time.perf_counter()
+            turns = orjson.loads(line)["conversation"]
+            pairs = []
+            for turn in turns:
+                pairs += [
+                    {"role": "user", "content": turn["input"]},
+                    {"role": "assistant", "content": turn["output"]},
+                ]
+            cid = conversation_id_for(pairs[:-1])
+            parse += time.perf_counter() - t
+            row = (cid, "s", orjson.dumps(pairs[:-1]).decode(), pairs[-1]["content"], "{}", 3, 0)
+            chunk.append(row)
+            if len(chunk) >= LOAD_CHUNK_ROWS:
+                write += flush()
+    if chunk:
+        write += flush()
+    t = time.perf_counter()
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    write += time.perf_counter() - t
+    db.close()
+    return {"parse+id s": parse, "write s": write, "rss_mb": rss_mb()}
 
 
 def child_load(args: argparse.Namespace) -> dict[str, Any]:
@@ -341,6 +402,7 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
 
 CHILDREN = {
     "bare": child_bare,
+    "floor": child_floor,
     "load": child_load,
     "populate": child_populate,
     "review": child_review,
@@ -463,6 +525,10 @@ def main() -> None:
         data = args.work / f"conversations-{n}.jsonl"
         make_data(data, n)
         bare[n] = run_child("bare", ROOT, n, data, args.work, args.reps)
+        floor = run_child("floor", ROOT, n, data, args.work / f"ws-floor-{n}", args.reps)
+        shutil.rmtree(args.work / f"ws-floor-{n}", ignore_errors=True)
+        bare[n]["floor parse+id s"] = floor["parse+id s"]
+        bare[n]["floor write s"] = floor["write s"]
         print(f"n={n}: {data.stat().st_size / 1e6:.0f} MB, bare reader {bare[n]['s']:.1f}s")
         for label, code in sides:
             results[label, n] = measure(code, label, n, data, args.work, args)
@@ -481,6 +547,8 @@ def main() -> None:
     rows = [("bare reader s", {n: bare[n]["s"] for n in sizes}, None)]
     rows += [("bare reader rows/s", {n: bare[n]["rows"] / bare[n]["s"] for n in sizes}, None)]
     rows += [("bare reader peak RSS MB", {n: bare[n]["rss_mb"] for n in sizes}, None)]
+    rows += [("floor: parse+id s", {n: bare[n]["floor parse+id s"] for n in sizes}, None)]
+    rows += [("floor: SQLite write s", {n: bare[n]["floor write s"] for n in sizes}, None)]
     for label, n_vals, _ in rows:
         cells = [label]
         for n in sizes:
@@ -510,6 +578,13 @@ def main() -> None:
             r = results[label, n]
             ratio = r["load rows/s"] / (bare[n]["rows"] / bare[n]["s"])
             print(f"{label} n={n:,}: load speed / bare reader = {ratio:.2f}x (goal >= 0.5)")
+    for n in sizes:
+        b, p, w = bare[n]["s"], bare[n]["floor parse+id s"], bare[n]["floor write s"]
+        print(
+            f"floor n={n:,}: parse+id {p:.2f}s + SQLite write {w:.2f}s: the best any loader into"
+            f" this store can do is {b / (p + w):.2f}x the bare reader on one core,"
+            f" {b / max(p, w):.2f}x on two with perfect overlap"
+        )
 
 
 if __name__ == "__main__":
