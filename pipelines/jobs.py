@@ -51,8 +51,9 @@ class JobHandle:
 
         For the stage in progress ``elapsed_s`` keeps counting between rows (a request in
         flight), ``since_update_s`` says how long ago the last row was committed, and
-        ``eta_s`` / ``rows_per_min`` are recomputed from the live clock. ``active`` is True for
-        the stage the job is working on now (a heartbeat: the worker thread is alive)."""
+        ``eta_s`` / ``rows_per_min`` / ``tokens_per_s`` are recomputed from the live clock (a
+        stalled model shows its rates falling, not the rate up to its last row). ``active`` is
+        True for the stage the job is working on now (a heartbeat: the worker thread is alive)."""
         now = time.monotonic()
         out: dict[str, dict[str, Any]] = {}
         running = self.running
@@ -68,6 +69,7 @@ class JobHandle:
                 d["elapsed_s"] = round(elapsed, 1)
                 d["eta_s"] = None if eta is None else round(eta, 1)
                 d["rows_per_min"] = round(p.rate_per_min(elapsed), 2)
+                d["tokens_per_s"] = round(p.tokens_per_s_at(elapsed), 2)
                 d["since_update_s"] = round(now - self.last_event.get(stage, now), 1)
             out[stage] = d
         return out

@@ -140,7 +140,11 @@ class Progress:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.tokens_per_s_at(self.elapsed_s)
+
+    def tokens_per_s_at(self, elapsed_s: float) -> float:
+        """Output tokens per second of this stage after ``elapsed_s`` seconds of its clock."""
+        return self.output_tokens / elapsed_s if elapsed_s > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:

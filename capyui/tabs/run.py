@@ -51,7 +51,7 @@ def rate_text(p: dict[str, Any]) -> str:
         parts.append(f"{per_min:.1f} rows/min" if per_min < 60 else f"{per_min / 60:.1f} rows/s")
     tps = float(p.get("tokens_per_s") or 0)
     if tps > 0:
-        parts.append(f"{tps:.1f} tok/s")
+        parts.append(f"out {tps:.1f} tok/s")  # completion tokens, as "out" in the live table
     return " · ".join(parts) or "—"
 
 
