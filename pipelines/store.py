@@ -1027,8 +1027,7 @@ class Store:
         if status is None:
             status = "done" if error is None else "failed"
         rank = {"failed": 0, "partial": 1, "done": 2}
-        now = time.time()
-        values = (
+        content = (
             model,
             status,
             json.dumps(candidate_keys),
@@ -1038,12 +1037,20 @@ class Store:
             seed,
             raw_output,
             mask_tokens(error) if error else error,
-            now,
+        )
+        facts = (
             *rating_facts(ratings),
             None if pass_ratings is None else json.dumps(pass_ratings),
             _count_placeholders(rationales),
         )
         with self._conn() as db:
+            # the write time is taken under the write lock and after the newest stored one, so
+            # commit order is time order: a reader that keeps a watermark of ``updated_at``
+            # (the Arena's pair refresh, the Argilla follower) never sees a judgment committed
+            # later with an earlier time, as a time taken before waiting for the lock could be
+            newest = db.execute("SELECT MAX(updated_at) FROM judgments").fetchone()[0]
+            now = time.time() if newest is None else max(time.time(), newest + 1e-6)
+            values = (*content, now, *facts)
             old = db.execute(
                 "SELECT status, candidate_keys FROM judgments"
                 " WHERE conversation_id = ? AND judge_id = ?",
