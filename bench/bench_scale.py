@@ -20,7 +20,8 @@ each measurement runs in its own process (peak RSS is that process's ``ru_maxrss
   second round, steady state), next, and submit-to-saved, p50/p95, printed beside the
   function timings;
 * results: the Results statistics (collect + binarize + ``compute_stats``; and the SQL model
-  statistics where the code has them);
+  statistics where the code has them), and the Results tab's Preview through the workspace
+  service (the whole store binarized: time and peak RSS);
 * export: binarize + export to Parquet through the recipe path (``run.binarize_stage`` +
   ``run.export_stage``), time and peak RSS.
 
@@ -281,6 +282,27 @@ def child_results(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def child_preview(args: argparse.Namespace) -> dict[str, Any]:
+    """The Results tab's Preview: ``WorkspaceService.binarize_preview`` over the whole store
+    (counts, first pairs, statistics with win rates), time and peak RSS."""
+    import yaml
+
+    from pipelines.service import CLI_ACTOR, WorkspaceService
+
+    ws = Path(args.ws)
+    recipe = {
+        "name": "bench",
+        "source": {"path": "conversations.jsonl"},
+        "generators": [{"id": g, "backend": "original"} for g in GENS],
+        "judge": {"id": JUDGE, "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                  "model": "judge-model"},
+    }  # fmt: skip
+    (ws / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    t = time.perf_counter()
+    WorkspaceService(ws).binarize_preview(CLI_ACTOR, {})
+    return {"s": time.perf_counter() - t, "rss_mb": rss_mb()}
+
+
 def child_export(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines import run
     from pipelines.recipe import Recipe
@@ -408,6 +430,7 @@ CHILDREN = {
     "review": child_review,
     "results": child_results,
     "export": child_export,
+    "preview": child_preview,
     "browser": child_browser,
 }
 
@@ -447,6 +470,10 @@ def measure(code: Path, label: str, n: int, data: Path, work: Path, args: Any) -
         res = run_child("results", code, n, data, ws, args.reps)
         m.update({k: v for k, v in res.items() if k != "rss_mb"})
         m["results peak RSS MB"] = res["rss_mb"]
+        if (Path(code) / "pipelines" / "service.py").exists():
+            pre = run_child("preview", code, n, data, ws, args.reps)
+            m["Results Preview (whole store) s"] = pre["s"]
+            m["Results Preview peak RSS MB"] = pre["rss_mb"]
     if n <= args.export_max and "export" in parts:
         exp = run_child("export", code, n, data, ws, args.reps)
         m["binarize+export s"], m["export peak RSS MB"] = exp["s"], exp["rss_mb"]

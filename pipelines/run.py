@@ -206,6 +206,27 @@ def binarize_stage(recipe: Recipe, store: Store) -> tuple[Binarized, dict[str, A
     return Binarized(rows, result), {"pairs": result.num_pairs, "dropped": dict(result.dropped)}
 
 
+def binarize_summary_streamed(recipe: Recipe, store: Store) -> dict[str, Any]:
+    """What ``binarize_stage`` reports (pairs, dropped), binarizing one chunk of
+    conversations at a time (issue 13): memory is one chunk whatever the store's size."""
+    from collections import Counter
+
+    from pipelines.binarize import binarize, collect_chunks
+
+    pairs = 0
+    dropped: Counter[str] = Counter()
+    for rows in collect_chunks(
+        store,
+        generator_ids=[g.id for g in recipe.generators],
+        judge_id=recipe.rating_judge_id(),
+        chunk_rows=EXPORT_CHUNK_ROWS,
+    ):
+        result = binarize(rows, recipe.binarize)
+        pairs += result.num_pairs
+        dropped.update(result.dropped)
+    return {"pairs": pairs, "dropped": dict(dropped)}
+
+
 def card_context(store: Store, recipe: Recipe, binarized: Binarized) -> Any:
     """Everything the dataset card reports, gathered from the store (``binarized`` in memory:
     the Results tab's export)."""
@@ -298,14 +319,14 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
     from pipelines.panel import add_judge_ratings, judge_ratings_field
     from pipelines.profiles import row_sources_of
     from pipelines.publish import CardContext, export_local_stream
-    from pipelines.stats import store_stats
+    from pipelines.stats import PairLabels, store_stats
 
     options = recipe.binarize
     generator_ids = [g.id for g in recipe.generators]
     judge_id = recipe.rating_judge_id()
     judges = recipe.all_judges()
     dropped: Counter[str] = Counter()
-    labels: Counter[tuple[str, str, str]] = Counter()
+    labels = PairLabels()
 
     def tables() -> Any:
         for rows in collect_chunks(
@@ -313,22 +334,14 @@ def export_stage_streamed(recipe: Recipe, store: Store) -> tuple[Path, dict[str,
         ):
             result = binarize(rows, options)
             dropped.update(result.dropped)
-            cols = result.table.select(["chosen_model", "rejected_model", "rating_source"])
-            labels.update(zip(*(c.to_pylist() for c in cols.columns), strict=True))
+            labels.add(result.table)
             table = result.table
             if len(judges) > 1:  # issue 14: every judge's ratings beside the aggregate
                 table = add_judge_ratings(store, table, rows, judges)
             yield table, row_sources_of(rows)
 
-    def pair_labels() -> Any:
-        for (chosen, rejected, source), n in labels.items():
-            for _ in range(n):
-                yield {"chosen_model": chosen, "rejected_model": rejected, "rating_source": source}
-
     def card(n_rows: int) -> CardContext:
-        stats = store_stats(
-            store, generator_ids=generator_ids, judge_id=judge_id, pairs=pair_labels()
-        )
+        stats = store_stats(store, generator_ids=generator_ids, judge_id=judge_id, pairs=labels)
         return _card(store, recipe, stats, dict(dropped))
 
     out, n_pairs = export_local_stream(
@@ -746,7 +759,7 @@ def _run_argilla(name: str) -> Callable[[StageContext], None]:
 def _run_binarize(ctx: StageContext) -> None:
     if "export" in ctx.stages or "publish" in ctx.stages:
         return  # the export binarizes as it writes, chunk by chunk (it says so)
-    _, res = binarize_stage(ctx.recipe, ctx.store)
+    res = binarize_summary_streamed(ctx.recipe, ctx.store)
     ctx.results["binarize"] = BinarizeSummary(res["pairs"], res["dropped"])
     ctx.provides.add(BINARIZED_PAIRS)
 

@@ -57,6 +57,8 @@ __all__ = [
 DEFAULT_RECIPE = "quickstart"
 QUEUE_PAGE = 50  # review-queue ids read per page (keyset paging)
 PREVIEW_PAIRS = 5  # pairs the Results preview shows
+PREVIEW_CHUNK_ROWS = 5000  # conversations binarized at a time by the Results preview
+WARM_PREVIEW_MAX = 50_000  # above this many conversations the preview waits to be asked for
 ARGILLA_PUSH_JOB = "argilla-push"  # the job name of a push started from a front end
 
 
@@ -687,9 +689,9 @@ class WorkspaceService:
         counts, the first pairs, statistics with win rates. Conversations without a single
         candidate are left out (work not done yet: ``summary["not_generated"]``). Reused while
         the store and the options are unchanged. ``ServiceError`` for invalid options."""
-        from pipelines.binarize import binarize, collect
+        from pipelines.binarize import binarize, collect_chunks
         from pipelines.panel import recipe_panel_report
-        from pipelines.stats import store_stats
+        from pipelines.stats import PairLabels, store_stats
 
         self.authorize(actor, "view")
         options = self.binarize_options(changes)
@@ -699,19 +701,32 @@ class WorkspaceService:
         if hit is not None and hit[0] == key:
             return hit[1]
         gens, judge = self.model_ids()
-        rows = collect(self.store, generator_ids=gens, judge_id=judge)
-        generated = [r for r in rows if r.candidates]
-        result = binarize(generated, options)
-        cols = ["chosen_model", "rejected_model", "rating_source"]
-        labels = result.table.select(cols).to_pylist()
+        # one chunk of conversations at a time (issue 13): memory stays one chunk at any size
+        summary = binarize([], options).summary()
+        first: list[dict[str, Any]] = []
+        labels = PairLabels()
+        not_generated = 0
+        for rows in collect_chunks(
+            self.store, generator_ids=gens, judge_id=judge, chunk_rows=PREVIEW_CHUNK_ROWS
+        ):
+            generated = [r for r in rows if r.candidates]
+            not_generated += len(rows) - len(generated)
+            result = binarize(generated, options)
+            part = result.summary()
+            for name in ("rows_in", "rows_kept", "pairs", "human_rows"):
+                summary[name] += part[name]
+            for reason, n in part["dropped"].items():
+                summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n
+            if len(first) < PREVIEW_PAIRS:
+                first += result.table.slice(0, PREVIEW_PAIRS - len(first)).to_pylist()
+            labels.add(result.table)
         stats = store_stats(self.store, generator_ids=gens, judge_id=judge, pairs=labels)
-        summary = result.summary()
-        summary["not_generated"] = len(rows) - len(generated)
+        summary["not_generated"] = not_generated
         preview = BinarizePreview(
             options=options.model_dump(),
             summary=summary,
-            pairs=result.table.slice(0, PREVIEW_PAIRS).to_pylist(),
-            num_pairs=result.num_pairs,
+            pairs=first,
+            num_pairs=summary["pairs"],
             stats=stats,
         )
         report = recipe_panel_report(self.store, self.recipe)
@@ -741,7 +756,10 @@ class WorkspaceService:
 
     def warm_preview(self) -> None:
         """Compute the default preview in a background thread (app start, recipe saved), so the
-        Results tab finds the pair counts ready on a large workspace."""
+        Results tab finds the pair counts ready. Not above ``WARM_PREVIEW_MAX`` conversations:
+        there the whole-store binarize would hold the two cores for minutes while the curator
+        clicks; the tab shows the SQL statistics and the first page's pairs, and its Preview
+        button binarizes everything on request."""
         with self._preview_lock:
             if self._warming:
                 return
@@ -749,7 +767,8 @@ class WorkspaceService:
 
         def work() -> None:
             try:
-                self.binarize_preview(CLI_ACTOR, {})
+                if self.store.count_conversations() <= WARM_PREVIEW_MAX:
+                    self.binarize_preview(CLI_ACTOR, {})
             except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
                 pass
             finally:
@@ -790,7 +809,7 @@ class WorkspaceService:
     ) -> ExportResult:
         """Save the options, binarize and export the recipe's dataset (data files + card)."""
         from pipelines.profiles import PROFILES
-        from pipelines.run import binarize_stage, export_stage
+        from pipelines.run import export_stage_streamed
 
         self.authorize(actor, "export")
         if not formats:
@@ -805,13 +824,13 @@ class WorkspaceService:
 
         try:
             recipe = self.update_recipe(change)
-            binarized, _ = binarize_stage(recipe, self.store)
-            out = export_stage(recipe, self.store, binarized)
+            # binarized and written a chunk at a time (issue 13), as ``capyui run`` exports
+            out, res = export_stage_streamed(recipe, self.store)
         except Exception as exc:  # noqa: BLE001 - PublishError and friends: one line
             raise ServiceError(f"Export failed: {_one_line(exc)}") from None
         out = Path(out)
         files = sorted((out / "data").glob("train-*")) + [out / "README.md"]
-        return ExportResult(out, files, binarized.num_pairs)
+        return ExportResult(out, files, int(res["pairs"]))
 
     def publish(
         self,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -30,6 +31,28 @@ MODEL_COLUMNS = [
     "rejected",
     "win_rate",
 ]
+
+
+class PairLabels:
+    """The chosen model, rejected model and rating source of every pair, counted chunk by
+    chunk as a streamed binarize goes (issue 13: the win rates without holding the pairs).
+    Iterating yields one dict per pair, which is what ``store_stats(pairs=...)`` reads."""
+
+    COLUMNS = ("chosen_model", "rejected_model", "rating_source")
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[Any, Any, Any]] = Counter()
+
+    def add(self, table: Any) -> None:
+        """Count the pairs of one binarized chunk (a pyarrow table of pairs)."""
+        cols = table.select(list(self.COLUMNS)).columns
+        self.counts.update(zip(*(c.to_pylist() for c in cols), strict=True))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for (chosen, rejected, source), n in self.counts.items():
+            pair = {"chosen_model": chosen, "rejected_model": rejected, "rating_source": source}
+            for _ in range(n):
+                yield pair
 
 
 def _bucket(value: float | None) -> str:

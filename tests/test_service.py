@@ -160,8 +160,13 @@ def test_results_first_look_reads_aggregates_and_one_page(
     svc: WorkspaceService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Results tab's first look: SQL statistics and the pairs of the first conversations;
-    the whole-store binarize runs only for the Preview."""
+    the whole-store binarize runs only for the Preview, a chunk of conversations at a time."""
+    import importlib
+
     import pipelines.binarize as binarize
+    import pipelines.service as service
+
+    collect_module = importlib.import_module("pipelines.binarize.collect")
 
     collected: list[Any] = []
     real = binarize.collect
@@ -171,6 +176,8 @@ def test_results_first_look_reads_aggregates_and_one_page(
         return real(store, **kw)
 
     monkeypatch.setattr(binarize, "collect", spy)
+    monkeypatch.setattr(collect_module, "collect", spy)
+    monkeypatch.setattr(service, "PREVIEW_CHUNK_ROWS", 40)
     overview = svc.results_overview(REVIEWER)
     assert overview.reviewable == 3 * QUEUE_PAGE + 7 and overview.not_generated == 0
     assert {m["model"] for m in overview.stats["models"]} == {"m-gen-a", "m-gen-b"}
@@ -180,11 +187,64 @@ def test_results_first_look_reads_aggregates_and_one_page(
     assert collected and all(ids is not None and len(ids) <= 20 for ids in collected)
     collected.clear()
     preview = svc.binarize_preview(REVIEWER, {"strategy": "all-pairs"})
-    assert isinstance(preview, BinarizePreview) and collected == [None]  # the whole store
+    assert isinstance(preview, BinarizePreview)
+    # the whole store, 40 conversations at a time, each once
+    assert all(ids is not None and len(ids) <= 40 for ids in collected)
+    assert sum(len(ids) for ids in collected) == len({i for ids in collected for i in ids})
+    assert sum(len(ids) for ids in collected) == 3 * QUEUE_PAGE + 7
     assert preview.summary["rows_in"] == 3 * QUEUE_PAGE + 7 and len(preview.pairs) <= 5
     assert svc.cached_preview(REVIEWER, {"strategy": "all-pairs"}) is preview
     assert svc.binarize_preview(REVIEWER, {"strategy": "all-pairs"}) is preview  # reused
     assert svc.cached_preview(REVIEWER, {"strategy": "best-vs-worst"}) is None
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 10_000])
+def test_the_chunked_preview_equals_binarizing_the_whole_store_at_once(
+    svc: WorkspaceService, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Old code binarized every conversation in one list (670 MB at 20k conversations, so a
+    million did not fit in memory); the chunked preview must give the very same answer."""
+    import pipelines.service as service
+    from pipelines.binarize import binarize, collect
+    from pipelines.stats import store_stats
+
+    svc.store.add_conversations([Conversation(messages=[{"role": "user", "content": "new"}])])
+    monkeypatch.setattr(service, "PREVIEW_CHUNK_ROWS", chunk)
+    changes = {"strategy": "all-pairs"}
+    preview = svc.binarize_preview(OWNER, changes)
+
+    options = svc.binarize_options(changes)
+    rows = collect(svc.store, generator_ids=list(GENS), judge_id="judge")
+    generated = [r for r in rows if r.candidates]
+    whole = binarize(generated, options)
+    labels = whole.table.select(["chosen_model", "rejected_model", "rating_source"]).to_pylist()
+    assert preview.summary == {**whole.summary(), "not_generated": 1}
+    assert preview.num_pairs == whole.num_pairs > 0
+    assert preview.pairs == whole.table.slice(0, service.PREVIEW_PAIRS).to_pylist()
+    expected = store_stats(svc.store, generator_ids=list(GENS), judge_id="judge", pairs=labels)
+    assert preview.stats == expected
+
+
+def test_the_preview_is_warmed_at_start_only_on_a_workspace_it_can_binarize_quickly(
+    svc: WorkspaceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above WARM_PREVIEW_MAX conversations the whole-store binarize waits for the Preview
+    button instead of holding the cores at app start (old code: always, at any size)."""
+    import threading
+
+    import pipelines.service as service
+
+    def warmed() -> bool:
+        svc.warm_preview()
+        for t in threading.enumerate():
+            if t.name == "capyui-results-warm":
+                t.join(600)
+        return svc.cached_preview(OWNER, {}) is not None
+
+    monkeypatch.setattr(service, "WARM_PREVIEW_MAX", 3 * QUEUE_PAGE + 6)
+    assert not warmed()
+    monkeypatch.setattr(service, "WARM_PREVIEW_MAX", 3 * QUEUE_PAGE + 7)
+    assert warmed()
 
 
 def test_invalid_options_and_strategies_come_from_the_engine(svc: WorkspaceService) -> None:
