@@ -131,7 +131,7 @@ def panel_endpoints(registry: Sequence[Endpoint]) -> list[PanelEndpoint]:
     model, or another OpenAI-compatible URL without a key."""
     out = []
     for e in registry:
-        urls = ", ".join(e.urls) or "no URL"
+        urls = ", ".join(u for u in [e.base_url, *e.base_urls] if u) or "no URL"
         key = f"; key {e.api_key_env}" if e.api_key_env else ""
         out.append(
             PanelEndpoint(
