@@ -401,16 +401,21 @@ class WorkspaceService:
 
         self.authorize(actor, "configure_models")
         registry = self._registry()
-        try:
+
+        def change(data: dict[str, Any]) -> None:
+            # checked against the recipe being changed (update_recipe holds the lock)
             sections = panel_change(
-                self.recipe,
+                self._recipe,
                 judges,
                 aggregate=aggregate,
                 panel_id=panel_id,
                 min_judges=min_judges,
                 registry=registry,
             )
-            recipe = self.update_recipe(lambda data: apply_change(data, sections))
+            apply_change(data, sections)
+
+        try:
+            recipe = self.update_recipe(change)
         except (PanelEditError, RecipeError) as exc:
             raise ServiceError(_one_line(exc)) from None
         return panel_view(recipe, registry)

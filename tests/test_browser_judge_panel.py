@@ -109,12 +109,20 @@ def test_models_tab_configures_a_two_judge_panel(page: Any, tmp_path: Path) -> N
 
         page.locator("#cu-panel-agg").get_by_label("median").check()
         _fill(page, "cu-pid", "jury")
+        summary = "the median of their ratings is the AI rating (stored as judge 'jury')"
+        panel.get_by_text(summary).wait_for()  # the summary follows the settings
         # more judges required than the panel has: one line, nothing saved
         _fill(page, "cu-panel-min", "3")
         page.locator("#cu-panel-save").click()
         err = page.locator("#cu-panel-status .cu-error")
         err.wait_for()
         assert err.inner_text().strip() == "min judges is 3 but the panel has 2 judges"
+        # another URL: its box shows (no key box: such a judge never gets a key)
+        assert not page.locator("#cu-panel-url").is_visible()
+        _pick(page, "cu-panel-endpoint", "Another OpenAI-compatible URL (no key)")
+        page.locator("#cu-panel-url").wait_for(state="visible")
+        page.wait_for_timeout(500)  # the option list's fade-out
+        page.screenshot(path=str(ARTIFACTS / "models-judge-panel-error.png"), full_page=True)
         assert "judges:" not in (ws / "recipe.yaml").read_text()
 
         _fill(page, "cu-panel-min", "2")

@@ -7,6 +7,7 @@ registry's variable, never typed), and saves the whole panel with ``save_judge_p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,6 @@ def _key_text(var: str | None, shown: set[str]) -> str:
     if not var:
         return "—"
     if var in shown or "*" in shown:  # set / not set: only owners, only registry variables
-        import os
-
         return f"{var} ({'set' if os.environ.get(var) else 'NOT set'})"
     return var
 
@@ -265,6 +264,15 @@ def build(
 
     outputs = [draft, table, aggregate, min_judges, panel_id, remove_pick, status]
 
+    # the table's summary follows the settings as they are edited
+    for setting in (aggregate.input, panel_id.blur):
+        setting(
+            lambda d, a, p: panel_html(list(d or []), a or "mean", p or "panel"),
+            [draft, aggregate, panel_id],
+            table,
+            queue=False,
+            show_progress="hidden",
+        )
     endpoint.input(
         lambda e: on_endpoint(ws, e),
         endpoint,
