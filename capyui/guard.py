@@ -33,6 +33,8 @@ API_ACTIONS: dict[str, str] = {
     "load_data": "load_data",
     "save_model": "configure_models",
     "remove_model": "configure_models",
+    "panel_add": "configure_models",
+    "save_panel": "configure_models",
     "model_form": "view_config",
     "test_model": "test_connection",
     "start_job": "run_jobs",

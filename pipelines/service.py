@@ -30,6 +30,7 @@ import yaml
 
 from pipelines.errors import error_line
 from pipelines.jobs import JobManager
+from pipelines.panel_edit import JudgePanelView, PanelEndpoint, PanelJudge
 from pipelines.recipe import (
     MOVED_TO_EXPORT_FILTERS,
     RECIPES_DIR,
@@ -45,6 +46,9 @@ __all__ = [
     "BinarizePreview",
     "ExportResult",
     "Forbidden",
+    "JudgePanelView",
+    "PanelEndpoint",
+    "PanelJudge",
     "QueuePage",
     "ResultsOverview",
     "ReviewProgress",
@@ -330,6 +334,93 @@ class WorkspaceService:
         """(generator ids, judge id) of the current recipe: what the review and stats read."""
         r = self.recipe
         return [g.id for g in r.generators], r.rating_judge_id()
+
+    # -- judge panel (the Models tab) ---------------------------------------------------------
+    def _registry(self) -> list[Any]:
+        from pipelines.endpoints import EndpointError, load_registry
+
+        try:
+            return load_registry(self.data_dir)
+        except EndpointError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def judge_panel(self, actor: Actor) -> JudgePanelView:
+        """The recipe's judges (``judge:`` first, then ``judges:``) and ``panel:`` settings."""
+        from pipelines.panel_edit import panel_view
+
+        self.authorize(actor, "view")
+        try:
+            registry = self._registry()
+        except ServiceError:
+            registry = []  # a broken registry: the judges still show, without their entries
+        return panel_view(self.recipe, registry)
+
+    def panel_endpoints(self, actor: Actor) -> list[PanelEndpoint]:
+        """Where a panel judge may run: the owner's registry entries (the name of each key's
+        variable, never a value), the embedded model, another URL without a key."""
+        from pipelines.panel_edit import panel_endpoints
+
+        self.authorize(actor, "configure_models")
+        return panel_endpoints(self._registry())
+
+    def new_panel_judge(
+        self,
+        actor: Actor,
+        endpoint: str,
+        model: str,
+        judge_id: str = "",
+        *,
+        base_url: str = "",
+        taken: list[str] | None = None,
+    ) -> PanelJudge:
+        """A judge for the panel on ``endpoint`` (see ``panel_endpoints``): its key variable
+        is the registry entry's, never one the caller names. Not saved: ``save_judge_panel``
+        writes the whole panel. ``ServiceError`` (one line) otherwise."""
+        from pipelines.panel_edit import PanelEditError, new_judge
+
+        self.authorize(actor, "configure_models")
+        try:
+            return new_judge(
+                endpoint, model, judge_id, self._registry(), base_url=base_url, taken=taken or []
+            )
+        except PanelEditError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def save_judge_panel(
+        self,
+        actor: Actor,
+        judges: list[PanelJudge] | list[dict[str, Any]],
+        *,
+        aggregate: str,
+        panel_id: str = "panel",
+        min_judges: Any = None,
+    ) -> JudgePanelView:
+        """Make ``judges`` the recipe's judges with the panel's settings (``judges:`` +
+        ``panel:``; one judge is the recipe's ``judge:``, no panel). ``ServiceError`` (one
+        line) for no judges, duplicate ids, ``min_judges`` above the number of judges, an
+        unknown aggregate, a bad panel id or a URL / key the registry does not allow."""
+        from pipelines.panel_edit import PanelEditError, apply_change, panel_change, panel_view
+
+        self.authorize(actor, "configure_models")
+        registry = self._registry()
+
+        def change(data: dict[str, Any]) -> None:
+            # checked against the recipe being changed (update_recipe holds the lock)
+            sections = panel_change(
+                self._recipe,
+                judges,
+                aggregate=aggregate,
+                panel_id=panel_id,
+                min_judges=min_judges,
+                registry=registry,
+            )
+            apply_change(data, sections)
+
+        try:
+            recipe = self.update_recipe(change)
+        except (PanelEditError, RecipeError) as exc:
+            raise ServiceError(_one_line(exc)) from None
+        return panel_view(recipe, registry)
 
     # -- data ---------------------------------------------------------------------------------
     def load_into_recipe(

@@ -130,6 +130,8 @@ def _args(tmp: Path) -> dict[str, tuple[Any, ...]]:
         "model_form": ("generator:smol-precise",),
         "save_model": ("generator", "embedded", "extra", "", "", "", 0.5, 8, 1),
         "remove_model": ("generator:original",),
+        "panel_add": ("mean", "panel", None, None, "", ""),
+        "save_panel": ("mean", None, "panel"),
         "test_model": ("generator:original",),
         "start_job": (["load"], 1),
         "resume_job": (None, 0),

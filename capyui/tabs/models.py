@@ -14,6 +14,7 @@ import gradio as gr
 
 from capyui import render
 from capyui.guard import current_actor
+from capyui.tabs import judge_panel
 from pipelines.config import options_of
 from pipelines.recipe import RecipeError
 from pipelines.service import WorkspaceService
@@ -41,7 +42,12 @@ def _choices(ws: WorkspaceService) -> list[str]:
     out = [f"generator:{g.id}" for g in r.generators]
     if r.judge is not None:
         out.append(f"judge:{r.judge.id}")
+    out.extend(f"panel:{j.id}" for j in r.judges or [])  # a panel's judges: test, remove
     return out
+
+
+def _role_label(role: str) -> str:
+    return "panel judge" if role == "panel" else role
 
 
 def _config(ws: WorkspaceService, choice: str | None) -> Any:
@@ -51,6 +57,8 @@ def _config(ws: WorkspaceService, choice: str | None) -> Any:
     r = ws.recipe
     if role == "judge":
         return r.judge if r.judge is not None and r.judge.id == mid else None
+    if role == "panel":
+        return next((j for j in r.judges or [] if j.id == mid), None)
     return next((g for g in r.generators if g.id == mid), None)
 
 
@@ -79,12 +87,13 @@ def models_html(ws: WorkspaceService) -> str:
     r = ws.recipe
     shown = _shown_env_names()
     if "*" in shown:
-        models: list[Any] = [*r.generators, *([r.judge] if r.judge else [])]
+        models: list[Any] = [*r.generators, *r.all_judges()]
         shown = {key for m in models if (key := _key_env(m))}
     rows = []
     items: list[tuple[str, Any]] = [("generator", g) for g in r.generators]
     if r.judge is not None:
         items.append(("judge", r.judge))
+    items.extend(("panel judge", j) for j in r.judges or [])
     for role, m in items:
         key = "—"
         key_env = _key_env(m)
@@ -120,9 +129,9 @@ def models_html(ws: WorkspaceService) -> str:
         rows,
     )
     notes = []
-    if r.judge is None:
+    if not r.has_judge():
         notes.append(render.notice_html("No judge: add one to rate the candidates.", "warn"))
-    elif r.judge.backend == "embedded":
+    elif any(j.backend == "embedded" for j in r.all_judges()):
         notes.append(render.notice_html(JUDGE_NOTE, "warn"))
     return table + "".join(notes)
 
@@ -215,10 +224,14 @@ def remove_model(ws: WorkspaceService, choice: str | None) -> tuple[str, str, An
     def change(data: dict[str, Any]) -> None:
         if role == "judge":
             data.pop("judge", None)
+        elif role == "panel":
+            data["judges"] = [j for j in data.get("judges") or [] if j["id"] != cfg.id]
+            if not data["judges"]:
+                data.pop("judges")
         else:
             data["generators"] = [g for g in data["generators"] if g["id"] != cfg.id]
 
-    return _apply(ws, change, f"Removed {role} '{cfg.id}'.", None)
+    return _apply(ws, change, f"Removed {_role_label(role)} '{cfg.id}'.", None)
 
 
 def test_connection(ws: WorkspaceService, choice: str | None) -> str:
@@ -276,7 +289,9 @@ def confirm_remove(ws: WorkspaceService, choice: str | None) -> tuple[Any, str, 
     )
     return (
         gr.update(visible=True),
-        render.notice_html(f"Remove {role} '{cfg.id}' from the recipe? ({what})", "warn"),
+        render.notice_html(
+            f"Remove {_role_label(role)} '{cfg.id}' from the recipe? ({what})", "warn"
+        ),
         "",
     )
 
@@ -303,6 +318,8 @@ def load_form(ws: WorkspaceService, choice: str | None) -> list[Any]:
     if cfg is None:
         return [gr.update()] * 9
     role = choice.split(":", 1)[0]  # type: ignore[union-attr]
+    if role == "panel":  # a panel's judge is edited in the Judge panel section
+        return [gr.update()] * 9
     return [
         role,
         cfg.backend,
@@ -364,7 +381,7 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
         show_progress="hidden",
         api_name="model_form",
     )
-    save_btn.click(
+    saved_model = save_btn.click(
         lambda *a: save_model(ws, *a), form, [table, status, pick], api_name="save_model"
     )
     # Remove asks first (Yes / Keep it); the model only goes on "Yes, remove"
@@ -382,7 +399,7 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
         queue=False,
         show_progress="hidden",
     )
-    yes_btn.click(
+    removed_model = yes_btn.click(
         lambda c: (*remove_model(ws, c), gr.update(visible=False)),
         pick,
         [table, status, pick, confirm_row],
@@ -399,3 +416,7 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
         queue=False,
         show_progress="hidden",
     )
+    # the judge panel (several judges, their aggregate): its own section below the form
+    refresh_panel, panel_outputs = judge_panel.build(ws, tab, table, pick)
+    for saved in (saved_model, removed_model):  # the recipe's judges may have changed
+        saved.then(refresh_panel, None, panel_outputs, queue=False, show_progress="hidden")
