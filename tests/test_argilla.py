@@ -33,6 +33,7 @@ from tests.support.argilla_server import (
     Server,
     free_port,
 )
+from tests.support.cli import cli
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -576,35 +577,11 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
 
     ws = tmp_path / "ws"
     build_store(ws, n=6)
-    recipe = {
-        "name": "argilla-cli",
-        "source": {"path": "unused.jsonl"},
-        "generators": [{"id": g, "backend": "original"} for g in GENS],
-        "judge": {"id": JUDGE, "backend": "embedded"},
-        "argilla": {"dataset_name": "capyui-cli", "select": "all"},
-    }
+    recipe = store_recipe("argilla-cli", {"dataset_name": "capyui-cli", "select": "all"})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "capyui.cli",
-            "run",
-            str(path),
-            "--data-dir",
-            str(ws),
-            "--stages",
-            "push-argilla,pull-argilla",
-            "--json",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    stages = "push-argilla,pull-argilla"
+    out = cli("run", str(path), "--data-dir", str(ws), "--stages", stages, "--json", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["status"] == "done"
@@ -615,24 +592,7 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
     # a recipe without the section: a one-line error, exit 1, no traceback
     del recipe["argilla"]
     path.write_text(yaml.safe_dump(recipe))
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "capyui.cli",
-            "run",
-            str(path),
-            "--data-dir",
-            str(ws),
-            "--stages",
-            "push-argilla",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = cli("run", str(path), "--data-dir", str(ws), "--stages", "push-argilla", timeout=120)
     assert bad.returncode == 1 and "needs an 'argilla:' section" in bad.stderr
     assert "Traceback" not in bad.stderr
 
