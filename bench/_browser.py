@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.conftest import wait_http  # noqa: E402
-from tests.conftest_ui import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
+from tests.conftest_ui import AppServer, chromium  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -111,8 +111,6 @@ def browser_session(
     """The app on ``data_dir`` (with ``recipe_yaml`` imported when given), the bare Gradio
     page ``bare_app`` (a script taking its port as argv[1]) beside it when given, and
     Chromium; all stopped on exit."""
-    from playwright.sync_api import sync_playwright
-
     bare: subprocess.Popen[bytes] | None = None
     bare_url = None
     if bare_app is not None:  # started first: it loads while the app starts
@@ -131,14 +129,8 @@ def browser_session(
                 Client(app.url, verbose=False).predict(recipe_yaml, api_name="/recipe_import")
             if bare is not None:
                 wait_http(f"{bare_url}config", BARE_START_S, bare)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-                )
-                try:
-                    yield Session(app, browser, bare_url)
-                finally:
-                    browser.close()
+            with chromium() as browser:
+                yield Session(app, browser, bare_url)
     finally:
         if bare is not None:
             bare.terminate()

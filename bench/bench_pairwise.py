@@ -97,21 +97,8 @@ def build_store(data_dir: Path, n: int) -> float:
                 now,
             )
         )
-    db = store._connection()
-    db.execute("BEGIN")
-    db.executemany(
-        "INSERT INTO candidates (conversation_id, generator_id, sample_index, model, params,"
-        " status, text, prompt_tokens, completion_tokens, latency_s, finish_reason, error,"
-        " attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        cand_rows,
-    )
-    db.executemany(
-        "INSERT INTO judgments (conversation_id, judge_id, model, status, candidate_keys,"
-        " ratings, rationales, order_shown, seed, raw_output, error, attempts, updated_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        judg_rows,
-    )
-    db.execute("COMMIT")
+    store.import_candidates(cand_rows)
+    store.import_judgments(judg_rows)
     store.close()
     return time.perf_counter() - t0
 
