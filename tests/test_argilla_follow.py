@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from pipelines.run import run_recipe
 from pipelines.store import Store
 from pipelines.types import Progress
 from tests.support.argilla_server import Server, free_port
+from tests.support.poll import wait_until
 from tests.support.scripted_judge import ScriptedJudge
 from tests.support.usage_server import UsageServer
 
@@ -99,13 +99,8 @@ def _recipe_data(
     }
 
 
-def _wait(cond: Any, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+def _wait(cond: Any, what: str) -> None:
+    wait_until(cond, what, WAIT_S)
 
 
 def _tie_ids(store: Store) -> set[str]:
