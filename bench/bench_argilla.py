@@ -36,11 +36,10 @@ import argparse
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +51,14 @@ sys.path.insert(0, str(ROOT))
 from pipelines.argilla_queue import ArgillaQueue, Selection  # noqa: E402
 from pipelines.store import Store  # noqa: E402
 from pipelines.types import Conversation, GenerationResult  # noqa: E402
+from tests.support.argilla_server import local_argilla  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-SCRIPT = ROOT / "scripts" / "argilla-local"
 GENS = ["gen-a", "gen-b", "gen-c"]
 WORDS = (
     "the capybara is a giant cavy rodent native to South America it lives in savannas and dense "
     "forests near bodies of water and is highly social explain why how what when compare write"
 ).split()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -105,27 +98,6 @@ def build_store(path: Path, n: int, seed: int = 0) -> Store:
             error=None,
         )
     return store
-
-
-def start_server(data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    env = {
-        **os.environ,
-        "ARGILLA_LOCAL_DIR": str(data_dir),
-        "ARGILLA_LOCAL_PORT": str(_free_port()),
-        "ARGILLA_LOCAL_REDIS_PORT": str(_free_port()),
-        "ARGILLA_LOCAL_SEARCH_PORT": str(_free_port()),
-    }
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
-    )
-    if r.returncode != 0:
-        sys.exit(f"argilla-local start failed: {r.stderr.strip()}")
-    exports = dict(
-        line.removeprefix("export ").split("=", 1)
-        for line in r.stdout.splitlines()
-        if line.startswith("export ")
-    )
-    return env, exports
 
 
 def sdk_records(queue: ArgillaQueue, store: Store) -> list[Any]:
@@ -278,23 +250,17 @@ def main() -> None:
     ap.add_argument("--url", help="an already running Argilla (ARGILLA_API_KEY must be set)")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-argilla-") as tmp_s:
+    with tempfile.TemporaryDirectory(prefix="bench-argilla-") as tmp_s, ExitStack() as stack:
         tmp = Path(tmp_s)
-        env = None
         if args.url:
             url, api_key = args.url, os.environ["ARGILLA_API_KEY"]
-        else:
+        else:  # the tests' local server (scripts/argilla-local), stopped on exit
             t0 = time.perf_counter()
-            env, exports = start_server(tmp / "server")
+            server = stack.enter_context(local_argilla(tmp / "server"))
             print(f"  server ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            url, api_key = exports["ARGILLA_API_URL"], exports["ARGILLA_API_KEY"]
-            os.environ["ARGILLA_API_KEY"] = api_key
-        try:
-            push = bench_push(url, args.push, args.repeats, tmp)
-            pull = bench_pull(url, api_key, args.pull, tmp) if args.pull else None
-        finally:
-            if env is not None:
-                subprocess.run([sys.executable, str(SCRIPT), "stop"], env=env, timeout=120)
+            url, api_key = server.url, server.api_key
+        push = bench_push(url, args.push, args.repeats, tmp)
+        pull = bench_pull(url, api_key, args.pull, tmp) if args.pull else None
 
     rows = [
         (

@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._browser import (  # noqa: E402
+    BARE_BUTTON_APP,
+    against,
+    browser_session,
+    click_timings,
+    pct,
+)
 from pipelines.pairwise import next_pair, refresh_pairs  # noqa: E402
 from pipelines.store import Store  # noqa: E402
 from pipelines.types import Conversation  # noqa: E402
@@ -91,28 +97,10 @@ def build_store(data_dir: Path, n: int) -> float:
                 now,
             )
         )
-    db = store._connection()
-    db.execute("BEGIN")
-    db.executemany(
-        "INSERT INTO candidates (conversation_id, generator_id, sample_index, model, params,"
-        " status, text, prompt_tokens, completion_tokens, latency_s, finish_reason, error,"
-        " attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        cand_rows,
-    )
-    db.executemany(
-        "INSERT INTO judgments (conversation_id, judge_id, model, status, candidate_keys,"
-        " ratings, rationales, order_shown, seed, raw_output, error, attempts, updated_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        judg_rows,
-    )
-    db.execute("COMMIT")
+    store.import_candidates(cand_rows)
+    store.import_judgments(judg_rows)
     store.close()
     return time.perf_counter() - t0
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def measure_functions(data_dir: Path, steps: int) -> dict[str, list[float]]:
@@ -154,56 +142,23 @@ def measure_functions(data_dir: Path, steps: int) -> dict[str, list[float]]:
 
 
 def measure_browser(data_dir: Path, steps: int) -> dict[str, list[float]]:
-    from gradio_client import Client
-    from playwright.sync_api import sync_playwright
-
-    from bench.bench_review import BARE_APP, MEASURE_JS
-    from tests.conftest_ui import CHROMIUM_ARGS, AppServer, free_port
-
-    bare_port = free_port()
-    bare = subprocess.Popen(
-        [sys.executable, "-c", BARE_APP, str(bare_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     out: dict[str, list[float]] = {}
-    try:
-        with AppServer(data_dir) as app:
-            bare_url = f"http://127.0.0.1:{bare_port}/"
-            for _ in range(150):
-                try:
-                    Client(bare_url, verbose=False)
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    time.sleep(0.2)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-                )
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(bare_url)
-                page.locator("#bare-btn").wait_for()
-                out["browser: bare round-trip"] = page.evaluate(
-                    MEASURE_JS, ["bare-btn", "bare-md", steps]
-                )
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(app.url)
-                page.get_by_role("tab", name="Arena").click()
-                page.locator("#cu-arena-reviewer textarea, #cu-arena-reviewer input").first.fill(
-                    "bench-browser"
-                )
-                page.locator("#cu-arena-start").click()
-                page.locator("#cu-arena-header").get_by_text("conversation").wait_for(
-                    timeout=120000
-                )
-                page.wait_for_timeout(500)
-                out["browser: verdict -> next pair"] = page.evaluate(
-                    MEASURE_JS, ["cu-arena-a", "cu-arena-header", steps]
-                )
-                browser.close()
-    finally:
-        bare.terminate()
-        bare.wait(10)
+    with browser_session(data_dir, bare_app=BARE_BUTTON_APP) as s:
+        assert s.bare_url is not None
+        page = s.page(s.bare_url)
+        page.locator("#bare-btn").wait_for()
+        out["browser: bare round-trip"] = click_timings(page, "bare-btn", "bare-md", steps)
+        page = s.page(s.app.url)
+        page.get_by_role("tab", name="Arena").click()
+        page.locator("#cu-arena-reviewer textarea, #cu-arena-reviewer input").first.fill(
+            "bench-browser"
+        )
+        page.locator("#cu-arena-start").click()
+        page.locator("#cu-arena-header").get_by_text("conversation").wait_for(timeout=120000)
+        page.wait_for_timeout(500)
+        out["browser: verdict -> next pair"] = click_timings(
+            page, "cu-arena-a", "cu-arena-header", steps
+        )
     return out
 
 
@@ -241,11 +196,8 @@ def main() -> int:
     for n, res in table.items():
         base = res["bare PK selects"]
         for name, vals in res.items():
-            print(
-                f"{name:<32}{n:>8}{len(vals):>5}{statistics.median(vals):>9.2f}"
-                f"{pct(vals, 0.95):>9.2f}{statistics.median(vals) / statistics.median(base):>12.1f}"
-                f"{pct(vals, 0.95) / pct(base, 0.95):>12.1f}"
-            )
+            p50, p95, x50, x95 = against(vals, base)
+            print(f"{name:<32}{n:>8}{len(vals):>5}{p50:>9.2f}{p95:>9.2f}{x50:>12.1f}{x95:>12.1f}")
     if len(sizes) > 1:
         lo, hi = sizes[0], sizes[-1]
         print(f"\ngrowth p50 from {lo} to {hi} conversations ({hi / lo:.0f}x the data):")
@@ -260,11 +212,8 @@ def main() -> int:
         print(f"\n{'browser, ' + str(sizes[-1]) + ' conversations':<36}{'n':>5}{'p50 ms':>9}"
               f"{'p95 ms':>9}{'x bare p50':>12}{'x bare p95':>12}")  # fmt: skip
         for name, vals in res.items():
-            print(
-                f"{name:<36}{len(vals):>5}{statistics.median(vals):>9.0f}{pct(vals, 0.95):>9.0f}"
-                f"{statistics.median(vals) / statistics.median(base):>12.2f}"
-                f"{pct(vals, 0.95) / pct(base, 0.95):>12.2f}"
-            )
+            p50, p95, x50, x95 = against(vals, base)
+            print(f"{name:<36}{len(vals):>5}{p50:>9.0f}{p95:>9.0f}{x50:>12.2f}{x95:>12.2f}")
         worst = pct(res["browser: verdict -> next pair"], 0.95)
     print(
         f"\nnext pair p95 at {sizes[-1]} conversations = {worst:.0f} ms (goal < 300 ms): "

@@ -334,10 +334,9 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
     submit-to-saved (click Submit until the status says Saved), p50/p95 of ``--reps``."""
     import yaml
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT))
-    from tests.conftest_ui import CHROMIUM_ARGS, AppServer
+    from bench._browser import browser_session
 
     ws = Path(args.ws)
     recipe = {
@@ -350,12 +349,8 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
     (ws / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     out: dict[str, Any] = {}
     header = "#cu-review-header"
-    with AppServer(ws) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url)
+    with browser_session(ws) as session:
+        page = session.page(session.app.url)
         page.wait_for_selector("button[role=tab]", timeout=120_000)
         t = time.perf_counter()
         page.get_by_role("tab", name="Review").click()
@@ -418,7 +413,6 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
         out["browser next p50"], out["browser next p95"] = statistics.median(nexts), _p(nexts, 0.95)
         out["browser submit-to-saved p50"] = statistics.median(submits)
         out["browser submit-to-saved p95"] = _p(submits, 0.95)
-        browser.close()
     return out
 
 

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_review import bench_recipe, build_store, pct  # noqa: E402
-from tests.conftest_ui import CHROMIUM_ARGS, AppServer, free_port  # noqa: E402
+from bench._browser import VIEWPORT, browser_session, pct  # noqa: E402
+from bench.bench_review import bench_recipe, build_store  # noqa: E402
 
 TABS = ["Data", "Models", "Run", "Review", "Results", "Recipe"]
 
@@ -127,51 +125,25 @@ def main() -> int:
     ap.add_argument("--store", type=Path, default=None, help="reuse a built workspace folder")
     args = ap.parse_args()
 
-    from gradio_client import Client
-    from playwright.sync_api import sync_playwright
-
     if args.store is not None and args.store.exists():
         data_dir = args.store
     else:
         data_dir = args.store or Path(tempfile.mkdtemp(prefix="capyui-bench-")) / "workspace"
         build_s = build_store(data_dir, args.conversations, args.candidates)
         print(f"store: {args.conversations} x {args.candidates} candidates ({build_s:.1f}s)")
-    bare_port = free_port()
-    bare = subprocess.Popen(
-        [sys.executable, "-c", BARE_APP, str(bare_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        with AppServer(data_dir) as app:
-            Client(app.url, verbose=False).predict(bench_recipe(), api_name="/recipe_import")
-            bare_url = f"http://127.0.0.1:{bare_port}/"
-            for _ in range(150):
-                try:
-                    Client(bare_url, verbose=False)
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    time.sleep(0.2)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-                )
-                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-                ctx.add_init_script(TRACK_JS)
-                page = ctx.new_page()
-                page.goto(bare_url)
-                page.get_by_role("tab", name="Two").wait_for()
-                bare_t = measure(page, ["Two", "One"], args.rounds)
-                page = ctx.new_page()
-                page.goto(app.url)
-                page.get_by_role("tab", name="Data").wait_for()
-                page.wait_for_timeout(1500)  # the page's own load events
-                first = measure(page, TABS, 1)  # first visits (nothing cached yet)
-                again = measure(page, TABS, args.rounds)
-                browser.close()
-    finally:
-        bare.terminate()
-        bare.wait(10)
+    with browser_session(data_dir, bare_app=BARE_APP, recipe_yaml=bench_recipe()) as s:
+        ctx = s.browser.new_context(viewport=VIEWPORT)
+        ctx.add_init_script(TRACK_JS)
+        page = ctx.new_page()
+        page.goto(s.bare_url)
+        page.get_by_role("tab", name="Two").wait_for()
+        bare_t = measure(page, ["Two", "One"], args.rounds)
+        page = ctx.new_page()
+        page.goto(s.app.url)
+        page.get_by_role("tab", name="Data").wait_for()
+        page.wait_for_timeout(1500)  # the page's own load events
+        first = measure(page, TABS, 1)  # first visits (nothing cached yet)
+        again = measure(page, TABS, args.rounds)
 
     base = [v for vs in bare_t.values() for v in vs]
     b50 = statistics.median(base)

@@ -229,6 +229,32 @@ def _observed_completion(store: Store, stage: str, ident: str) -> float | None:
     return None
 
 
+def _projected_row(
+    stage: str,
+    model: ModelConfig,
+    requests: int,
+    prompt: int,
+    completion: int,
+    price: Price | None,
+    counter: TokenCounter,
+    observed: float | None,
+) -> dict[str, Any]:
+    """One row of a ``Projection``: ``model`` (a generator or judge config) will send
+    ``requests`` requests of these tokens."""
+    return {
+        "stage": stage,
+        "id": model.id,
+        "model": model.display_name(),
+        "requests": requests,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "usd": round(usd(price, prompt, completion), 6),
+        "priced": price is not None,
+        "tokens_by": counter.method,
+        "completion_by": "observed mean" if observed is not None else "max_tokens",
+    }
+
+
 def dry_run(recipe: Recipe, store: Store, limit: int | None = None) -> Projection:
     """Projected tokens and cost of the generation and judge work still to do for the stored
     conversations (``limit``: the first N, as ``run --limit``)."""
@@ -254,18 +280,9 @@ def dry_run(recipe: Recipe, store: Store, limit: int | None = None) -> Projectio
         prompt = sum(counter.messages(prompt_messages(gen, c)) for c, _ in plan.todo)
         completion = int(per_answer * len(plan.todo))
         proj.rows.append(
-            {
-                "stage": "generate",
-                "id": gen.id,
-                "model": gen.display_name(),
-                "requests": len(plan.todo),
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "usd": round(usd(price, prompt, completion), 6),
-                "priced": price is not None,
-                "tokens_by": counter.method,
-                "completion_by": "observed mean" if observed is not None else "max_tokens",
-            }
+            _projected_row(
+                "generate", gen, len(plan.todo), prompt, completion, price, counter, observed
+            )
         )
     for judge in recipe.all_judges():  # issue 14: every judge of a panel
         price = price_for(recipe, judge.id, judge.model)
@@ -293,20 +310,10 @@ def dry_run(recipe: Recipe, store: Store, limit: int | None = None) -> Projectio
         per_judgment = observed if observed is not None else float(judge.max_tokens)
         completion = int(per_judgment * requests)
         if requests:
-            proj.rows.append(
-                {
-                    "stage": "judge",
-                    "id": judge.id,
-                    "model": judge.display_name(),
-                    "requests": requests,
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "usd": round(usd(price, prompt, completion), 6),
-                    "priced": price is not None,
-                    "tokens_by": counter.method,
-                    "completion_by": "observed mean" if observed is not None else "max_tokens",
-                }
+            row = _projected_row(
+                "judge", judge, requests, prompt, completion, price, counter, observed
             )
+            proj.rows.append(row)
     return proj
 
 

@@ -28,7 +28,6 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -214,17 +213,3 @@ def trust_remote_code(model: str) -> bool:
     except EndpointError:
         return False
     return any(e.trust_remote_code and model in e.models for e in registry)
-
-
-def registry_summary(registry: list[Endpoint]) -> list[dict[str, Any]]:
-    """For owners: each entry with whether its variable is set (never the value)."""
-    return [
-        {
-            "id": e.id,
-            "urls": e.urls,
-            "api_key_env": e.api_key_env,
-            "key_set": bool(e.api_key_env and os.environ.get(e.api_key_env)),
-            "models": e.models,
-        }
-        for e in registry
-    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from pipelines.types import (
     Message,
     Progress,
     ProgressCallback,
+    progress_reporter,
 )
 
 
@@ -138,14 +138,7 @@ async def run_generation_async(
         skipped=skipped,
         failed=sum(p.given_up for p in plans),
     )
-    start = time.perf_counter()
-
-    def report(message: str = "") -> None:
-        progress.elapsed_s = time.perf_counter() - start
-        if message:
-            progress.message = message
-        if on_progress is not None:
-            on_progress(progress)
+    report = progress_reporter(progress, on_progress)
 
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()

@@ -164,9 +164,3 @@ class JobManager:
         if handle is not None and handle.thread is not None:
             handle.thread.join(timeout)
         return handle
-
-    def interrupted_jobs(self) -> list[dict[str, Any]]:
-        """Jobs recorded in the store that did not finish (process died, or cancelled)."""
-        return [
-            j for j in self.store.jobs() if j["status"] in ("interrupted", "cancelled", "paused")
-        ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,13 @@ from pipelines.judge_format import (
 )
 from pipelines.records import Candidate, shown_order
 from pipelines.store import Store
-from pipelines.types import Conversation, GenerationRequest, Progress, ProgressCallback
+from pipelines.types import (
+    Conversation,
+    GenerationRequest,
+    Progress,
+    ProgressCallback,
+    progress_reporter,
+)
 
 MIN_CANDIDATES = 2
 MAX_CANDIDATES = 8
@@ -124,14 +129,7 @@ async def run_judging_async(
     )
     if too_few:
         progress.message = f"{too_few} conversations have fewer than {MIN_CANDIDATES} candidates"
-    start = time.perf_counter()
-
-    def report(message: str = "") -> None:
-        progress.elapsed_s = time.perf_counter() - start
-        if message:
-            progress.message = message
-        if on_progress is not None:
-            on_progress(progress)
+    report = progress_reporter(progress, on_progress)
 
     report()
     if not tasks:

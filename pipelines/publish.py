@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.binarize import (
     COLUMNS,
@@ -30,6 +30,9 @@ from pipelines.binarize import (
 )
 from pipelines.errors import error_line
 from pipelines.secrets import redact
+
+if TYPE_CHECKING:
+    from pipelines.profiles import ExportFilters
 
 DATA_STEM = "train-00000-of-00001"
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -310,6 +313,23 @@ def render_card(card: CardContext, n_rows: int, data_files: Sequence[str]) -> st
 # ---------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------
+def _export_options(formats: Sequence[str], profile: str, filters: Any) -> ExportFilters | None:
+    """Check an export's ``formats`` and ``profile`` (``PublishError``); ``filters`` as
+    ``profiles.ExportFilters`` (a mapping is validated) or None."""
+    from pipelines.profiles import PROFILES, ExportFilters
+
+    unknown = set(formats) - {"parquet", "jsonl"}
+    if unknown or not formats:
+        raise PublishError(f"unknown export format(s): {sorted(unknown) or 'none given'}")
+    if profile not in PROFILES:
+        raise PublishError(
+            f"unknown export profile {profile!r}: expected one of {', '.join(PROFILES)}"
+        )
+    if isinstance(filters, Mapping):
+        filters = ExportFilters.model_validate(filters)
+    return filters
+
+
 def export_local(
     result_pairs: PairsLike,
     out_dir: str | os.PathLike[str],
@@ -329,17 +349,9 @@ def export_local(
 
     ``profile`` (``pipelines.profiles.PROFILES``) picks the columns; ``filters``
     (``profiles.ExportFilters``) drop pairs at export, their counts go into the card."""
-    from pipelines.profiles import PROFILES, ExportFilters, apply_filters, to_profile
+    from pipelines.profiles import apply_filters, to_profile
 
-    unknown = set(formats) - {"parquet", "jsonl"}
-    if unknown or not formats:
-        raise PublishError(f"unknown export format(s): {sorted(unknown) or 'none given'}")
-    if profile not in PROFILES:
-        raise PublishError(
-            f"unknown export profile {profile!r}: expected one of {', '.join(PROFILES)}"
-        )
-    if isinstance(filters, Mapping):
-        filters = ExportFilters.model_validate(filters)
+    filters = _export_options(formats, profile, filters)
     card.profile = profile
     if filters is not None and filters.active():
         table, counts = apply_filters(as_table(result_pairs, extra_fields), filters)
@@ -428,23 +440,9 @@ def export_local_stream(
     ``capyui`` profile."""
     import pyarrow.parquet as pq
 
-    from pipelines.profiles import (
-        PROFILES,
-        ExportFilters,
-        apply_filters,
-        profile_schema,
-        to_profile,
-    )
+    from pipelines.profiles import apply_filters, profile_schema, to_profile
 
-    unknown = set(formats) - {"parquet", "jsonl"}
-    if unknown or not formats:
-        raise PublishError(f"unknown export format(s): {sorted(unknown) or 'none given'}")
-    if profile not in PROFILES:
-        raise PublishError(
-            f"unknown export profile {profile!r}: expected one of {', '.join(PROFILES)}"
-        )
-    if isinstance(filters, Mapping):
-        filters = ExportFilters.model_validate(filters)
+    filters = _export_options(formats, profile, filters)
     filter_counts: dict[str, int] = {}
     out = Path(out_dir)
     data = out / "data"

@@ -642,6 +642,25 @@ def _paged_stop(ctx: StageContext) -> bool:
     )
 
 
+def _run_paged(
+    ctx: StageContext,
+    stage: str,
+    conversations: int,
+    run_page: Callable[[list[Conversation], ProgressCallback], Progress],
+) -> None:
+    """``run_page(page, on_progress)`` over the selected conversations (``conversations`` of
+    them) a page at a time, the pages' progress combined into the stage's; stops after a page
+    when the run is cancelled or its budget paused it."""
+    pages = PagedProgress(stage, conversations, ctx.progress)
+    p = Progress(stage=stage)
+    for convs, last in selected_conversations(ctx.store, ctx.limit):
+        p = pages.finish(run_page(convs, pages.callback(len(convs), last)), len(convs), last)
+        if _paged_stop(ctx):
+            break
+    ctx.results[stage] = RowsResult(p)
+    _fail_if_every_row_failed(p, ctx.cancel)
+
+
 @contextmanager
 def _following_argilla(ctx: StageContext, stage: str) -> Iterator[None]:
     """While ``stage`` judges (``judge``, or ``generate`` pipelined with the judge): push what
@@ -694,23 +713,20 @@ def _run_generate(ctx: StageContext) -> None:
         return
     from pipelines.generate import run_generation
 
-    pages = PagedProgress("generate", n, ctx.progress)
-    p = Progress(stage="generate")
-    for convs, last in selected_conversations(ctx.store, ctx.limit):
-        page_p = run_generation(
+    _run_paged(
+        ctx,
+        "generate",
+        n,
+        lambda convs, on_progress: run_generation(
             ctx.store,
             ctx.recipe.generators,
             convs,
             max_attempts=ctx.recipe.generation.max_attempts,
-            on_progress=pages.callback(len(convs), last),
+            on_progress=on_progress,
             cancel=ctx.cancel,
             budget=ctx.budget,
-        )
-        p = pages.finish(page_p, len(convs), last)
-        if _paged_stop(ctx):
-            break
-    ctx.results["generate"] = RowsResult(p)
-    _fail_if_every_row_failed(p, ctx.cancel)
+        ),
+    )
 
 
 def _run_judge(ctx: StageContext) -> None:
@@ -721,24 +737,21 @@ def _run_judge(ctx: StageContext) -> None:
 
     if not ctx.recipe.has_judge():
         raise StageError("the recipe has no judge")
-    pages = PagedProgress("judge", _count_selected(ctx.store, ctx.limit), ctx.progress)
-    p = Progress(stage="judge")
-    for convs, last in selected_conversations(ctx.store, ctx.limit):
-        page_p = asyncio.run(
+    _run_paged(
+        ctx,
+        "judge",
+        _count_selected(ctx.store, ctx.limit),
+        lambda convs, on_progress: asyncio.run(
             judge_conversations_async(
                 ctx.recipe,
                 ctx.store,
                 convs,
-                on_progress=pages.callback(len(convs), last),
+                on_progress=on_progress,
                 cancel=ctx.cancel,
                 budget=ctx.budget,
             )
-        )
-        p = pages.finish(page_p, len(convs), last)
-        if _paged_stop(ctx):
-            break
-    ctx.results["judge"] = RowsResult(p)
-    _fail_if_every_row_failed(p, ctx.cancel)
+        ),
+    )
 
 
 def _run_argilla(name: str) -> Callable[[StageContext], None]:

@@ -230,20 +230,26 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _conversation_value(row: Any, fmt: str, cols: dict[str, str]) -> tuple[str, Any]:
-    if not isinstance(row, dict):
-        raise Rejected("malformed_row", f"expected an object, got {_type_name(row)}")
+def _conversation_columns(fmt: str, cols: dict[str, str]) -> list[str]:
+    """The columns that may hold a row's conversation, in the order they are tried: the
+    format's own names (as ``columns`` maps them), then any other mapped logical column."""
     names = {
         "capybara": ("conversation",),
         "messages": ("messages", "conversations"),
         "sharegpt": ("conversations",),
     }[fmt]
     mapped = [c for n, c in cols.items() if n in dict(_LOGICAL)]
-    candidates = [cols.get(n, n) for n in names] + mapped
+    return list(dict.fromkeys([cols.get(n, n) for n in names] + mapped))
+
+
+def _conversation_value(row: Any, fmt: str, cols: dict[str, str]) -> tuple[str, Any]:
+    if not isinstance(row, dict):
+        raise Rejected("malformed_row", f"expected an object, got {_type_name(row)}")
+    candidates = _conversation_columns(fmt, cols)
     for col in candidates:
         if col in row:
             return col, _maybe_json(row[col])
-    wanted = " or ".join(repr(c) for c in dict.fromkeys(candidates))
+    wanted = " or ".join(repr(c) for c in candidates)
     have = ", ".join(repr(k) for k in list(row)[:8]) or "none"
     raise Rejected("malformed_row", f"missing column {wanted} ({fmt} format); columns: {have}")
 
@@ -356,13 +362,7 @@ class _FastNormaliser:
     def __init__(self, fmt: str, columns: dict[str, str] | None) -> None:
         cols = _cols(columns)
         self.fmt = fmt
-        names = {
-            "capybara": ("conversation",),
-            "messages": ("messages", "conversations"),
-            "sharegpt": ("conversations",),
-        }[fmt]
-        mapped = [c for n, c in cols.items() if n in dict(_LOGICAL)]
-        self.candidates = list(dict.fromkeys([cols.get(n, n) for n in names] + mapped))
+        self.candidates = _conversation_columns(fmt, cols)
         if fmt == "capybara":
             self.keys = (cols.get("input", "input"), cols.get("output", "output"))
         elif fmt == "sharegpt":

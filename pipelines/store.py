@@ -1821,13 +1821,6 @@ class Store:
                 out[r[0]] = (r[1], r[2], json.loads(r[3]))
         return out
 
-    def argilla_push_counts(self) -> dict[str, int]:
-        """dataset_key -> records pushed."""
-        rows = self._connection().execute(
-            "SELECT dataset_key, COUNT(*) FROM argilla_push GROUP BY dataset_key"
-        )
-        return {r[0]: int(r[1]) for r in rows}
-
     def put_argilla_push(
         self, dataset_key: str, rows: list[tuple[str, str, str | None, str, str, float]]
     ) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -202,3 +203,20 @@ class Progress:
 
 # what every stage calls with its live progress (the CLI prints it, the app shows it)
 ProgressCallback = Callable[[Progress], None]
+
+
+def progress_reporter(
+    progress: Progress, on_progress: ProgressCallback | None
+) -> Callable[..., None]:
+    """A stage's ``report(message="")``: stamps on ``progress`` the time since this call (and
+    ``message`` when given) and hands it to ``on_progress``."""
+    start = time.perf_counter()
+
+    def report(message: str = "") -> None:
+        progress.elapsed_s = time.perf_counter() - start
+        if message:
+            progress.message = message
+        if on_progress is not None:
+            on_progress(progress)
+
+    return report

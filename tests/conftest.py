@@ -8,10 +8,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.net import free_port
+
+if TYPE_CHECKING:
+    from tests.support.argilla_server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,3 +54,21 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "workspace"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="module")
+def argilla(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A real local Argilla (``scripts/argilla-local``, see ``tests/support/argilla_server``)
+    for one test module, in its own data dir: each module starts from an empty server. Its
+    ``ARGILLA_API_URL`` / ``ARGILLA_API_KEY`` are in ``os.environ`` while it runs. Skipped
+    where it cannot start (no redis-server)."""
+    from tests.support.argilla_server import local_argilla, missing_requirement
+
+    reason = missing_requirement()
+    if reason:
+        pytest.skip(reason)
+    name = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    with local_argilla(tmp_path_factory.mktemp(f"argilla-{name}")) as server:
+        yield server

@@ -157,6 +157,17 @@ class AppServer:
         self._log.close()
 
 
+def recipe_client(app: AppServer, recipe: dict[str, Any]) -> Any:
+    """A gradio_client ``Client`` of the running ``app`` with ``recipe`` imported through the
+    Recipe tab's endpoint (the import must succeed)."""
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    status, error = client.predict(yaml.safe_dump(recipe), api_name="/recipe_import")
+    assert error == "", status
+    return client
+
+
 def small_recipe_yaml(max_tokens: int = 12, judge_tokens: int = 220) -> str:
     """The quickstart recipe with tiny generations, so the embedded model is quick on a CPU."""
     data = yaml.safe_load((ROOT / "pipelines" / "recipes" / "quickstart.yaml").read_text())

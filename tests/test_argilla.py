@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,8 @@ from tests.support.argilla_server import (
     SCRIPT,
     Server,
     free_port,
-    local_argilla,
-    missing_requirement,
 )
+from tests.support.cli import cli
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -46,15 +43,6 @@ MODELS = {"gen-a": "model-A", "gen-b": "model-B", "gen-c": "model-C", "gen-d": "
 JUDGE = "judge"
 JUDGE_MODEL = "judge-model-X"
 N_CONV = 50
-
-
-@pytest.fixture(scope="module")
-def argilla(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
-    with local_argilla(tmp_path_factory.mktemp("argilla-local")) as server:
-        yield server
 
 
 def _ratings_for(i: int) -> dict[str, int | None]:
@@ -105,6 +93,18 @@ def build_store(path: Path, n: int = N_CONV) -> Store:
             status="done" if all(ratings[g] is not None for g in gens) else "partial",
         )
     return store
+
+
+def store_recipe(name: str, argilla: dict[str, Any]) -> dict[str, Any]:
+    """A recipe for ``build_store``'s workspace (its generators and judge) with the Argilla
+    section ``argilla``; nothing in it runs (the tests only push and pull)."""
+    return {
+        "name": name,
+        "source": {"path": "unused.jsonl"},
+        "generators": [{"id": g, "backend": "original"} for g in GENS],
+        "judge": {"id": JUDGE, "backend": "embedded"},
+        "argilla": argilla,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -216,25 +216,12 @@ class Annotator:
 
 
 def _make_annotator(argilla: Server, name: str, login: bool) -> Annotator:
-    password = "pw-" + secrets.token_hex(8)
-    with argilla.http() as owner:
-        user = owner.post(
-            "/api/v1/users",
-            json={"username": name, "password": password, "first_name": name, "role": "annotator"},
-        )
-        assert user.status_code == 201, user.text
-        ws = next(
-            w for w in owner.get("/api/v1/me/workspaces").json()["items"] if w["name"] == "argilla"
-        )
-        added = owner.post(
-            f"/api/v1/workspaces/{ws['id']}/users", json={"user_id": user.json()["id"]}
-        )
-        assert added.status_code == 201, added.text
+    api_key, password = argilla.add_annotator(name)
     if login:  # as the web UI does: username + password for a bearer token
         r = httpx.post(f"{argilla.url}/api/v1/token", data={"username": name, "password": password})
         assert r.status_code == 201, r.text
         return Annotator(name, argilla.http(token=r.json()["access_token"]))
-    return Annotator(name, argilla.http(key=user.json()["api_key"]))
+    return Annotator(name, argilla.http(key=api_key))
 
 
 def _queue_records(a: Annotator, ds_id: str, status: str = "pending") -> list[dict]:
@@ -590,35 +577,11 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
 
     ws = tmp_path / "ws"
     build_store(ws, n=6)
-    recipe = {
-        "name": "argilla-cli",
-        "source": {"path": "unused.jsonl"},
-        "generators": [{"id": g, "backend": "original"} for g in GENS],
-        "judge": {"id": JUDGE, "backend": "embedded"},
-        "argilla": {"dataset_name": "capyui-cli", "select": "all"},
-    }
+    recipe = store_recipe("argilla-cli", {"dataset_name": "capyui-cli", "select": "all"})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "capyui.cli",
-            "run",
-            str(path),
-            "--data-dir",
-            str(ws),
-            "--stages",
-            "push-argilla,pull-argilla",
-            "--json",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    stages = "push-argilla,pull-argilla"
+    out = cli("run", str(path), "--data-dir", str(ws), "--stages", stages, "--json", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["status"] == "done"
@@ -629,24 +592,7 @@ def test_cli_push_and_pull_stages(argilla: Server, tmp_path: Path) -> None:
     # a recipe without the section: a one-line error, exit 1, no traceback
     del recipe["argilla"]
     path.write_text(yaml.safe_dump(recipe))
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "capyui.cli",
-            "run",
-            str(path),
-            "--data-dir",
-            str(ws),
-            "--stages",
-            "push-argilla",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = cli("run", str(path), "--data-dir", str(ws), "--stages", "push-argilla", timeout=120)
     assert bad.returncode == 1 and "needs an 'argilla:' section" in bad.stderr
     assert "Traceback" not in bad.stderr
 

@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,8 @@ from pipelines.recipe import parse_recipe
 from pipelines.run import run_recipe
 from pipelines.store import Store
 from pipelines.types import Progress
-from tests.support.argilla_server import Server, free_port, local_argilla, missing_requirement
+from tests.support.argilla_server import Server, free_port
+from tests.support.poll import wait_until
 from tests.support.scripted_judge import ScriptedJudge
 from tests.support.usage_server import UsageServer
 
@@ -100,13 +99,8 @@ def _recipe_data(
     }
 
 
-def _wait(cond: Any, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+def _wait(cond: Any, what: str) -> None:
+    wait_until(cond, what, WAIT_S)
 
 
 def _tie_ids(store: Store) -> set[str]:
@@ -123,15 +117,6 @@ def _record_ids(server: Server, dataset_id: str) -> list[str]:
         r = h.get(f"/api/v1/datasets/{dataset_id}/records", params={"limit": 1000})
         r.raise_for_status()
         return [rec["external_id"] for rec in r.json()["items"]]
-
-
-@pytest.fixture(scope="module")
-def argilla(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
-    with local_argilla(tmp_path_factory.mktemp("argilla-follow")) as server:
-        yield server
 
 
 class Job:

@@ -4,8 +4,6 @@ under their own API keys, pull, and the verdicts are pairwise reviews that binar
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +14,13 @@ from pipelines.argilla_queue import ArgillaConfig, ArgillaQueue
 from pipelines.binarize import binarize, collect
 from pipelines.pairwise import ordered, pairs_from_judgment
 from pipelines.store import Store
-from tests.support.argilla_server import Server, local_argilla, missing_requirement
+from tests.support.argilla_server import Server
 from tests.test_binarize import add_row
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 DATASET = "capyui-pairs-test"
 REASONS = ["ai_tie", "top2"]
-
-
-@pytest.fixture(scope="module")
-def argilla(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
-    with local_argilla(tmp_path_factory.mktemp("argilla-pairs")) as server:
-        yield server
 
 
 def _config(server: Server, **extra: Any) -> ArgillaConfig:
@@ -78,21 +67,8 @@ def _reviewer(argilla: Server, name: str) -> Any:
     own API key (the SDK's User does not expose the key the server returns, so REST)."""
     import argilla as rg
 
-    password = "pw-" + secrets.token_hex(8)
-    with argilla.http() as owner:
-        user = owner.post(
-            "/api/v1/users",
-            json={"username": name, "password": password, "first_name": name, "role": "annotator"},
-        )
-        assert user.status_code == 201, user.text
-        ws = next(
-            w for w in owner.get("/api/v1/me/workspaces").json()["items"] if w["name"] == "argilla"
-        )
-        added = owner.post(
-            f"/api/v1/workspaces/{ws['id']}/users", json={"user_id": user.json()["id"]}
-        )
-        assert added.status_code == 201, added.text
-    return rg.Argilla(api_url=argilla.url, api_key=user.json()["api_key"])
+    api_key, _ = argilla.add_annotator(name)
+    return rg.Argilla(api_url=argilla.url, api_key=api_key)
 
 
 def _queue(argilla: Server, client: Any) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,21 +177,27 @@ def test_a_job_remembers_its_limit(tmp_path: Path) -> None:
     assert by[job]["run_limit"] == 3 and by[other]["run_limit"] is None
 
 
-def test_the_card_counts_accepted_ai_apart_from_human_judgments(store: Store) -> None:
+def _export_recipe(name: str) -> Any:
+    """A recipe over the ``store`` fixture's generators and judge (nothing in it generates)."""
     from pipelines.recipe import parse_recipe
-    from pipelines.run import run_recipe
 
-    ai = {"a/0": 4, "b/0": 2, "c/0": 5}
-    submit_review(store, store.cid, "bob", candidate_keys=KEYS, ratings=ai, judge_id="judge")
-    submit_review(store, store.cid, "eve", candidate_keys=KEYS, ratings={**ai, "a/0": 1})
-    recipe = parse_recipe(
+    return parse_recipe(
         {
-            "name": "card",
+            "name": name,
             "source": {"path": "unused.jsonl"},
             "generators": [{"id": g, "backend": "original"} for g in ("a", "b", "c")],
             "judge": {"id": "judge", "backend": "embedded"},
         }
     )
+
+
+def test_the_card_counts_accepted_ai_apart_from_human_judgments(store: Store) -> None:
+    from pipelines.run import run_recipe
+
+    ai = {"a/0": 4, "b/0": 2, "c/0": 5}
+    submit_review(store, store.cid, "bob", candidate_keys=KEYS, ratings=ai, judge_id="judge")
+    submit_review(store, store.cid, "eve", candidate_keys=KEYS, ratings={**ai, "a/0": 1})
+    recipe = _export_recipe("card")
     summary = run_recipe(recipe, store, stages=["binarize", "export"])
     assert summary.status == "done", summary.error
     card = (Path(summary.export_dir) / "README.md").read_text()
@@ -215,17 +222,9 @@ def test_placeholder_rationales_are_not_exported_as_judgments(store: Store) -> N
     reviewed = binarize(rows, BinarizeOptions()).table.column("rationales").to_pylist()
     assert reviewed == [["fine", None, "best"]]
     # and the recipe's streamed export writes the same
-    from pipelines.recipe import parse_recipe
     from pipelines.run import run_recipe
 
-    recipe = parse_recipe(
-        {
-            "name": "flags",
-            "source": {"path": "unused.jsonl"},
-            "generators": [{"id": g, "backend": "original"} for g in ("a", "b", "c")],
-            "judge": {"id": "judge", "backend": "embedded"},
-        }
-    )
+    recipe = _export_recipe("flags")
     summary = run_recipe(recipe, store, stages=["binarize", "export"])
     assert summary.status == "done", summary.error
     data = Path(summary.export_dir) / "data"

@@ -7,9 +7,6 @@ the judge leave the stage finishing with nulls, and a resume does not fail again
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from pipelines.backends import openai_backend
 from pipelines.config import JudgeConfig
 from pipelines.judge import run_judging
 from pipelines.recipe import load_recipe
-from tests.conftest import ROOT
+from tests.support.cli import cli
 from tests.support.scripted_judge import ScriptedJudge
 from tests.support.strict_openai import StrictOpenAI
 from tests.test_judge import seed_store
@@ -169,18 +166,6 @@ def test_hostile_numbers_finish_with_nulls_and_resume_does_not_fail(data_dir: Pa
         server.stop()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "capyui.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_a_stage_that_failed_on_every_row_fails_the_job(tmp_path: Path) -> None:
     server = StrictOpenAI({SEED_JUDGE})
     url = server.start()
@@ -207,12 +192,12 @@ def test_a_stage_that_failed_on_every_row_fails_the_job(tmp_path: Path) -> None:
         }
         path = tmp_path / "r.yaml"
         path.write_text(yaml.safe_dump(recipe))
-        res = _cli("run", str(path), "--data-dir", str(tmp_path / "ws"))
+        res = cli("run", str(path), "--data-dir", str(tmp_path / "ws"))
         assert res.returncode != 0, res.stdout + res.stderr
         assert "Traceback" not in res.stderr
         assert "judge: every one of the 3 rows failed" in res.stderr
         assert "HTTP 404" in res.stderr
-        status = json.loads(_cli("status", "--data-dir", str(tmp_path / "ws"), "--json").stdout)
+        status = json.loads(cli("status", "--data-dir", str(tmp_path / "ws"), "--json").stdout)
         assert status["jobs"][0]["status"] == "failed"
     finally:
         server.stop()

@@ -92,8 +92,8 @@ def test_refresh_is_incremental_and_next_pair_follows_the_configured_order(store
     assert refresh_pairs(store).pairs["ai_tie"] == 1
 
 
-def test_disagreeing_judges_queue_their_two_picks(store: Store) -> None:
-    cid = add_row(store, "q", {"gen-a": 5, "gen-b": 2, "gen-c": 1})
+def _second_judge_disagrees(store: Store, cid: str) -> None:
+    """A second judge ("judge-2") that rates gen-c best where the first rated gen-a best."""
     store.put_judgment(
         cid,
         "judge-2",
@@ -106,6 +106,11 @@ def test_disagreeing_judges_queue_their_two_picks(store: Store) -> None:
         raw_output=None,
         error=None,
     )
+
+
+def test_disagreeing_judges_queue_their_two_picks(store: Store) -> None:
+    cid = add_row(store, "q", {"gen-a": 5, "gen-b": 2, "gen-c": 1})
+    _second_judge_disagrees(store, cid)
     add_row(store, "agree", {"gen-a": 5, "gen-b": 2})
     assert refresh_pairs(store).pairs["disagree"] == 1
     item = next_pair(store, "r", reasons=["disagree"])
@@ -118,18 +123,7 @@ def test_disagreement_found_when_a_refresh_ran_mid_panel(store: Store) -> None:
     of a pairs dataset while the judge runs, issue 13): the next refresh still sees both."""
     cid = add_row(store, "q", {"gen-a": 5, "gen-b": 2, "gen-c": 1})
     assert refresh_pairs(store).pairs.get("disagree", 0) == 0  # one judge so far
-    store.put_judgment(
-        cid,
-        "judge-2",
-        model="m2",
-        candidate_keys=["gen-a/0", "gen-b/0", "gen-c/0"],
-        ratings=[2, 1, 5],
-        rationales=[None] * 3,
-        order_shown=[0, 1, 2],
-        seed=1,
-        raw_output=None,
-        error=None,
-    )
+    _second_judge_disagrees(store, cid)
     assert refresh_pairs(store).pairs["disagree"] == 1
     item = next_pair(store, "r", reasons=["disagree"])
     assert item is not None and {item.left.key, item.right.key} == {"gen-a/0", "gen-c/0"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ from pipelines.binarize import COLUMNS, BinarizeOptions, JudgedConversation, bin
 from pipelines.publish import CardContext, PublishError, export_local, push_to_hub
 from pipelines.stats import compute_stats
 from pipelines.types import Conversation
+from tests.support.net import free_port
 
 HF_TOKEN = "hf_" + "A" * 34
 SK_KEY = "sk-" + "b" * 40
@@ -441,9 +441,7 @@ def test_push_auth_errors_are_one_line_without_token(
 def test_push_connection_refused_is_one_line_without_token(
     exported: tuple[Path, list[dict[str, Any]]],
 ) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     with pytest.raises(PublishError) as info:
         push_to_hub(
             exported[0], "me/capy-test", token=HF_TOKEN, endpoint=f"http://127.0.0.1:{port}"

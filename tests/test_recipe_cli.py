@@ -4,9 +4,6 @@ quickstart runs end to end with the embedded model."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,24 +11,13 @@ import yaml
 
 from pipelines.recipe import RecipeError, load_recipe, parse_recipe, parse_recipe_yaml
 from tests.conftest import ROOT
+from tests.support.cli import cli
 
 GOOD = {
     "name": "t",
     "source": {"path": "x.jsonl"},
     "generators": [{"id": "smol", "backend": "embedded"}],
 }
-
-
-def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "capyui.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_bundled_recipes_validate() -> None:

@@ -19,9 +19,10 @@ from tests.conftest_ui import (
     free_port,
     guarded_context,
     needs_chromium,
+    recipe_client,
 )
-from tests.support.argilla_server import Server, local_argilla, missing_requirement
-from tests.test_argilla import GENS, JUDGE, build_store
+from tests.support.argilla_server import Server
+from tests.test_argilla import build_store, store_recipe
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -30,15 +31,6 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 N = 6  # conversations: #0 and #5 are AI ties, #3 has a null AI rating
 DATASET = "capyui-ui"
 BAD_KEY = "argilla.apikey.not-a-real-key-000000"
-
-
-@pytest.fixture(scope="module")
-def argilla(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
-    with local_argilla(tmp_path_factory.mktemp("argilla-ui")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +44,9 @@ def app(argilla: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
 
 @pytest.fixture(scope="module")
 def client(app: AppServer) -> Any:
-    c = gradio_client.Client(app.url, verbose=False)
-    recipe = {
-        "name": "argilla-ui",
-        "source": {"path": "unused.jsonl"},
-        "generators": [{"id": g, "backend": "original"} for g in GENS],
-        "judge": {"id": JUDGE, "backend": "embedded"},
-        "argilla": {"dataset_name": DATASET, "min_submitted": 1},
-    }
-    status, error = c.predict(yaml.safe_dump(recipe), api_name="/recipe_import")
-    assert error == "", status
-    return c
+    return recipe_client(
+        app, store_recipe("argilla-ui", {"dataset_name": DATASET, "min_submitted": 1})
+    )
 
 
 def _settings(client: Any, **change: Any) -> list[Any]:

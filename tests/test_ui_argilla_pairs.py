@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from pipelines.store import Store
-from tests.conftest_ui import ARTIFACTS, CHROMIUM_ARGS, AppServer
-from tests.support.argilla_server import Server, local_argilla, missing_requirement
-from tests.test_argilla import GENS, JUDGE, build_store
+from tests.conftest_ui import ARTIFACTS, AppServer, chromium, needs_chromium, recipe_client
+from tests.support.argilla_server import Server
+from tests.test_argilla import build_store, store_recipe
 from tests.test_argilla_pairs import _answer, _queue, _reviewer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -24,18 +23,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 N = 6
 DATASET = "capyui-pairs-test"  # the name tests.test_argilla_pairs' helpers read
-CHROMIUM = Path("/usr/bin/chromium")
 NAMES = ["url", "url_env", "key_env", "workspace", "dataset", "min_submitted"]
 NAMES += ["max_candidates", "select", "interval"]
-
-
-@pytest.fixture(scope="module")
-def argilla(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    reason = missing_requirement()
-    if reason:
-        pytest.skip(reason)
-    with local_argilla(tmp_path_factory.mktemp("argilla-ui-pairs")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +37,9 @@ def app(argilla: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
 
 @pytest.fixture(scope="module")
 def client(app: AppServer) -> Any:
-    c = gradio_client.Client(app.url, verbose=False)
-    recipe = {
-        "name": "argilla-ui-pairs",
-        "source": {"path": "unused.jsonl"},
-        "generators": [{"id": g, "backend": "original"} for g in GENS],
-        "judge": {"id": JUDGE, "backend": "embedded"},
-        "argilla": {"pairs_dataset_name": DATASET, "min_submitted": 1},
-    }
-    status, error = c.predict(yaml.safe_dump(recipe), api_name="/recipe_import")
-    assert error == "", status
-    return c
+    return recipe_client(
+        app, store_recipe("argilla-ui-pairs", {"pairs_dataset_name": DATASET, "min_submitted": 1})
+    )
 
 
 def _settings(client: Any, mode: str, reasons: list[str], **change: Any) -> list[Any]:
@@ -118,33 +99,22 @@ def test_save_keeps_the_mode_in_the_recipe(client: Any) -> None:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
+@needs_chromium
 def test_panel_pairs_mode_screenshot(app: AppServer, client: Any) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(app.url)
-            page.get_by_role("tab", name="Review").click()
-            page.get_by_text("Argilla review queue").click()
-            page.locator("#cu-argilla-mode").get_by_text("Pairs:").click()
-            page.locator("#cu-argilla-pair-reasons").wait_for(state="visible", timeout=10000)
-            assert (
-                page.locator(
-                    "#cu-argilla-dataset textarea, #cu-argilla-dataset input"
-                ).first.input_value()
-                == DATASET
-            )
-            page.locator("#cu-argilla-check").click()
-            page.locator("#cu-argilla-status .cu-ok").wait_for(timeout=20000)
-            page.locator("#cu-argilla-pull-btn").click()
-            page.locator("#cu-argilla-pull .cu-table").wait_for(timeout=20000)
-            assert DATASET in page.locator("#cu-argilla-status").inner_text()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.wait_for_timeout(300)
-            page.locator("#cu-argilla").screenshot(path=str(ARTIFACTS / "argilla-pairs-panel.png"))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app.url)
+        page.get_by_role("tab", name="Review").click()
+        page.get_by_text("Argilla review queue").click()
+        page.locator("#cu-argilla-mode").get_by_text("Pairs:").click()
+        page.locator("#cu-argilla-pair-reasons").wait_for(state="visible", timeout=10000)
+        dataset = page.locator("#cu-argilla-dataset textarea, #cu-argilla-dataset input").first
+        assert dataset.input_value() == DATASET
+        page.locator("#cu-argilla-check").click()
+        page.locator("#cu-argilla-status .cu-ok").wait_for(timeout=20000)
+        page.locator("#cu-argilla-pull-btn").click()
+        page.locator("#cu-argilla-pull .cu-table").wait_for(timeout=20000)
+        assert DATASET in page.locator("#cu-argilla-status").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.wait_for_timeout(300)
+        page.locator("#cu-argilla").screenshot(path=str(ARTIFACTS / "argilla-pairs-panel.png"))

@@ -8,13 +8,12 @@ import html
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest_ui import ARTIFACTS, AppServer
+from tests.conftest_ui import ARTIFACTS, CHROMIUM, AppServer, chromium
 from tests.support.usage_server import UsageServer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -25,7 +24,6 @@ ROWS = 8
 HELD = 3
 MAX_TOKENS = 100
 ROW_USD = MAX_TOKENS * 10.0 / 1_000_000
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +101,7 @@ def test_run_tab_shows_tokens_throughput_eta_and_cost_live(
     assert f"generate: {HELD}/{ROWS} rows" in page_html and "ETA" in page_html
 
     if CHROMIUM.exists():  # what a curator sees, while the job is held
-        sync_api = pytest.importorskip("playwright.sync_api")
-        with sync_api.sync_playwright() as pw:
-            b = pw.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-            )
+        with chromium() as b:
             page = b.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(app.url)
             page.get_by_role("tab", name="Run").click()
@@ -116,7 +110,6 @@ def test_run_tab_shows_tokens_throughput_eta_and_cost_live(
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "run-live-usage.png"), full_page=True)
             text = page.locator("#cu-live-usage").inner_text()
-            b.close()
         assert "paid-model (paid)" in text and "tok/s" in text
 
     srv.release()

@@ -18,6 +18,7 @@ from pipelines.recipe import parse_recipe
 from pipelines.run import run_recipe
 from pipelines.store import MIGRATIONS, Store
 from pipelines.types import Progress
+from tests.support.poll import wait_until
 from tests.support.scripted_judge import ScriptedJudge
 from tests.support.usage_server import UsageServer
 
@@ -71,15 +72,6 @@ def _recipe(tmp_path: Path, gen_url: str, judge_url: str | None = None, n: int =
     return parse_recipe(data)
 
 
-def _wait(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 # -- item 2: live counters -----------------------------------------------------------------------
 def test_live_usage_of_a_running_job(tmp_path: Path) -> None:
     srv = UsageServer(prompt_tokens=10, hold_after=HELD)
@@ -105,11 +97,11 @@ def test_live_usage_of_a_running_job(tmp_path: Path) -> None:
         job.start()
         try:
             # HELD requests answered, the next one held by the server: the job is mid-run
-            _wait(lambda: len(srv.bodies) > HELD, 60, "the held request")
-            _wait(
+            wait_until(lambda: len(srv.bodies) > HELD, "the held request", 60)
+            wait_until(
                 lambda: progress.get("generate", {}).get("done", 0) >= HELD + ROWS,
-                60,
                 "the answered rows to be committed",
+                60,
             )
             live = live_usage(store, recipe, since=since, progress=progress)
         finally:

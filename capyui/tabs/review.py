@@ -34,20 +34,6 @@ REVIEWER_KEY = "capyui-reviewer"  # the browser's localStorage key for the remem
 Updates = dict[Any, Any]  # component -> new value or gr.update(...)
 
 
-def resolve_reviewer(
-    request: gr.Request | None, profile: gr.OAuthProfile | None, remembered: str | None
-) -> tuple[str, bool]:
-    """Who is reviewing: (name, signed_in). The signed-in identity when there is one (the
-    app's password login, then Hugging Face sign-in); else the name this browser remembered.
-    ``signed_in`` locks the reviewer box (an identity is not typed)."""
-    username = getattr(request, "username", None) if request is not None else None
-    if username:
-        return str(username), True
-    if profile is not None and getattr(profile, "username", None):
-        return str(profile.username), True
-    return (remembered or "").strip()[:100], False
-
-
 def form_state(
     keys: list[str], rates: Any, chosen: Any, rejected: Any, discard: Any, comment: Any
 ) -> dict[str, Any]:

@@ -59,6 +59,32 @@ class Server:
     def exports(self) -> dict[str, str]:
         return {"ARGILLA_API_URL": self.url, "ARGILLA_API_KEY": self.api_key}
 
+    def add_annotator(self, name: str, workspace: str = "argilla") -> tuple[str, str]:
+        """A new annotator ``name`` in ``workspace``, made by the owner as the Argilla UI does
+        (REST: the SDK's User does not expose the key the server returns): (API key, password)."""
+        password = "pw-" + secrets.token_hex(8)
+        with self.http() as owner:
+            user = owner.post(
+                "/api/v1/users",
+                json={
+                    "username": name,
+                    "password": password,
+                    "first_name": name,
+                    "role": "annotator",
+                },
+            )
+            assert user.status_code == 201, user.text
+            ws = next(
+                w
+                for w in owner.get("/api/v1/me/workspaces").json()["items"]
+                if w["name"] == workspace
+            )
+            added = owner.post(
+                f"/api/v1/workspaces/{ws['id']}/users", json={"user_id": user.json()["id"]}
+            )
+            assert added.status_code == 201, added.text
+        return user.json()["api_key"], password
+
 
 def _logs(data_dir: Path) -> str:
     logs = data_dir / "logs"

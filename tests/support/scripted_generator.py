@@ -15,9 +15,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.support.net import serve
 from tests.support.scripted_judge import ScriptedJudge
 
 
@@ -103,10 +104,8 @@ class ScriptedGenerator:
             def server_text(self, body: dict[str, Any], i: int) -> str:
                 return server.text_for(body, i)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._server, url = serve(Handler)
+        return url
 
     def stop(self) -> None:
         self._server.shutdown()
