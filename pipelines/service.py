@@ -57,6 +57,9 @@ __all__ = [
 DEFAULT_RECIPE = "quickstart"
 QUEUE_PAGE = 50  # review-queue ids read per page (keyset paging)
 PREVIEW_PAIRS = 5  # pairs the Results preview shows
+# the Results preview is warmed in the background (whole workspace in memory) only up to this
+# many conversations with candidates (issue 13: at 1M it held GBs and the GIL for minutes)
+PREVIEW_WARM_MAX = 100_000
 ARGILLA_PUSH_JOB = "argilla-push"  # the job name of a push started from a front end
 
 
@@ -178,6 +181,7 @@ class WorkspaceService:
         self._preview_cache: tuple[str, BinarizePreview] | None = None
         self._preview_lock = threading.Lock()
         self._warming = False
+        self._warming_counts = False
         self._overview_cache: tuple[str, ResultsOverview] | None = None
         # the Argilla panel's last push and live pull (shared by every session, like the jobs)
         self.argilla = ArgillaState()
@@ -741,7 +745,8 @@ class WorkspaceService:
 
     def warm_preview(self) -> None:
         """Compute the default preview in a background thread (app start, recipe saved), so the
-        Results tab finds the pair counts ready on a large workspace."""
+        Results tab finds the pair counts ready on a large workspace (up to PREVIEW_WARM_MAX
+        conversations with candidates)."""
         with self._preview_lock:
             if self._warming:
                 return
@@ -749,6 +754,12 @@ class WorkspaceService:
 
         def work() -> None:
             try:
+                # the whole workspace in memory: at a million conversations gigabytes and
+                # minutes of this process's GIL (every tab's events wait): only up to
+                # PREVIEW_WARM_MAX; the Results tab's Preview computes it on demand above
+                gens, _ = self.model_ids()
+                if self.store.count_reviewable(gens) > PREVIEW_WARM_MAX:
+                    return
                 self.binarize_preview(CLI_ACTOR, {})
             except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
                 pass
@@ -757,6 +768,35 @@ class WorkspaceService:
                     self._warming = False
 
         threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
+
+    def warm_review_counts(self) -> None:
+        """Count the AI review queues (low AI, AI ties, AI unsure, judges disagree) in a
+        background thread where their cached counts are out of date (app start, recipe saved, a
+        queue opened): opening one of them then reads its count instead of counting up to a
+        million conversations (``Store.review_queue_count`` keeps each until a candidate or a
+        judgment is written; a review does not change them)."""
+        from pipelines.review import queue_count
+        from pipelines.store import AI_FILTERS
+
+        with self._preview_lock:
+            if self._warming_counts:
+                return
+            self._warming_counts = True
+
+        def work() -> None:
+            try:
+                gens, judge = self.model_ids()
+                for filter_ in sorted(AI_FILTERS):
+                    kw: dict[str, Any] = {"generator_ids": gens, "judge_id": judge}
+                    if self.store.cached_queue_count(filter_, **kw) is None:
+                        queue_count(self.store, filter_, **kw)
+            except Exception:  # noqa: BLE001 - a bad recipe or store shows its error on the tab
+                pass
+            finally:
+                with self._preview_lock:
+                    self._warming_counts = False
+
+        threading.Thread(target=work, name="capyui-review-counts", daemon=True).start()
 
     def save_binarize_options(self, actor: Actor, changes: dict[str, Any]) -> Recipe:
         """Save binarize options to the recipe; thresholds are export filters (the build keeps
