@@ -77,9 +77,9 @@ def _key_env(cfg: Any) -> str | None:
 
 # the recipe's ``supports_n`` (issue 13): whether the server honours ``n``
 N_CHOICES = {
-    "auto": "auto (the first answer tells)",
-    "true": "yes: one request per conversation",
-    "false": "no: one request per sample",
+    "auto": "auto (first answer tells)",
+    "true": "yes: one request",
+    "false": "no: one per sample",
 }
 N_SETTINGS: dict[str, bool | str] = {"auto": "auto", "true": True, "false": False}
 
