@@ -368,30 +368,11 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
         kw = {"generator_ids": GENS, "judge_id": JUDGE, "reviewer": "bench-ui"}
         # twice: the first round runs beside the app's start-up work (the Results tab's
         # background preview), the second is the steady state that is reported
-        for key in ("low_ai", "ai_tie", "all") * 2:
-            # what the header will say: the queue's first conversation and its size
-            first = review.queue_page(store, key, page_size=1, **kw)
-            want = f"Conversation 1 of {review.queue_count(store, key, **kw)} · {first[0]}"
-            t = time.perf_counter()
-            box = page.get_by_label("Queue", exact=True)
-            for _ in range(3):  # a click while the list is still opening can miss the option
-                box.click()
-                page.get_by_role("option", name=review.FILTERS[key], exact=True).click()
-                if box.input_value() == review.FILTERS[key]:
-                    break
-            try:
-                page.wait_for_function(
-                    "([s, w]) => (document.querySelector(s)?.innerText || '').includes(w)",
-                    arg=[header, want],
-                    timeout=120_000,
-                )
-            except PlaywrightTimeout:
-                shown = page.locator(header).inner_text()
-                msg = f"queue {key}: waited for {want!r}, the tab shows {shown!r}"
-                raise SystemExit(msg) from None
-            out[f"browser queue {key}"] = time.perf_counter() - t
-        nexts, submits = [], []
-        for i in range(args.reps):
+        # every filter ("unreviewed", the tab's start, last: picking the shown one fires nothing)
+        keys = [k for k in review.FILTERS if k != "unreviewed"] + ["unreviewed"]
+
+        def cycle(i: int) -> tuple[float, float]:
+            """Rate, submit until Saved, then Next until the header moves to item i + 2."""
             page.locator("#cu-rate-0 input").first.check()
             t = time.perf_counter()
             page.locator("#cu-submit").click()
@@ -400,7 +381,7 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
                 ".includes('Saved')",
                 timeout=60_000,
             )
-            submits.append(time.perf_counter() - t)
+            submit = time.perf_counter() - t
             t = time.perf_counter()
             page.locator("#cu-next").click()
             page.wait_for_function(
@@ -409,7 +390,51 @@ def child_browser(args: argparse.Namespace) -> dict[str, Any]:
                 arg=[header, i + 2],
                 timeout=60_000,
             )
-            nexts.append(time.perf_counter() - t)
+            return submit, time.perf_counter() - t
+
+        # per filter: a few submit/next cycles in the steady-state round (the submit path is
+        # the same in every queue; measured in each all the same)
+        per_filter = max(3, args.reps // len(keys))
+        nexts, submits = [], []
+        for round_ in (1, 2):
+            for key in keys:
+                # what the header will say: the queue's first conversation and its size
+                first = review.queue_page(store, key, page_size=1, **kw)
+                count = review.queue_count(store, key, **kw)
+                want = f"Conversation 1 of {count} · {first[0]}" if first else "No conversation"
+                if not first and key == "unreviewed":
+                    want = "All done"
+                out[f"n {key} (browser)"] = count
+                t = time.perf_counter()
+                box = page.get_by_label("Queue", exact=True)
+                for _ in range(3):  # a click while the list is opening can miss the option
+                    box.click()
+                    page.get_by_role("option", name=review.FILTERS[key], exact=True).click()
+                    if box.input_value() == review.FILTERS[key]:
+                        break
+                try:
+                    page.wait_for_function(
+                        "([s, w]) => (document.querySelector(s)?.innerText || '').includes(w)",
+                        arg=[header, want],
+                        timeout=120_000,
+                    )
+                except PlaywrightTimeout:
+                    shown = page.locator(header).inner_text()
+                    msg = f"queue {key}: waited for {want!r}, the tab shows {shown!r}"
+                    raise SystemExit(msg) from None
+                first_round = " (first round)" if round_ == 1 else ""
+                out[f"browser queue {key}{first_round}"] = time.perf_counter() - t
+                if round_ == 1 or count < 2:
+                    continue
+                mine_n, mine_s = [], []
+                for i in range(min(per_filter, count - 1)):
+                    sub, nxt = cycle(i)
+                    mine_s.append(sub)
+                    mine_n.append(nxt)
+                out[f"browser submit-to-saved max, {key}"] = max(mine_s)
+                out[f"browser next max, {key}"] = max(mine_n)
+                submits += mine_s
+                nexts += mine_n
         out["browser next p50"], out["browser next p95"] = statistics.median(nexts), _p(nexts, 0.95)
         out["browser submit-to-saved p50"] = statistics.median(submits)
         out["browser submit-to-saved p95"] = _p(submits, 0.95)
@@ -443,16 +468,25 @@ def run_child(task: str, code: Path, n: int, data: Path, ws: Path, reps: int) ->
 def measure(code: Path, label: str, n: int, data: Path, work: Path, args: Any) -> dict[str, Any]:
     ws = work / f"ws-{label}-{n}"
     m: dict[str, Any] = {}
-    load = run_child("load", code, n, data, ws, args.reps)
-    m["load s"], m["load rows/s"], m["load peak RSS MB"] = (
-        load["s"],
-        load["rows"] / load["s"],
-        load["rss_mb"],
-    )
-    print(f"  [{label} n={n}] load {load['s']:.1f}s {load['rss_mb']:.0f} MB", flush=True)
     parts = set(args.parts.split(","))
-    if parts & {"review", "results", "export", "browser"}:
-        run_child("populate", code, n, data, ws, args.reps)
+    # --reuse: a workspace an earlier --keep run loaded and populated (a 1M run split in parts)
+    marker = ws / "bench-populated.json"
+    reuse = args.reuse and not parts & {"load", "populate"}
+    if reuse and marker.exists() and json.loads(marker.read_text()).get("n") == n:
+        print(f"  [{label} n={n}] reusing {ws}", flush=True)
+    else:  # load is always measured: the other parts need its store
+        marker.unlink(missing_ok=True)
+        load = run_child("load", code, n, data, ws, args.reps)
+        m["load s"], m["load rows/s"], m["load peak RSS MB"] = (
+            load["s"],
+            load["rows"] / load["s"],
+            load["rss_mb"],
+        )
+        print(f"  [{label} n={n}] load {load['s']:.1f}s {load['rss_mb']:.0f} MB", flush=True)
+        if parts & {"populate", "review", "results", "export", "browser"}:
+            pop = run_child("populate", code, n, data, ws, args.reps)
+            print(f"  [{label} n={n}] populate {pop['s']:.1f}s", flush=True)
+            marker.write_text(json.dumps({"n": n}))
     if "review" in parts:
         rev = run_child("review", code, n, data, ws, args.reps)
         m.update({k: v for k, v in rev.items() if k != "rss_mb"})
@@ -504,6 +538,12 @@ def main() -> None:
     ap.add_argument("--results-max", type=int, default=10**9, help="skip results above this N")
     ap.add_argument("--keep", action="store_true", help="keep the workspaces")
     ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="skip load and populate where a --keep run left that size's populated workspace "
+        "(split a long run: --parts populate --keep, then --parts review --reuse --keep, ...)",
+    )
+    ap.add_argument(
         "--browser-max",
         type=int,
         default=100_000,
@@ -519,7 +559,8 @@ def main() -> None:
     ap.add_argument(
         "--parts",
         default="load,review,browser,results,export",
-        help="which measurements to run (load is always run: the others need its store)",
+        help="which measurements to run: load,populate,review,browser,results,export (load "
+        "and populate run first where a later part needs their store, unless --reuse finds it)",
     )
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
@@ -597,6 +638,8 @@ def main() -> None:
     for n in sizes:
         for label, _ in sides:
             r = results[label, n]
+            if "load rows/s" not in r:
+                continue
             ratio = r["load rows/s"] / (bare[n]["rows"] / bare[n]["s"])
             print(f"{label} n={n:,}: load speed / bare reader = {ratio:.2f}x (goal >= 0.5)")
     for n in sizes:

@@ -240,6 +240,22 @@ class OpenAIConfig(ModelConfig):
     api_key_env: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=20)
+    # whether the server honours ``n`` (several samples of one prompt in ONE request, prefilled
+    # once: vLLM, SGLang, TGI, OpenAI do; llama.cpp's server and some proxies ignore it) (issue
+    # 13). "auto": the first multi-sample request asks with ``n`` and its answer decides for
+    # this endpoint and model; true: every conversation's samples go as one request with ``n``
+    # (choices missing from an answer are asked again one by one); false: one request per
+    # sample. Samples of a generator with a ``seed`` always go one by one (each its own seed).
+    supports_n: bool | Literal["auto"] = "auto"
+
+    @field_validator("supports_n", mode="before")
+    @classmethod
+    def _supports_n(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("auto", "true", "false"):
+            return {"auto": "auto", "true": True, "false": False}[v.strip().lower()]
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError(f"must be auto, true or false (got {str(v)[:40]!r})")
 
     @field_validator("api_key_env")
     @classmethod

@@ -90,6 +90,13 @@ def endpoint_key(generator: GeneratorConfig) -> tuple[str, ...]:
     return (generator.backend, generator.id)
 
 
+def n_declared(generator: GeneratorConfig) -> bool | None:
+    """The generator's ``supports_n`` where its recipe declares it (True / False); None for
+    "auto" and backends without the setting (the server's first answer decides)."""
+    value = getattr(generator, "supports_n", "auto")
+    return value if isinstance(value, bool) else None
+
+
 def _request(gen: GeneratorConfig, conv: Conversation, idx: int | None) -> GenerationRequest:
     params = gen.sampling()
     if idx is not None and params.seed is not None:
@@ -121,7 +128,10 @@ async def run_generation_async(
     generator, each sample) is sent back to back and the server's prefix cache hits. Several
     samples of one generator go as ONE request with ``n`` when the sampling has no seed and
     the server honours ``n`` (vLLM, OpenAI); a server that ignores it (llama.cpp) is asked for
-    the rest one by one, from then on. Stored rows are the same either way.
+    the rest one by one, from then on. A recipe's ``supports_n: true / false`` overrides that
+    detection: true sends every conversation's samples with ``n`` (choices missing from an
+    answer are asked again one by one, each stored or recorded as failed), false one request
+    per sample. Stored rows are the same either way.
 
     ``on_ready(conversation)`` is awaited once per conversation as soon as every row this run
     plans for it is finished (at once for conversations with nothing to do): the judge of a
@@ -210,9 +220,14 @@ async def run_generation_async(
             per = todo.setdefault(p.generator.id, {})
             for conv, idx in p.todo:
                 per.setdefault(conv.conversation_id, []).append(idx)
-        # the endpoint's n capability, where this process learnt it already (issue 13)
+        # the endpoint's n capability (issue 13): as the recipe declares it (supports_n), else
+        # where this process learnt it already, else None (the first answer tells)
+        declared = {p.generator.id: n_declared(p.generator) for p in group}
         n_honoured: dict[str, bool | None] = {
-            p.generator.id: getattr(backends[p.generator.id], "honours_n", None) for p in group
+            gid: declared[gid]
+            if declared[gid] is not None
+            else getattr(backends[gid], "honours_n", None)
+            for gid in declared
         }
 
         def units() -> Iterator[tuple[GeneratorConfig, Conversation, list[int]]]:
@@ -250,7 +265,9 @@ async def run_generation_async(
             assert isinstance(backend, OpenAIBackend)
             results = await backend.complete_n(_request(gen, conv, None), len(idxs))
             got = [r for r in results if r.ok]
-            if len(got) < len(idxs):
+            if declared[gen.id] is not None:
+                pass  # the recipe says: nothing to learn (short answers are re-asked below)
+            elif len(got) < len(idxs):
                 n_honoured[gen.id] = False  # ignored or refused: one request per sample
                 if len(got) == 1:  # one choice back: the server ignores n (not an error)
                     backend.honours_n = False

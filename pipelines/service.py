@@ -62,7 +62,9 @@ DEFAULT_RECIPE = "quickstart"
 QUEUE_PAGE = 50  # review-queue ids read per page (keyset paging)
 PREVIEW_PAIRS = 5  # pairs the Results preview shows
 PREVIEW_CHUNK_ROWS = 5000  # conversations binarized at a time by the Results preview
-WARM_PREVIEW_MAX = 50_000  # above this many conversations the preview waits to be asked for
+# the Results preview is warmed in the background only up to this many conversations with
+# candidates (issue 13: at 1M it held the GIL for minutes while every tab's events waited)
+WARM_PREVIEW_MAX = 50_000
 ARGILLA_PUSH_JOB = "argilla-push"  # the job name of a push started from a front end
 
 
@@ -184,6 +186,7 @@ class WorkspaceService:
         self._preview_cache: tuple[str, BinarizePreview] | None = None
         self._preview_lock = threading.Lock()
         self._warming = False
+        self._warming_counts = False
         self._overview_cache: tuple[str, ResultsOverview] | None = None
         # the Argilla panel's last push and live pull (shared by every session, like the jobs)
         self.argilla = ArgillaState()
@@ -847,10 +850,10 @@ class WorkspaceService:
 
     def warm_preview(self) -> None:
         """Compute the default preview in a background thread (app start, recipe saved), so the
-        Results tab finds the pair counts ready. Not above ``WARM_PREVIEW_MAX`` conversations:
-        there the whole-store binarize would hold the two cores for minutes while the curator
-        clicks; the tab shows the SQL statistics and the first page's pairs, and its Preview
-        button binarizes everything on request."""
+        Results tab finds the pair counts ready. Not above ``WARM_PREVIEW_MAX`` conversations
+        with candidates: there the whole-store binarize would hold the cores (and this
+        process's GIL) for minutes while the curator clicks; the tab shows the SQL statistics
+        and the first page's pairs, and its Preview button binarizes everything on request."""
         with self._preview_lock:
             if self._warming:
                 return
@@ -858,7 +861,8 @@ class WorkspaceService:
 
         def work() -> None:
             try:
-                if self.store.count_conversations() <= WARM_PREVIEW_MAX:
+                gens, _ = self.model_ids()
+                if self.store.count_reviewable(gens) <= WARM_PREVIEW_MAX:
                     self.binarize_preview(CLI_ACTOR, {})
             except Exception:  # noqa: BLE001 - a bad recipe shows its error on the tab instead
                 pass
@@ -867,6 +871,35 @@ class WorkspaceService:
                     self._warming = False
 
         threading.Thread(target=work, name="capyui-results-warm", daemon=True).start()
+
+    def warm_review_counts(self) -> None:
+        """Count the AI review queues (low AI, AI ties, AI unsure, judges disagree) in a
+        background thread where their cached counts are out of date (app start, recipe saved, a
+        queue opened): opening one of them then reads its count instead of counting up to a
+        million conversations (``Store.review_queue_count`` keeps each until a candidate or a
+        judgment is written; a review does not change them)."""
+        from pipelines.review import queue_count
+        from pipelines.store import AI_FILTERS
+
+        with self._preview_lock:
+            if self._warming_counts:
+                return
+            self._warming_counts = True
+
+        def work() -> None:
+            try:
+                gens, judge = self.model_ids()
+                for filter_ in sorted(AI_FILTERS):
+                    kw: dict[str, Any] = {"generator_ids": gens, "judge_id": judge}
+                    if self.store.cached_queue_count(filter_, **kw) is None:
+                        queue_count(self.store, filter_, **kw)
+            except Exception:  # noqa: BLE001 - a bad recipe or store shows its error on the tab
+                pass
+            finally:
+                with self._preview_lock:
+                    self._warming_counts = False
+
+        threading.Thread(target=work, name="capyui-review-counts", daemon=True).start()
 
     def save_binarize_options(self, actor: Actor, changes: dict[str, Any]) -> Recipe:
         """Save binarize options to the recipe; thresholds are export filters (the build keeps

@@ -559,6 +559,10 @@ def _count_placeholders_json(text: Any) -> int | None:
     return _count_placeholders(value) if isinstance(value, list) else None
 
 
+# review-queue filters that read only candidates and judgments (no reviews): their counts are
+# cached until one of those is written (``Store.review_queue_count``)
+AI_FILTERS = frozenset({"low_ai", "ai_tie", "needs_human", "judges_disagree"})
+
 # pages of WAL between checkpoints on a loading connection (16,000 16-KiB pages: 256 MB)
 LOAD_WAL_PAGES = 16000
 DEFAULT_WAL_PAGES = 1000  # SQLite's, restored when the load ends
@@ -1405,9 +1409,59 @@ class Store:
         low_threshold: float = 2,
         review_source: str = "ui",
     ) -> int:
-        """How many conversations a review-queue filter holds (one SQL aggregate)."""
+        """How many conversations a review-queue filter holds (one SQL aggregate). The AI
+        filters read only candidates and judgments, so their count is cached until one of those
+        is written (a submitted review does not recount them; at 1M "AI unsure" counts half a
+        million conversations, seconds of index lookups)."""
         if filter == "all":
             return self.count_reviewable(generator_ids)
+        if filter in AI_FILTERS:
+            key = (filter, tuple(generator_ids or ()), judge_id, float(low_threshold))
+            marker = self._judged_marker()
+            cache = self.__dict__.setdefault("_queue_count_cache", {})
+            hit = cache.get(key)
+            if hit is not None and hit[0] == marker:
+                return int(hit[1])
+        n = self._review_queue_count(
+            filter, generator_ids, judge_id, reviewer, low_threshold, review_source
+        )
+        if filter in AI_FILTERS:
+            cache[key] = (marker, n)
+        return n
+
+    def cached_queue_count(
+        self,
+        filter: str,
+        *,
+        generator_ids: list[str] | None = None,
+        judge_id: str | None = None,
+        low_threshold: float = 2,
+    ) -> int | None:
+        """An AI filter's count when it is cached and still current, else None (no query)."""
+        key = (filter, tuple(generator_ids or ()), judge_id, float(low_threshold))
+        hit = self.__dict__.get("_queue_count_cache", {}).get(key)
+        if hit is None or hit[0] != self._judged_marker():
+            return None
+        return int(hit[1])
+
+    def _judged_marker(self) -> tuple[Any, ...]:
+        """Changes whenever a conversation is loaded or a candidate or judgment is written."""
+        db = self._connection()
+        out: list[Any] = list(self._candidates_marker())
+        out.append(db.execute("SELECT MAX(rowid) FROM conversations").fetchone()[0])
+        out.append(db.execute("SELECT MAX(updated_at) FROM judgments").fetchone()[0])
+        out.append(db.execute("SELECT MAX(rowid) FROM judgments").fetchone()[0])
+        return tuple(out)
+
+    def _review_queue_count(
+        self,
+        filter: str,
+        generator_ids: list[str] | None,
+        judge_id: str | None,
+        reviewer: str | None,
+        low_threshold: float,
+        review_source: str,
+    ) -> int:
         where, params = self._queue_where(
             filter, generator_ids, judge_id, reviewer, low_threshold, review_source
         )

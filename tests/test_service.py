@@ -225,28 +225,6 @@ def test_the_chunked_preview_equals_binarizing_the_whole_store_at_once(
     assert preview.stats == expected
 
 
-def test_the_preview_is_warmed_at_start_only_on_a_workspace_it_can_binarize_quickly(
-    svc: WorkspaceService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Above WARM_PREVIEW_MAX conversations the whole-store binarize waits for the Preview
-    button instead of holding the cores at app start (old code: always, at any size)."""
-    import threading
-
-    import pipelines.service as service
-
-    def warmed() -> bool:
-        svc.warm_preview()
-        for t in threading.enumerate():
-            if t.name == "capyui-results-warm":
-                t.join(600)
-        return svc.cached_preview(OWNER, {}) is not None
-
-    monkeypatch.setattr(service, "WARM_PREVIEW_MAX", 3 * QUEUE_PAGE + 6)
-    assert not warmed()
-    monkeypatch.setattr(service, "WARM_PREVIEW_MAX", 3 * QUEUE_PAGE + 7)
-    assert warmed()
-
-
 def test_invalid_options_and_strategies_come_from_the_engine(svc: WorkspaceService) -> None:
     """No copy of the strategy names in the UI; a refused option is a typed error, and an
     export with it writes nothing (before: detected by a CSS class in rendered HTML)."""

@@ -83,6 +83,23 @@ def _key_env(cfg: Any) -> str | None:
     return getattr(cfg, "api_key_env", None)
 
 
+# the recipe's ``supports_n`` (issue 13): whether the server honours ``n``
+N_CHOICES = {
+    "auto": "auto (first answer tells)",
+    "true": "yes: one request",
+    "false": "no: one per sample",
+}
+N_SETTINGS: dict[str, bool | str] = {"auto": "auto", "true": True, "false": False}
+
+
+def _n_shown(m: Any) -> str:
+    """The models table's cell for ``supports_n``: only OpenAI-compatible endpoints have it."""
+    value = getattr(m, "supports_n", None)
+    if value is None:
+        return "—"
+    return "auto" if value == "auto" else ("yes" if value else "no")
+
+
 def models_html(ws: WorkspaceService) -> str:
     r = ws.recipe
     shown = _shown_env_names()
@@ -112,6 +129,7 @@ def models_html(ws: WorkspaceService) -> str:
                 m.temperature,
                 m.max_tokens,
                 getattr(m, "samples", "") if role == "generator" else "",
+                _n_shown(m),
             )
         )
     table = render.table_html(
@@ -125,6 +143,7 @@ def models_html(ws: WorkspaceService) -> str:
             "temperature",
             "max tokens",
             "samples",
+            "n in one request",
         ],
         rows,
     )
@@ -147,6 +166,7 @@ def save_model(
     temperature: float | None,
     max_tokens: float | None,
     samples: float | None,
+    supports_n: str | None = "auto",
 ) -> tuple[str, str, Any]:
     mid = (mid or "").strip()
     if not mid:
@@ -173,6 +193,9 @@ def save_model(
         fields["max_tokens"] = int(max_tokens)
     if role == "generator" and samples:
         fields["samples"] = int(samples)
+    declared = N_SETTINGS.get(supports_n or "auto", "auto")
+    if backend == "openai" and declared != "auto":
+        fields["supports_n"] = declared
 
     def merge(old: dict[str, Any] | None) -> dict[str, Any]:
         base = dict(old or {})
@@ -184,6 +207,8 @@ def save_model(
             base.pop("base_url", None)
         if not key_env:
             base.pop("api_key_env", None)
+        if "supports_n" not in fields:
+            base.pop("supports_n", None)  # auto, the default
         return base
 
     def change(data: dict[str, Any]) -> None:
@@ -316,7 +341,7 @@ def connection_verdict(error: str) -> str:
 def load_form(ws: WorkspaceService, choice: str | None) -> list[Any]:
     cfg = _config(ws, choice)
     if cfg is None:
-        return [gr.update()] * 9
+        return [gr.update()] * 10
     role = choice.split(":", 1)[0]  # type: ignore[union-attr]
     if role == "panel":  # a panel's judge is edited in the Judge panel section
         return [gr.update()] * 9
@@ -330,6 +355,7 @@ def load_form(ws: WorkspaceService, choice: str | None) -> list[Any]:
         cfg.temperature,
         cfg.max_tokens,
         getattr(cfg, "samples", 1),
+        str(getattr(cfg, "supports_n", "auto")).lower(),
     ]
 
 
@@ -364,6 +390,11 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
         temperature = gr.Number(label="Temperature", value=0.7)
         max_tokens = gr.Number(label="Max tokens", value=512, precision=0)
         samples = gr.Number(label="Samples per conversation (generators)", value=1, precision=0)
+        supports_n = gr.Dropdown(
+            [(label, key) for key, label in N_CHOICES.items()],
+            value="auto",
+            label="Samples in one request with n (OpenAI-compatible)",
+        )
         save_btn = gr.Button("Save model", variant="primary")
 
     def on_preset(b: str) -> tuple[Any, Any]:
@@ -372,7 +403,18 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
         )
 
     backend.input(on_preset, backend, [base_url, model], queue=False, show_progress="hidden")
-    form = [role, backend, mid, model, base_url, key_env, temperature, max_tokens, samples]
+    form = [
+        role,
+        backend,
+        mid,
+        model,
+        base_url,
+        key_env,
+        temperature,
+        max_tokens,
+        samples,
+        supports_n,
+    ]
     pick.input(
         lambda c: load_form(ws, c),
         pick,

@@ -359,6 +359,7 @@ def build(
             return {**out, v.queue: None, v.progress: progress_html(ws, who)}
         empty = None if page.ids else ws.empty_queue_message(current_actor(), filter_, who)
         out = show(ws, v, page, 0, who, blind_, ai_, empty=empty)
+        ws.warm_review_counts()  # the other AI queues' counts, in the background
         return {**out, v.queue: page, v.progress: progress_html(ws, who)}
 
     def _stash(
@@ -544,6 +545,10 @@ def build(
         return load_queue(filter_, who, blind_, ai_)
 
     tab.select(on_select, [v.queue, v.pos, *queue_inputs], queue_outputs, show_progress="hidden")
+    # the AI queues' counts in the background from the start (and after a recipe change), so
+    # opening one on a large workspace reads its count
+    ws.warm_review_counts()
+    ws.on_recipe_change(ws.warm_review_counts)
 
     from capyui.tabs import argilla  # the Argilla review queue panel, below the built-in one
 

@@ -38,6 +38,8 @@ class ScriptedGenerator:
     honour_n: bool = True
     delay_s: float = 0.0
     score: int = 4  # the [[score=N]] marker put in every answer (for a scripted judge)
+    max_n: int | None = None  # honours n up to this many choices (a gateway's cap)
+    fail_single: bool = False  # a request without n > 1 gets HTTP 500 (re-asks fail)
     log: list[Logged] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,10 +67,21 @@ class ScriptedGenerator:
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 prompt = body["messages"][-1]["content"]
+                if server.fail_single and int(body.get("n") or 1) <= 1:
+                    with server._lock:
+                        server.log.append(Logged(arrived, time.monotonic(), body))
+                    data = b'{"error": {"message": "scripted failure", "code": 500}}'
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if "Texts:" in prompt:
                     texts = [judge.answer(prompt)]
                 else:
                     n = int(body.get("n") or 1) if server.honour_n else 1
+                    n = min(n, server.max_n or n)
                     texts = [
                         f"{self.server_text(body, i)} [[score={server.score}]]" for i in range(n)
                     ]
