@@ -100,6 +100,30 @@ def test_collect_aligns_judgment_with_candidates(store: Store) -> None:
     assert row.judge_model == "judge-model" and row.judged
 
 
+def test_collect_and_decide_pass_typed_records(store: Store) -> None:
+    """Issue 9: binarize's inner loop carries ``records`` types, read by name, not tuples
+    and dicts read by position or key."""
+    from pipelines.binarize import Rules, decide
+    from pipelines.binarize.rules import Decided
+
+    cid = add_row(store, "typed", {"gen-a": 2, "gen-b": 4})
+    store.put_review(cid, "alice", ratings={"gen-a/0": 5}, chosen="gen-a/0", rejected="gen-b/0")
+    (row,) = collect(store)
+    assert all(type(c) is CandidateRow for c in row.candidates)
+    assert row.candidates[0] == CandidateRow("gen-a/0", "gen-a", "model-A", "gen-a says typed")
+    (review,) = row.reviews
+    assert isinstance(review, Review)
+    assert (review.conversation_id, review.reviewer, review.ratings) == (
+        cid,
+        "alice",
+        {"gen-a/0": 5},
+    )
+    assert (review.chosen, review.rejected, review.discard) == ("gen-a/0", "gen-b/0", False)
+    decided = decide(row, Rules.of(BinarizeOptions()))
+    assert isinstance(decided, Decided)
+    assert (decided.ratings, decided.human, decided.pairs) == ([5.0, 4.0], True, [(0, 1)])
+
+
 def test_collect_filters_generators_and_judge(store: Store) -> None:
     cid = add_row(store, "q1", {"gen-a": 5, "gen-b": 2, "gen-c": 1})
     store.put_judgment(
