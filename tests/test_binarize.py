@@ -103,8 +103,7 @@ def test_collect_aligns_judgment_with_candidates(store: Store) -> None:
 def test_collect_and_decide_pass_typed_records(store: Store) -> None:
     """Issue 9: binarize's inner loop carries ``records`` types, read by name, not tuples
     and dicts read by position or key."""
-    from pipelines.binarize import Rules, decide
-    from pipelines.binarize.rules import Decided
+    from pipelines.binarize import Decided, Rules, decide
 
     cid = add_row(store, "typed", {"gen-a": 2, "gen-b": 4})
     store.put_review(cid, "alice", ratings={"gen-a/0": 5}, chosen="gen-a/0", rejected="gen-b/0")
