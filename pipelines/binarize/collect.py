@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from pipelines.binarize.rows import JudgedConversation
+from pipelines.binarize.rows import JudgedConversation, gc_paused
 from pipelines.records import CandidateRow, Judgment, Review, candidate_key
 from pipelines.store import Store
 from pipelines.types import Conversation
@@ -66,6 +66,17 @@ def collect(
     """
     if conversation_ids is not None and not conversation_ids:
         return []
+    with gc_paused():  # records by the hundred thousand, no cycles: no GC passes over them
+        return _collect(store, generator_ids, judge_id, conversation_ids, labels)
+
+
+def _collect(
+    store: Store,
+    generator_ids: list[str] | None,
+    judge_id: str | None,
+    conversation_ids: list[str] | None,
+    labels: dict[tuple[str, str], str] | None,
+) -> list[JudgedConversation]:
     rows = store.binarize_rows(generator_ids, judge_id, conversation_ids)
     loads = json.loads
     candidates: dict[str, list[CandidateRow]] = defaultdict(list)
@@ -73,18 +84,8 @@ def collect(
     for cid, gen, idx, model, text in rows.candidates:
         candidates[cid].append(CandidateRow(candidate_key(gen, idx), gen, label[gen, model], text))
 
-    # oldest first: the newest done judgment of a conversation wins (read once it has won)
+    # oldest first: the newest done judgment of a conversation wins (parsed once it has won)
     newest = {cid: judgment for cid, *judgment in rows.judgments}
-    judgments: dict[str, Judgment] = {}
-    for cid, (judge, model, keys, ratings, rationales) in newest.items():
-        judgments[cid] = Judgment(
-            conversation_id=cid,
-            judge_id=judge,
-            model=model,
-            candidate_keys=loads(keys),
-            ratings=loads(ratings),
-            rationales=loads(rationales),
-        )
 
     reviews: dict[str, list[Review]] = defaultdict(list)
     for cid, reviewer, source, ratings, chosen, rejected, discard, comment, ts in rows.reviews:
@@ -116,7 +117,7 @@ def collect(
             conversation_id=cid,
         )
         cands = candidates.get(cid, [])
-        judgment = judgments.get(cid)
+        judgment = _judgment(cid, newest.get(cid))
         ai: list[float | None]
         rats: list[str | None]
         if judgment is None:
@@ -139,3 +140,18 @@ def collect(
             )
         )
     return out
+
+
+def _judgment(conversation_id: str, row: list[str] | None) -> Judgment | None:
+    """A ``binarize_rows`` judgment row (less its conversation id) as a ``Judgment``."""
+    if row is None:
+        return None
+    judge, model, keys, ratings, rationales = row
+    return Judgment(
+        conversation_id=conversation_id,
+        judge_id=judge,
+        model=model,
+        candidate_keys=json.loads(keys),
+        ratings=json.loads(ratings),
+        rationales=json.loads(rationales),
+    )
