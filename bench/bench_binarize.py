@@ -95,6 +95,7 @@ def half_capyui(
     sys.path.insert(0, str(ROOT))
     from pipelines.binarize import BinarizeOptions, JudgedConversation, binarize
     from pipelines.publish import CardContext, export_local
+    from pipelines.records import CandidateRow
     from pipelines.types import Conversation
 
     raw = [json.loads(line) for line in path.open(encoding="utf-8")]
@@ -109,7 +110,7 @@ def half_capyui(
                     conversation_id=r["conversation_id"],
                 ),
                 candidates=[
-                    (f"g{k}/0", f"g{k}", m, t)
+                    CandidateRow(f"g{k}/0", f"g{k}", m, t)
                     for k, (m, t) in enumerate(
                         zip(r["generation_models"], r["generations"], strict=True)
                     )

@@ -370,7 +370,7 @@ def add_judge_ratings(
     ``JudgedConversation`` chunk the pairs came from, whose candidates give that order)."""
     import pyarrow as pa
 
-    keys_of = {r.conversation.conversation_id: [c[0] for c in r.candidates] for r in rows}
+    keys_of = {r.conversation.conversation_id: [c.key for c in r.candidates] for r in rows}
     cids = table.column("conversation_id").to_pylist()
     judgments = store.panel_judgments(sorted(set(cids)), [j.id for j in judges])
     per_cid: dict[str, list[dict[str, Any]]] = {}

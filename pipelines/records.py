@@ -136,8 +136,9 @@ class Candidate(_Record):
 
 
 class CandidateRow(NamedTuple):
-    """A candidate as binarize's columnar path carries it: a plain tuple (cheap to build by the
-    hundred thousand, read with ``operator.itemgetter``) whose fields have names."""
+    """A candidate as binarize carries it (``JudgedConversation.candidates``): a named tuple,
+    cheap to build by the hundred thousand, read by field name (``row.text``); ``key`` is
+    ``candidate_key(generator_id, sample_index)`` and ``model`` the model's label."""
 
     key: str
     generator_id: str

@@ -27,6 +27,7 @@ from pipelines.types import Conversation, Progress, ProgressCallback
 if TYPE_CHECKING:
     from pipelines.argilla_follow import ArgillaFollower, FollowSummary
     from pipelines.argilla_queue import PullSummary, PushSummary
+    from pipelines.binarize import BinarizeResult, JudgedConversation
 
 
 class StageError(Exception):
@@ -177,8 +178,8 @@ def load_stage(recipe: Recipe, store: Store, limit: int | None = None) -> dict[s
 
 @dataclass
 class Binarized:
-    rows: list[Any]  # binarize.JudgedConversation
-    result: Any  # binarize.BinarizeResult
+    rows: list[JudgedConversation]
+    result: BinarizeResult
 
     @property
     def pairs(self) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.binarize.config import BinarizeConfig
 from pipelines.errors import error_line
 from pipelines.jobs import JobManager
 from pipelines.panel_edit import JudgePanelView, PanelEndpoint, PanelJudge
@@ -728,7 +729,7 @@ class WorkspaceService:
 
         return list(typing.get_args(BinarizeOptions.model_fields["strategy"].annotation))
 
-    def binarize_options(self, changes: dict[str, Any] | None = None) -> Any:
+    def binarize_options(self, changes: dict[str, Any] | None = None) -> BinarizeConfig:
         """The recipe's binarize options with ``changes``, validated (``ServiceError``)."""
         from pydantic import ValidationError
 
@@ -763,7 +764,7 @@ class WorkspaceService:
         self._overview_cache = (key, overview)
         return overview
 
-    def _preview_key(self, options: Any) -> str:
+    def _preview_key(self, options: BinarizeConfig) -> str:
         gens, judge = self.model_ids()
         return repr((options.model_dump(), gens, judge, self.store.change_marker()))
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.binarize import JudgedConversation
-from pipelines.records import CandidateRow, Review
+from pipelines.records import Review
 
 HIST_COLUMNS = ["1", "2", "3", "4", "5", "null"]
 MODEL_COLUMNS = [
@@ -70,8 +70,8 @@ def model_stats(
     total: dict[str, float] = {}
     rated: dict[str, int] = {}
     for row in rows:
-        # candidates are CandidateRow-shaped tuples: (key, generator_id, model, text)
-        for (_key, _gen, model, _text), rating in zip(row.candidates, row.ai_ratings, strict=False):
+        for candidate, rating in zip(row.candidates, row.ai_ratings, strict=False):
+            model = candidate.model
             h = hist.get(model)
             if h is None:
                 h = hist[model] = dict.fromkeys(HIST_COLUMNS, 0)
@@ -124,12 +124,9 @@ def rating_pairs(rows: Iterable[JudgedConversation]) -> pd.DataFrame:
     for row in rows:
         if not row.reviews:
             continue
-        by_key = {
-            c.key: (c.model, a)
-            for c, a in zip(map(CandidateRow._make, row.candidates), row.ai_ratings, strict=False)
-        }
+        by_key = {c.key: (c.model, a) for c, a in zip(row.candidates, row.ai_ratings, strict=False)}
         for review in row.reviews:
-            for key, human in (review.get("ratings") or {}).items():
+            for key, human in (review.ratings or {}).items():
                 model, ai = by_key.get(key, (None, None))
                 if ai is None or human is None:
                     continue
@@ -138,7 +135,7 @@ def rating_pairs(rows: Iterable[JudgedConversation]) -> pd.DataFrame:
                         "conversation_id": row.conversation.conversation_id,
                         "candidate_key": key,
                         "model": model,
-                        "reviewer": review.get("reviewer"),
+                        "reviewer": review.reviewer,
                         "ai": float(ai),
                         "human": float(human),
                     }

@@ -2122,8 +2122,9 @@ class Store:
                 cand_params + ids_params,
             ),
             judgments=self.query(
-                "SELECT conversation_id, model, candidate_keys, ratings, rationales FROM judgments"
-                " WHERE status = 'done'" + judge_sql + ids_sql + " ORDER BY updated_at",
+                "SELECT conversation_id, judge_id, model, candidate_keys, ratings, rationales"
+                " FROM judgments WHERE status = 'done'" + judge_sql + ids_sql + " ORDER BY"
+                " updated_at",
                 judge_params + ids_params,
             ),
             reviews=self.query(

@@ -23,6 +23,7 @@ from pipelines.binarize import (
     normalize_prompt,
     to_trl_example,
 )
+from pipelines.records import CandidateRow, Review
 from pipelines.store import Store
 from pipelines.types import Conversation, GenerationResult
 
@@ -92,11 +93,34 @@ def test_collect_aligns_judgment_with_candidates(store: Store) -> None:
     rows = collect(store)
     assert len(rows) == 1
     row = rows[0]
-    assert [c[0] for c in row.candidates] == ["gen-a/0", "gen-b/0"]
-    assert [c[2] for c in row.candidates] == ["model-A", "model-B"]
+    assert [c.key for c in row.candidates] == ["gen-a/0", "gen-b/0"]
+    assert [c.model for c in row.candidates] == ["model-A", "model-B"]
     assert row.ai_ratings == [5, 2]
     assert row.rationales == ["why gen-a", "why gen-b"]
     assert row.judge_model == "judge-model" and row.judged
+
+
+def test_collect_and_decide_pass_typed_records(store: Store) -> None:
+    """Issue 9: binarize's inner loop carries ``records`` types, read by name, not tuples
+    and dicts read by position or key."""
+    from pipelines.binarize import Decided, Rules, decide
+
+    cid = add_row(store, "typed", {"gen-a": 2, "gen-b": 4})
+    store.put_review(cid, "alice", ratings={"gen-a/0": 5}, chosen="gen-a/0", rejected="gen-b/0")
+    (row,) = collect(store)
+    assert all(type(c) is CandidateRow for c in row.candidates)
+    assert row.candidates[0] == CandidateRow("gen-a/0", "gen-a", "model-A", "gen-a says typed")
+    (review,) = row.reviews
+    assert isinstance(review, Review)
+    assert (review.conversation_id, review.reviewer, review.ratings) == (
+        cid,
+        "alice",
+        {"gen-a/0": 5},
+    )
+    assert (review.chosen, review.rejected, review.discard) == ("gen-a/0", "gen-b/0", False)
+    decided = decide(row, Rules.of(BinarizeOptions()))
+    assert isinstance(decided, Decided)
+    assert (decided.ratings, decided.human, decided.pairs) == ([5.0, 4.0], True, [(0, 1)])
 
 
 def test_collect_filters_generators_and_judge(store: Store) -> None:
@@ -114,7 +138,7 @@ def test_collect_filters_generators_and_judge(store: Store) -> None:
         error=None,
     )
     rows = collect(store, generator_ids=["gen-a", "gen-c"], judge_id="judge")
-    assert [c[1] for c in rows[0].candidates] == ["gen-a", "gen-c"]
+    assert [c.generator_id for c in rows[0].candidates] == ["gen-a", "gen-c"]
     assert rows[0].ai_ratings == [5, 1]
     rows = collect(store, judge_id="other")
     assert rows[0].judge_model == "other-model"
@@ -166,7 +190,7 @@ def test_generators_sharing_a_model_name_get_distinct_labels(store: Store) -> No
     )
     rows = collect(store)
     # candidates come in generator_id order
-    assert [c[2] for c in rows[0].candidates] == [
+    assert [c.model for c in rows[0].candidates] == [
         "original",
         "SmolLM2-135M-Instruct (smol-creative)",
         "SmolLM2-135M-Instruct (smol-precise)",
@@ -174,10 +198,10 @@ def test_generators_sharing_a_model_name_get_distinct_labels(store: Store) -> No
     pair = binarize(rows).pairs[0]
     assert pair["chosen_model"] == "SmolLM2-135M-Instruct (smol-precise)"
     assert pair["rejected_model"] == "SmolLM2-135M-Instruct (smol-creative)"
-    assert pair["generation_models"] == [c[2] for c in rows[0].candidates]
+    assert pair["generation_models"] == [c.model for c in rows[0].candidates]
     # restricted to one of the two generators, the plain model name is unique again
     rows = collect(store, generator_ids=["smol-precise", "original"])
-    assert [c[2] for c in rows[0].candidates] == ["original", "SmolLM2-135M-Instruct"]
+    assert [c.model for c in rows[0].candidates] == ["original", "SmolLM2-135M-Instruct"]
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -445,7 +469,7 @@ def test_options_forbid_unknown_fields() -> None:
 def test_binarize_accepts_plain_rows_without_a_store() -> None:
     row = JudgedConversation(
         conversation=Conversation(messages=[{"role": "user", "content": "hi"}]),
-        candidates=[("a/0", "a", "A", "hello"), ("b/0", "b", "B", "hey")],
+        candidates=[CandidateRow("a/0", "a", "A", "hello"), CandidateRow("b/0", "b", "B", "hey")],
         ai_ratings=[2, 4],
         rationales=[None, None],
         judge_model="j",
@@ -482,7 +506,7 @@ def _random_rows(n: int, seed: int, prompts: list[str]) -> list[JudgedConversati
         if rng.random() < 0.9:
             messages.append({"role": "user", "content": f"last {i}"})
         k = rng.choice([0, 1, 2, 2, 3, 4, 4, 4, 5, 6])
-        cands = [(f"g{j}/0", f"g{j}", models[j], f"text {i}.{j}") for j in range(k)]
+        cands = [CandidateRow(f"g{j}/0", f"g{j}", models[j], f"text {i}.{j}") for j in range(k)]
         scale = rng.choice([[1, 2, 3, 4, 5], [3, 4], [1, 5], [2.5, 4.0, 4.5]])
         ai: list[int | float | None] = [
             None if rng.random() < 0.1 else rng.choice(scale) for _ in range(k)
@@ -490,21 +514,22 @@ def _random_rows(n: int, seed: int, prompts: list[str]) -> list[JudgedConversati
         if k and rng.random() < 0.05:
             ai = ai[: rng.randint(0, k - 1)]  # fewer ratings than candidates
         rationales: list[str | None] = [rng.choice([None, f"why {j}"]) for j in range(len(ai))]
-        reviews: list[dict[str, Any]] = []
+        reviews: list[Review] = []
         if k and rng.random() < 0.15:
             for r in range(rng.randint(1, 3)):
-                keys = [c[0] for c in cands] + ["gone/0"]
+                keys = [c.key for c in cands] + ["gone/0"]
                 reviews.append(
-                    {
-                        "reviewer": f"r{r}",
-                        "ratings": {
+                    Review(
+                        conversation_id=f"c{seed}-{i}",
+                        reviewer=f"r{r}",
+                        ratings={
                             key: rng.choice([1, 2, 3, 4, 5, None])
                             for key in rng.sample(keys, rng.randint(0, len(keys)))
                         },
-                        "chosen": rng.choice([None, None, *keys]),
-                        "rejected": rng.choice([None, None, *keys]),
-                        "discard": rng.random() < 0.2,
-                    }
+                        chosen=rng.choice([None, None, *keys]),
+                        rejected=rng.choice([None, None, *keys]),
+                        discard=rng.random() < 0.2,
+                    )
                 )
         judged = rng.random() > 0.05
         rows.append(
@@ -600,7 +625,7 @@ def test_more_ratings_than_candidates_falls_back_to_the_reference() -> None:
 
     row = JudgedConversation(
         conversation=Conversation(messages=[{"role": "user", "content": "hi"}]),
-        candidates=[("a/0", "a", "A", "hello"), ("b/0", "b", "B", "hey")],
+        candidates=[CandidateRow("a/0", "a", "A", "hello"), CandidateRow("b/0", "b", "B", "hey")],
         ai_ratings=[2, 4, None],
         rationales=[None, None, None],
     )

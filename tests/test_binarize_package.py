@@ -11,6 +11,7 @@ import pytest
 
 import pipelines.binarize as package
 from pipelines.binarize import columnar
+from pipelines.records import CandidateRow
 from pipelines.types import Conversation
 
 MODULES = ("collect", "columnar", "config", "decontaminate", "reference", "rows", "rules", "trl")
@@ -35,7 +36,7 @@ def test_every_public_name_comes_from_a_submodule() -> None:
 def _row(ai: list[int | None]) -> Any:
     return package.JudgedConversation(
         conversation=Conversation(messages=[{"role": "user", "content": "hi"}]),
-        candidates=[("a/0", "a", "A", "hello"), ("b/0", "b", "B", "hey")],
+        candidates=[CandidateRow("a/0", "a", "A", "hello"), CandidateRow("b/0", "b", "B", "hey")],
         ai_ratings=ai,
         rationales=[None] * len(ai),
     )

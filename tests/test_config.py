@@ -309,9 +309,11 @@ def test_recipe_binarize_is_the_validated_config() -> None:
     }
     default = parse_recipe({**BASE, "generators": [{"id": "o", "backend": "original"}]})
     assert default.binarize == BinarizeConfig() and default.to_dict()["binarize"] == {}
-    # code written when it was a dict still reads it
-    assert recipe.binarize.get("strategy") == "all-pairs" and "seed" in recipe.binarize
-    assert {**recipe.binarize}["seed"] == 7 and recipe.binarize.get("max_turns") is None
+    # the config is read by attribute only: no dict-style access to fall back on
+    assert recipe.binarize.max_turns is None and recipe.binarize.decontaminate == ["mtbench"]
+    for dict_api in ("get", "keys", "__getitem__", "__contains__"):
+        assert not hasattr(recipe.binarize, dict_api), dict_api
+    assert recipe.binarize != {"strategy": "all-pairs", "seed": 7, "decontaminate": ["mtbench"]}
 
 
 def test_a_bad_binarize_section_is_one_line() -> None:

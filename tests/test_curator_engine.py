@@ -17,6 +17,7 @@ import pytest
 
 from pipelines.binarize import JudgedConversation
 from pipelines.judge_quality import placeholder_rationale
+from pipelines.records import CandidateRow
 from pipelines.review import ReviewError, default_picks, submit_review
 from pipelines.stats import compute_stats, review_counts
 from pipelines.store import Store
@@ -140,13 +141,13 @@ def test_placeholder_rationales_count_as_judge_failures() -> None:
     rows = [
         JudgedConversation(
             conversation=conv,
-            candidates=[(k, k[0], k[0], "t") for k in KEYS],
+            candidates=[CandidateRow(k, k[0], k[0], "t") for k in KEYS],
             ai_ratings=[4, 2, 5],
             rationales=["fine", "[rationale for text 2]", "[rationale for text 3]"],
         ),
         JudgedConversation(
             conversation=conv,
-            candidates=[(k, k[0], k[0], "t") for k in KEYS[:2]],
+            candidates=[CandidateRow(k, k[0], k[0], "t") for k in KEYS[:2]],
             ai_ratings=[4, 2],
             rationales=["fine", "good enough"],
         ),

@@ -261,5 +261,5 @@ def test_build_thresholds_in_a_recipe_become_export_filters() -> None:
             "binarize": {"strategy": "best-vs-worst", "min_chosen_rating": 4, "max_turns": 3},
         }
     )
-    assert recipe.binarize == {"strategy": "best-vs-worst"}
+    assert recipe.binarize.model_dump() == {"strategy": "best-vs-worst"}
     assert recipe.export.filters.active() == {"max_turns": 3, "min_chosen_rating": 4}

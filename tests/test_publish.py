@@ -21,6 +21,7 @@ import yaml
 
 from pipelines.binarize import COLUMNS, BinarizeOptions, JudgedConversation, binarize
 from pipelines.publish import CardContext, PublishError, export_local, push_to_hub
+from pipelines.records import CandidateRow, Review
 from pipelines.stats import compute_stats
 from pipelines.types import Conversation
 from tests.support.net import free_port
@@ -45,14 +46,18 @@ def make_rows(n: int = 6) -> list[JudgedConversation]:
                     messages=messages, source="LDJnr/Capybara", original_response=f"{2 * i}"
                 ),
                 candidates=[
-                    ("original/0", "original", "original", f"It is {2 * i}."),
-                    ("small/0", "small", "SmolLM2-135M-Instruct", "I do not know"),
-                    ("big/0", "big", "big-model", f"{2 * i}, because {i} + {i} = {2 * i}."),
+                    CandidateRow("original/0", "original", "original", f"It is {2 * i}."),
+                    CandidateRow("small/0", "small", "SmolLM2-135M-Instruct", "I do not know"),
+                    CandidateRow(
+                        "big/0", "big", "big-model", f"{2 * i}, because {i} + {i} = {2 * i}."
+                    ),
                 ],
                 ai_ratings=[4, 1 + (i % 2), 5],
                 rationales=["ok", "wrong", "right"],
                 judge_model="SmolLM2-135M-Instruct",
-                reviews=[{"reviewer": "h", "ratings": {"small/0": 2}}] if i == 0 else [],
+                reviews=[Review(conversation_id="", reviewer="h", ratings={"small/0": 2})]
+                if i == 0
+                else [],
             )
         )
     return rows

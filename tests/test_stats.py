@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from pipelines.binarize import BinarizeOptions, JudgedConversation, binarize
+from pipelines.records import CandidateRow, Review
 from pipelines.stats import (
     HIST_COLUMNS,
     MODEL_COLUMNS,
@@ -20,16 +21,22 @@ from pipelines.types import Conversation
 
 
 def row(
-    ai: list[int | None], reviews: list[dict] | None = None, q: str = "q"
+    ai: list[float | None], reviews: dict[str, dict[str, int]] | None = None, q: str = "q"
 ) -> JudgedConversation:
+    """One conversation (``q``) with candidates A, B, C rated ``ai`` by the judge and
+    ``reviews``: reviewer -> that human's ratings by candidate key."""
     models = ["A", "B", "C"][: len(ai)]
+    conv = Conversation(messages=[{"role": "user", "content": q}])
     return JudgedConversation(
-        conversation=Conversation(messages=[{"role": "user", "content": q}]),
-        candidates=[(f"{m}/0", m, m, f"{m} answer") for m in models],
+        conversation=conv,
+        candidates=[CandidateRow(f"{m}/0", m, m, f"{m} answer") for m in models],
         ai_ratings=ai,
         rationales=[None] * len(ai),
         judge_model="judge",
-        reviews=reviews or [],
+        reviews=[
+            Review(conversation_id=conv.conversation_id, reviewer=who, ratings=ratings)
+            for who, ratings in (reviews or {}).items()
+        ],
     )
 
 
@@ -54,12 +61,9 @@ def test_agreement_exact_within_one_and_spearman() -> None:
     rows = [
         row(
             ai,
-            [
-                {"reviewer": "h1", "ratings": {"A/0": 5, "B/0": 2, "C/0": 3}},
-                {"reviewer": "h2", "ratings": {"A/0": 3}},
-            ],
+            {"h1": {"A/0": 5, "B/0": 2, "C/0": 3}, "h2": {"A/0": 3}},
         ),
-        row([None, 4], [{"reviewer": "h1", "ratings": {"A/0": 4, "B/0": 4}}], q="x"),
+        row([None, 4], {"h1": {"A/0": 4, "B/0": 4}}, q="x"),
     ]
     got = agreement(rows)
     # pairs (ai, human): (5,5) (1,2) (3,3) (5,3) (4,4); (None, 4) is skipped
@@ -72,7 +76,7 @@ def test_agreement_exact_within_one_and_spearman() -> None:
 
 def test_agreement_without_reviews_or_with_constant_ratings() -> None:
     assert agreement([row([5, 1])]) == {"n": 0, "exact": None, "within_1": None, "spearman": None}
-    constant = agreement([row([3, 3], [{"reviewer": "h", "ratings": {"A/0": 3, "B/0": 3}}])])
+    constant = agreement([row([3, 3], {"h": {"A/0": 3, "B/0": 3}})])
     assert constant["exact"] == 1.0 and constant["spearman"] is None
 
 

@@ -318,20 +318,24 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
     from capyui.tabs import argilla  # reviews pulled from Argilla, live-pull state
 
     argilla.build_results_line(ws, tab)
-    b = {**ws.recipe.binarize, **ws.recipe.export.filters.active()}
+    config = ws.recipe.binarize
+    filters = ws.recipe.export.filters.active()  # the thresholds the recipe applies at export
     with gr.Row():
-        strategy = gr.Dropdown(
-            ws.strategies(), value=b.get("strategy", "best-vs-worst"), label="Strategy"
+        strategy = gr.Dropdown(ws.strategies(), value=config.strategy, label="Strategy")
+        min_margin = gr.Number(
+            label="Min rating margin", value=filters.get("min_margin", config.min_margin)
         )
-        min_margin = gr.Number(label="Min rating margin", value=b.get("min_margin", 0))
         min_chosen = gr.Number(
-            label="Min chosen rating (0 = none)", value=b.get("min_chosen_rating") or 0
+            label="Min chosen rating (0 = none)",
+            value=filters.get("min_chosen_rating", config.min_chosen_rating) or 0,
         )
         drop_null = gr.Checkbox(
-            label="Drop rows with a null rating", value=bool(b.get("drop_null_ratings"))
+            label="Drop rows with a null rating", value=config.drop_null_ratings
         )
         max_turns = gr.Number(
-            label="Max user turns (0 = any)", value=b.get("max_turns") or 0, precision=0
+            label="Max user turns (0 = any)",
+            value=filters.get("max_turns", config.max_turns) or 0,
+            precision=0,
         )
     options: list[Any] = [strategy, min_margin, min_chosen, drop_null, max_turns]
     with gr.Row():

@@ -5,12 +5,14 @@ The package, module by module:
 * ``config``: ``BinarizeConfig``, the one validated form of the options (``Recipe.binarize``);
 * ``collect``: everything binarization needs from the store, as ``JudgedConversation`` rows;
 * ``rules``: the rules for one conversation (strategy, thresholds, human beats AI, ties,
-  pairwise verdicts), ``decide``;
+  pairwise verdicts), ``decide``: a drop reason or ``Decided`` (ratings, human, pairs);
 * ``columnar``: ``binarize``, the rules as numpy masks, pairs straight into a ``pyarrow.Table``;
 * ``reference``: ``binarize_reference``, the rules row by row: the specification the columnar
   path is tested against, and its path for input the columns cannot hold;
 * ``decontaminate``: benchmark prompts (MT-Bench) that drop the conversations asking them;
-* ``rows``: ``JudgedConversation``, ``BinarizeResult`` and the exported columns' schema;
+* ``rows``: ``JudgedConversation`` (a conversation with its ``records.CandidateRow``,
+  aligned AI ratings and ``records.Review``), ``BinarizeResult`` and the exported columns'
+  schema;
 * ``trl``: the rows in the shape TRL trains on.
 
 Output rows follow TRL's conversational preference format with an explicit prompt; see
@@ -48,7 +50,7 @@ from pipelines.binarize.rows import (
     pa_concat,
     pairs_to_table,
 )
-from pipelines.binarize.rules import Rules, decide, stable_hash
+from pipelines.binarize.rules import Decided, Decision, Rules, decide, stable_hash
 from pipelines.binarize.trl import to_trl_example
 
 __all__ = [
@@ -56,6 +58,8 @@ __all__ = [
     "COLUMNS",
     "DEFAULT_STRATEGY",
     "DROP_REASONS",
+    "Decided",
+    "Decision",
     "MTBENCH",
     "STRATEGIES",
     "BinarizeConfig",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
 
-from pipelines.binarize.rows import JudgedConversation
+from pipelines.binarize.rows import JudgedConversation, gc_paused
+from pipelines.records import CandidateRow, Judgment, Review, candidate_key
 from pipelines.store import Store
 from pipelines.types import Conversation
 
@@ -66,30 +66,41 @@ def collect(
     """
     if conversation_ids is not None and not conversation_ids:
         return []
+    with gc_paused():  # records by the hundred thousand, no cycles: no GC passes over them
+        return _collect(store, generator_ids, judge_id, conversation_ids, labels)
+
+
+def _collect(
+    store: Store,
+    generator_ids: list[str] | None,
+    judge_id: str | None,
+    conversation_ids: list[str] | None,
+    labels: dict[tuple[str, str], str] | None,
+) -> list[JudgedConversation]:
     rows = store.binarize_rows(generator_ids, judge_id, conversation_ids)
-    candidates: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
+    loads = json.loads
+    candidates: dict[str, list[CandidateRow]] = defaultdict(list)
     label = labels or model_labels({(gen, model) for _, gen, _, model, _ in rows.candidates})
     for cid, gen, idx, model, text in rows.candidates:
-        candidates[cid].append((f"{gen}/{idx}", gen, label[gen, model], text))
+        candidates[cid].append(CandidateRow(candidate_key(gen, idx), gen, label[gen, model], text))
 
-    judgments: dict[str, tuple[str, str, str, str]] = {}
-    for cid, model, keys, ratings, rationales in rows.judgments:  # oldest first: newest wins
-        judgments[cid] = (model, keys, ratings, rationales)
+    # oldest first: the newest done judgment of a conversation wins (parsed once it has won)
+    newest = {cid: judgment for cid, *judgment in rows.judgments}
 
-    reviews: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    reviews: dict[str, list[Review]] = defaultdict(list)
     for cid, reviewer, source, ratings, chosen, rejected, discard, comment, ts in rows.reviews:
         reviews[cid].append(
-            {
-                "conversation_id": cid,
-                "reviewer": reviewer,
-                "source": source,
-                "ratings": json.loads(ratings),
-                "chosen": chosen,
-                "rejected": rejected,
-                "discard": bool(discard),
-                "comment": comment,
-                "updated_at": ts,
-            }
+            Review(
+                conversation_id=cid,
+                reviewer=reviewer,
+                source=source,
+                ratings=loads(ratings),
+                chosen=chosen,
+                rejected=rejected,
+                discard=bool(discard),
+                comment=comment,
+                updated_at=ts,
+            )
         )
 
     from pipelines.pairwise import pair_outcomes
@@ -97,7 +108,6 @@ def collect(
     pairwise = pair_outcomes(store.pairwise_reviews())
 
     out: list[JudgedConversation] = []
-    loads = json.loads
     for cid, source, messages, original, metadata in rows.conversations:
         conv = Conversation(
             messages=loads(messages),
@@ -107,31 +117,41 @@ def collect(
             conversation_id=cid,
         )
         cands = candidates.get(cid, [])
-        judgment = judgments.get(cid)
+        judgment = _judgment(cid, newest.get(cid))
+        ai: list[float | None]
+        rats: list[str | None]
         if judgment is None:
-            ai: list[int | None] = [None] * len(cands)
-            rats: list[str | None] = [None] * len(cands)
-            judge_model = None
-        else:
-            judge_model, keys, j_ratings, j_rationales = judgment
-            pos = {k: i for i, k in enumerate(loads(keys))}
-            j_r = loads(j_ratings)
-            j_t = loads(j_rationales)
-            ai, rats = [], []
-            for c in cands:
-                i = pos.get(c[0])
-                ai.append(None if i is None or i >= len(j_r) else j_r[i])
-                rats.append(None if i is None or i >= len(j_t) else j_t[i])
+            ai = [None] * len(cands)
+            rats = [None] * len(cands)
+        else:  # aligned with the candidates (None for a candidate the judge did not see)
+            rating, rationale = judgment.rating_of(), judgment.rationale_of()
+            ai = [rating.get(c.key) for c in cands]
+            rats = [rationale.get(c.key) for c in cands]
         out.append(
             JudgedConversation(
                 conversation=conv,
                 candidates=cands,
                 ai_ratings=ai,
                 rationales=rats,
-                judge_model=judge_model,
+                judge_model=None if judgment is None else judgment.model,
                 reviews=reviews.get(cid, []),
                 judged=judgment is not None,
                 pairwise=pairwise.get(cid, {}),
             )
         )
     return out
+
+
+def _judgment(conversation_id: str, row: list[str] | None) -> Judgment | None:
+    """A ``binarize_rows`` judgment row (less its conversation id) as a ``Judgment``."""
+    if row is None:
+        return None
+    judge, model, keys, ratings, rationales = row
+    return Judgment(
+        conversation_id=conversation_id,
+        judge_id=judge,
+        model=model,
+        candidate_keys=json.loads(keys),
+        ratings=json.loads(ratings),
+        rationales=json.loads(rationales),
+    )

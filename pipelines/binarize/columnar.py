@@ -84,9 +84,9 @@ _JUDGE_MODEL = attrgetter("judge_model")
 _SOURCE = attrgetter("source")
 _CONVERSATION_ID = attrgetter("conversation_id")
 _ORIGINAL = attrgetter("original_response")
-_ROLE = itemgetter("role")
-_MODEL = itemgetter(2)
-_TEXT = itemgetter(3)
+_ROLE = itemgetter("role")  # of a message (a dict)
+_MODEL = attrgetter("model")  # of a CandidateRow
+_TEXT = attrgetter("text")
 
 
 def _offsets(lengths: Any) -> Any:
@@ -263,12 +263,11 @@ def _binarize_chunk(
             if isinstance(decided, str):
                 dropped[decided] += 1
                 continue
-            ratings, is_human, chosen_list = decided
-            human[i] = is_human
+            human[i] = decided.human
             lo_i, hi_i = int(c_off[i]), int(c_off[i + 1])
-            vals[lo_i:hi_i] = [np.nan if r is None else r for r in ratings]
-            valid[lo_i:hi_i] = [r is not None for r in ratings]
-            for ci, ri in chosen_list:
+            vals[lo_i:hi_i] = [np.nan if r is None else r for r in decided.ratings]
+            valid[lo_i:hi_i] = [r is not None for r in decided.ratings]
+            for ci, ri in decided.pairs:
                 s_row.append(i)
                 s_c.append(ci)
                 s_r.append(ri)

@@ -51,26 +51,6 @@ class BinarizeConfig(BaseModel):
         otherwise, a ``ValueError``)."""
         return BinarizeConfig.model_validate({**self.model_dump(), **overrides})
 
-    # Read-only mapping access, for code written when ``Recipe.binarize`` was a plain dict
-    # (``recipe.binarize.get("strategy")``, ``{**recipe.binarize, ...}``): the fields that were
-    # set, as ``model_dump`` gives them. New code reads the attributes.
-    def keys(self) -> list[str]:
-        return list(self.model_dump())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.model_dump()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.model_dump().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.model_dump()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):  # a section as written: {"strategy": "all-pairs"}
-            return self.model_dump() == dict(other)
-        return super().__eq__(other)
-
 
 # The name the options had before they were the recipe's config.
 BinarizeOptions = BinarizeConfig

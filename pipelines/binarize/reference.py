@@ -1,14 +1,15 @@
 """The reference implementation of binarize: the rules of ``rules.py`` applied one conversation
-at a time, emitting one dict per pair. ``columnar.binarize`` gives the same result faster."""
+at a time, emitting one ``records.Pair`` per pair. ``columnar.binarize`` gives the same result
+faster."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 from pipelines.binarize.config import BinarizeConfig
 from pipelines.binarize.rows import (
+    COLUMNS,
     DROP_REASONS,
     BinarizeResult,
     JudgedConversation,
@@ -17,6 +18,7 @@ from pipelines.binarize.rows import (
 )
 from pipelines.binarize.rules import Rules, decide
 from pipelines.judge_quality import without_placeholders
+from pipelines.records import Pair
 from pipelines.types import Message
 
 
@@ -28,7 +30,7 @@ def _prompt_of(messages: list[Message]) -> list[Message]:
 def binarize_reference(
     rows: Iterable[JudgedConversation], options: BinarizeConfig | None = None
 ) -> BinarizeResult:
-    """The rules applied row by row (``rules.decide``), one dict per pair.
+    """The rules applied row by row (``rules.decide``), one ``records.Pair`` per pair.
 
     The specification the columnar path is tested against (tests/test_binarize.py
     ``test_columnar_path_matches_the_reference``), and the path ``binarize`` takes for input it
@@ -41,7 +43,7 @@ def _binarize_reference(
     rows: Iterable[JudgedConversation], config: BinarizeConfig
 ) -> BinarizeResult:
     rules = Rules.of(config)
-    pairs: list[dict[str, Any]] = []
+    pairs: list[Pair] = []
     dropped: Counter[str] = Counter({k: 0 for k in DROP_REASONS})
     rows_in = rows_kept = human_rows = 0
     append = pairs.append
@@ -51,45 +53,50 @@ def _binarize_reference(
         if isinstance(decided, str):
             dropped[decided] += 1
             continue
-        ratings, human, chosen_list = decided
+        ratings = decided.ratings
         conv = row.conversation
         messages = conv.messages
         cands = row.candidates
         rows_kept += 1
-        if human:
+        if decided.human:
             human_rows += 1
-        models = [c[2] for c in cands]
-        texts = [c[3] for c in cands]
+        models = [c.model for c in cands]
+        texts = [c.text for c in cands]
         prompt = _prompt_of(messages)
-        source = "human" if human else "ai"
-        for ci, ri in chosen_list:
+        source = "human" if decided.human else "ai"
+        rationales = without_placeholders(row.rationales)
+        for ci, ri in decided.pairs:
             append(
-                {
-                    "source": conv.source,
-                    "conversation_id": conv.conversation_id,
-                    "conversation": messages,
-                    "original_response": conv.original_response,
-                    "generation_models": models,
-                    "generations": texts,
-                    "ratings": ratings,
-                    "rationales": without_placeholders(row.rationales),
-                    "rating_source": source,
-                    "prompt": prompt,
-                    "chosen": [*prompt, {"role": "assistant", "content": texts[ci]}],
-                    "rejected": [*prompt, {"role": "assistant", "content": texts[ri]}],
-                    "rating_chosen": ratings[ci],
-                    "rating_rejected": ratings[ri],
-                    "chosen_model": models[ci],
-                    "rejected_model": models[ri],
-                    "judge_model": row.judge_model,
-                }
+                Pair(
+                    conversation_id=conv.conversation_id,
+                    prompt=prompt,
+                    chosen=[*prompt, {"role": "assistant", "content": cands[ci].text}],
+                    rejected=[*prompt, {"role": "assistant", "content": cands[ri].text}],
+                    rating_chosen=ratings[ci],
+                    rating_rejected=ratings[ri],
+                    chosen_model=cands[ci].model,
+                    rejected_model=cands[ri].model,
+                    rating_source=source,
+                    judge_model=row.judge_model,
+                    source=conv.source,
+                    extra={
+                        "conversation": messages,
+                        "original_response": conv.original_response,
+                        "generation_models": models,
+                        "generations": texts,
+                        "ratings": ratings,
+                        "rationales": rationales,
+                    },
+                )
             )
+    # the pairs as rows in the exported columns' order (``BinarizeResult.pairs``)
+    rows_out = [{name: pair[name] for name in COLUMNS} for pair in pairs]
     result = BinarizeResult(
-        table=pairs_to_table(pairs),
+        table=pairs_to_table(rows_out),
         dropped=dropped,
         rows_in=rows_in,
         rows_kept=rows_kept,
         human_rows=human_rows,
     )
-    result._pairs = pairs
+    result._pairs = rows_out
     return result

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.records import CandidateRow, Review
 from pipelines.types import Conversation
 
 DROP_REASONS = (
@@ -49,22 +50,22 @@ COLUMNS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class JudgedConversation:
     """Everything binarization needs about one conversation.
 
-    ``candidates`` are ``(key, generator_id, model, text)`` tuples, ``key`` being
-    ``"generator_id/sample_index"``; ``ai_ratings`` and ``rationales`` are aligned with them
-    (``None`` where the judge gave none). ``reviews`` are review dicts as ``Store.reviews``
-    returns them. ``judged`` is False when no AI judgment exists for the conversation.
+    ``candidates`` are ``records.CandidateRow`` (key ``"generator_id/sample_index"``,
+    generator_id, model label, text); ``ai_ratings`` and ``rationales`` are aligned with them
+    (``None`` where the judge gave none). ``reviews`` are the conversation's ``records.Review``
+    (oldest first). ``judged`` is False when no AI judgment exists for the conversation.
     """
 
     conversation: Conversation
-    candidates: list[tuple[str, str, str, str]] = field(default_factory=list)
-    ai_ratings: list[int | None] = field(default_factory=list)
+    candidates: list[CandidateRow] = field(default_factory=list)
+    ai_ratings: list[float | None] = field(default_factory=list)
     rationales: list[str | None] = field(default_factory=list)
     judge_model: str | None = None
-    reviews: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[Review] = field(default_factory=list)
     judged: bool = True
     # issue 14: human pairwise (arena) outcomes, {(key_1, key_2): winner key | "tie"}
     pairwise: dict[tuple[str, str], str] = field(default_factory=dict)

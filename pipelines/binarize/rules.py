@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,14 +71,21 @@ class Rules:
         return cls(config=config, banned=banned)
 
 
-# The decision for one conversation: a drop reason (one of ``DROP_REASONS``), or its effective
-# ratings, whether a human decided it, and its pairs as (chosen index, rejected index).
-Decision = str | tuple[list[float | None], bool, list[tuple[int, int]]]
+class Decided(NamedTuple):
+    """A conversation binarize keeps: its effective ratings (aligned with its candidates),
+    whether a human decided it, and its pairs as (chosen index, rejected index)."""
+
+    ratings: list[float | None]
+    human: bool
+    pairs: list[tuple[int, int]]
+
+
+# The decision for one conversation: a drop reason (one of ``DROP_REASONS``) or ``Decided``.
+Decision = str | Decided
 
 
 def _decide(row: JudgedConversation, rules: Rules) -> Decision:
-    """The rules for one conversation: a drop reason, or ``(effective ratings, human,
-    [(chosen index, rejected index), ...])``."""
+    """The rules for one conversation: a drop reason, or ``Decided``."""
     strategy = rules.config.strategy
     min_margin = rules.config.min_margin
     min_chosen = rules.config.min_chosen_rating
@@ -89,7 +96,7 @@ def _decide(row: JudgedConversation, rules: Rules) -> Decision:
 
     # -- conversation-level filters -------------------------------------------------------
     if reviews:
-        n_discard = sum(1 for r in reviews if r.get("discard"))
+        n_discard = sum(1 for r in reviews if r.discard)
         if n_discard * 2 > len(reviews):
             return "discarded"
     if rules.config.max_turns is not None and (
@@ -113,19 +120,19 @@ def _decide(row: JudgedConversation, rules: Rules) -> Decision:
     human = False
     pick_chosen = pick_rejected = None
     if reviews:
-        keep = [r for r in reviews if not r.get("discard")]
-        index = {c[0]: i for i, c in enumerate(cands)}
+        keep = [r for r in reviews if not r.discard]
+        index = {c.key: i for i, c in enumerate(cands)}
         sums: dict[int, list[float]] = {}
         for r in keep:
-            for key, value in (r.get("ratings") or {}).items():
+            for key, value in (r.ratings or {}).items():
                 i = index.get(key)
                 if i is not None and value is not None:
                     sums.setdefault(i, []).append(float(value))
         for i, vals in sums.items():
             ratings[i] = sum(vals) / len(vals)
         human = bool(sums)
-        ch = _majority([r["chosen"] for r in keep if r.get("chosen") in index])
-        rj = _majority([r["rejected"] for r in keep if r.get("rejected") in index])
+        ch = _majority([r.chosen for r in keep if r.chosen in index])
+        rj = _majority([r.rejected for r in keep if r.rejected in index])
         if ch is not None and ch == rj:
             ch = rj = None
         pick_chosen = index[ch] if ch is not None else None
@@ -146,7 +153,7 @@ def _decide(row: JudgedConversation, rules: Rules) -> Decision:
         )
         if not chosen_list:
             return "too_few_candidates"
-        return ratings, True, chosen_list
+        return Decided(ratings, True, chosen_list)
     eligible = [i for i in range(n) if ratings[i] is not None]
     if len(eligible) < 2:
         return "null_rating" if has_null else "too_few_candidates"
@@ -185,7 +192,7 @@ def _decide(row: JudgedConversation, rules: Rules) -> Decision:
             and ratings[i] - ratings[j] >= min_margin  # type: ignore[operator]
             and (min_chosen is None or ratings[i] >= min_chosen)  # type: ignore[operator]
         ]
-    return ratings, human, chosen_list
+    return Decided(ratings, human, chosen_list)
 
 
 # Drops that a human pairwise verdict overrides: the AI could not order the candidates, but a
@@ -202,7 +209,7 @@ def decide(row: JudgedConversation, rules: Rules) -> Decision:
     decided = _decide(row, rules)
     if not row.pairwise or (isinstance(decided, str) and decided not in _PAIRWISE_OVERRIDES):
         return decided
-    index = {c[0]: i for i, c in enumerate(row.candidates)}
+    index = {c.key: i for i, c in enumerate(row.candidates)}
     outcomes: dict[frozenset[int], int | None] = {}  # pair -> winner index, None for a tie
     for (k1, k2), outcome in row.pairwise.items():
         if k1 in index and k2 in index:
@@ -220,8 +227,10 @@ def decide(row: JudgedConversation, rules: Rules) -> Decision:
         ratings: list[float | None] = [None if r is None else float(r) for r in row.ai_ratings]
         ratings.extend([None] * (len(row.candidates) - len(ratings)))
         decisive.sort()
-        return ratings, True, decisive if rules.config.strategy == "all-pairs" else decisive[:1]
-    ratings, human, chosen_list = decided
+        return Decided(
+            ratings, True, decisive if rules.config.strategy == "all-pairs" else decisive[:1]
+        )
+    ratings, human, chosen_list = decided.ratings, decided.human, decided.pairs
     out: list[tuple[int, int]] = []
     touched = False
     beat = {loser: w for w, loser in decisive}  # loser -> a candidate humans preferred
@@ -259,7 +268,7 @@ def decide(row: JudgedConversation, rules: Rules) -> Decision:
         out.extend(sorted(extra))
     if not out:
         return "human_pairwise_tie"
-    return ratings, human or touched, out
+    return Decided(ratings, human or touched, out)
 
 
 def _picked_pairs(
