@@ -54,6 +54,7 @@ from pipelines.records import (
     Judgment,
     NeedsHuman,
     Review,
+    gc_paused,
     shown_order,
 )
 from pipelines.store import Store
@@ -939,6 +940,7 @@ class ArgillaQueue:
         summary.updated += existing
         summary.created += len(batch) - existing
 
+    @gc_paused()  # tens of thousands of records and dicts, no cycles (see gc_paused)
     def _plan(
         self,
         store: Store,

@@ -14,11 +14,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.records import (
     Candidate,
@@ -27,9 +27,12 @@ from pipelines.records import (
     PairVerdict,
     Review,
     candidate_key,
+    gc_paused,
 )
 from pipelines.secrets import mask_tokens, redact
 from pipelines.types import Conversation, GenerationResult
+
+R = TypeVar("R")  # a record type (``Store._records``)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -648,6 +651,25 @@ class Store:
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, tuple(params)).fetchall()
 
+    def _tuples(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """A query's rows as plain tuples, streamed (bulk reads that go by position)."""
+        cur = self._connection().cursor()
+        cur.row_factory = None  # a sqlite3.Row per row is a cost for nothing here
+        return cur.execute(sql, tuple(params))
+
+    def _records(
+        self,
+        reader: Callable[[Sequence[str]], Callable[[Sequence[Any]], R]],
+        sql: str,
+        params: Iterable[Any] = (),
+    ) -> list[R]:
+        """A bulk read as records: ``reader`` (a record type's ``reader``) is given the
+        query's columns once, then builds each record from a plain row tuple by position."""
+        cur = self._tuples(sql, params)
+        make = reader([d[0] for d in cur.description])
+        with gc_paused():
+            return [make(r) for r in cur]
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
@@ -1165,7 +1187,7 @@ class Store:
         if judge_id is not None:
             sql += " WHERE judge_id = ?"
             params = (judge_id,)
-        return [self._judgment_row(r) for r in self.query(sql + " ORDER BY rowid", params)]
+        return self._records(Judgment.reader, sql + " ORDER BY rowid", params)
 
     # -- reviews ----------------------------------------------------------------------------
     def put_review(
@@ -1254,7 +1276,7 @@ class Store:
         if conversation_id is not None:
             sql += " WHERE conversation_id = ?"
             params = (conversation_id,)
-        return [Review.from_row(dict(r)) for r in self.query(sql + " ORDER BY updated_at", params)]
+        return self._records(Review.reader, sql + " ORDER BY updated_at", params)
 
     # -- review queue (issue 13: indexed SQL, paged) -------------------------------------------
     def _queue_where(
@@ -1773,8 +1795,8 @@ class Store:
             sql += f" AND generator_id IN ({','.join('?' * len(generator_ids))})"
             params = list(generator_ids)
         for chunk_sql, chunk_params in _by_ids(sql, params, conversation_ids):
-            for r in self._connection().execute(chunk_sql, chunk_params):
-                yield Candidate(r[0], r[1], r[2], r[3], r[4])
+            for r in self._tuples(chunk_sql, chunk_params):
+                yield Candidate(*r)
 
     def usable_judgments(
         self, judge_id: str | None = None, conversation_ids: Sequence[str] | None = None
@@ -1791,9 +1813,9 @@ class Store:
             sql += " AND judge_id = ?"
             params = [judge_id]
         for chunk_sql, chunk_params in _by_ids(sql, params, conversation_ids):
-            rows = self._connection().execute(chunk_sql + " ORDER BY updated_at", chunk_params)
+            rows = self._tuples(chunk_sql + " ORDER BY updated_at", chunk_params)
+            loads = json.loads
             for cid, jid, model, status, keys, ratings, rationales in rows:
-                loads = json.loads
                 yield Judgment(
                     cid, jid, model, status, loads(keys), loads(ratings), loads(rationales)
                 )

@@ -44,7 +44,6 @@ from pipelines.binarize.rows import (
     BinarizeResult,
     JudgedConversation,
     arrow_schema,
-    gc_paused,
     pa_concat,
     pairs_to_table,
 )
@@ -71,7 +70,6 @@ __all__ = [
     "collect_chunks",
     "decide",
     "fits_columns",
-    "gc_paused",
     "load_prompts",
     "model_labels",
     "mtbench_prompts",
