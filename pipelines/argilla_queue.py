@@ -1118,8 +1118,9 @@ class ArgillaQueue:
             offset += len(items)
             if not items or offset >= page.get("total", 0):
                 break
-        for cid, reviewer, review in writes:
-            store.put_review(cid, reviewer, REVIEW_SOURCE, **review)
+        store.put_reviews(
+            Review(cid, reviewer, REVIEW_SOURCE, **review) for cid, reviewer, review in writes
+        )
         summary.written = len(writes)
         summary.reviewers = sorted(reviewers)
         summary.elapsed_s = round(time.monotonic() - t0, 3)

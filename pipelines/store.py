@@ -34,6 +34,17 @@ from pipelines.types import Conversation, GenerationResult
 
 R = TypeVar("R")  # a record type (``Store._records``)
 
+# one reviewer's latest review of a conversation (``put_review``, ``put_reviews``)
+_REVIEW_UPSERT = """
+    INSERT INTO reviews (conversation_id, reviewer, source, ratings, chosen, rejected,
+        discard, comment, updated_at, accepted_ai)
+    VALUES (?,?,?,?,?,?,?,?,?,?)
+    ON CONFLICT (conversation_id, reviewer, source) DO UPDATE SET
+        ratings=excluded.ratings, chosen=excluded.chosen, rejected=excluded.rejected,
+        discard=excluded.discard, comment=excluded.comment,
+        updated_at=excluded.updated_at, accepted_ai=excluded.accepted_ai
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     conversation_id TEXT PRIMARY KEY,
@@ -1217,15 +1228,7 @@ class Store:
                 if now_version != expected_version:
                     raise StaleReviewError(conversation_id)
             db.execute(
-                """
-                INSERT INTO reviews (conversation_id, reviewer, source, ratings, chosen, rejected,
-                    discard, comment, updated_at, accepted_ai)
-                VALUES (?,?,?,?,?,?,?,?,?,?)
-                ON CONFLICT (conversation_id, reviewer, source) DO UPDATE SET
-                    ratings=excluded.ratings, chosen=excluded.chosen, rejected=excluded.rejected,
-                    discard=excluded.discard, comment=excluded.comment,
-                    updated_at=excluded.updated_at, accepted_ai=excluded.accepted_ai
-                """,
+                _REVIEW_UPSERT,
                 (
                     conversation_id,
                     reviewer,
@@ -1239,6 +1242,21 @@ class Store:
                     int(accepted_ai),
                 ),
             )
+
+    def put_reviews(self, reviews: Iterable[Review]) -> int:
+        """Upsert many reviews (each one reviewer's latest review of a conversation, as
+        ``put_review`` writes it; ``updated_at`` is the time of writing), a transaction per
+        thousand: the Argilla pull's bulk write (one commit per review wrote its pages once a
+        review). Returns how many were written."""
+        rows = [
+            (r.conversation_id, r.reviewer, r.source, json.dumps(r.ratings or {}), r.chosen,
+             r.rejected, int(r.discard), r.comment, time.time(), int(r.accepted_ai))
+            for r in reviews
+        ]  # fmt: skip
+        for i in range(0, len(rows), 1000):
+            with self._conn() as db:
+                db.executemany(_REVIEW_UPSERT, rows[i : i + 1000])
+        return len(rows)
 
     @staticmethod
     def _review_version(

@@ -175,6 +175,27 @@ def test_bulk_readers_build_the_records_by_name_would(tmp_path: Path) -> None:
     assert store.judgments() == [store.judgment(c, "judge") for c in store.conversation_ids()]
 
 
+def test_put_reviews_writes_what_put_review_writes(tmp_path: Path) -> None:
+    """The Argilla pull's bulk write: the same rows as one ``put_review`` each, upserted."""
+    store = _store(tmp_path, [[5, 2, None], [3, 3, 1]])
+    a, b = store.conversation_ids()
+    store.put_review(a, "ann", REVIEW_SOURCE_ARGILLA, ratings={"g0/0": 1}, comment="old")
+    written = store.put_reviews(
+        [
+            Review(a, "ann", REVIEW_SOURCE_ARGILLA, ratings={"g0/0": 5}, chosen="g0/0"),
+            Review(b, "bob", REVIEW_SOURCE_ARGILLA, discard=True, accepted_ai=True),
+        ]
+    )
+    assert written == 2
+    got = {(r.conversation_id, r.reviewer): r for r in store.reviews()}
+    assert len(got) == 2  # ann's review replaced, not duplicated
+    ann, bob = got[(a, "ann")], got[(b, "bob")]
+    assert (ann.ratings, ann.chosen, ann.comment, ann.discard) == ({"g0/0": 5}, "g0/0", None, False)
+    assert (bob.ratings, bob.discard, bob.accepted_ai) == ({}, True, True)
+    assert ann.updated_at > 0 and bob.updated_at > 0
+    assert store.put_reviews([]) == 0
+
+
 def test_gc_paused_restores_the_collector() -> None:
     assert gc.isenabled()
     with gc_paused():
