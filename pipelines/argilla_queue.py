@@ -54,6 +54,7 @@ from pipelines.records import (
     Judgment,
     NeedsHuman,
     Review,
+    gc_paused,
     shown_order,
 )
 from pipelines.store import Store
@@ -939,6 +940,7 @@ class ArgillaQueue:
         summary.updated += existing
         summary.created += len(batch) - existing
 
+    @gc_paused()  # tens of thousands of records and dicts, no cycles (see gc_paused)
     def _plan(
         self,
         store: Store,
@@ -1116,8 +1118,9 @@ class ArgillaQueue:
             offset += len(items)
             if not items or offset >= page.get("total", 0):
                 break
-        for cid, reviewer, review in writes:
-            store.put_review(cid, reviewer, REVIEW_SOURCE, **review)
+        store.put_reviews(
+            Review(cid, reviewer, REVIEW_SOURCE, **review) for cid, reviewer, review in writes
+        )
         summary.written = len(writes)
         summary.reviewers = sorted(reviewers)
         summary.elapsed_s = round(time.monotonic() - t0, 3)

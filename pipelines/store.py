@@ -14,11 +14,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.records import (
     Candidate,
@@ -27,9 +27,23 @@ from pipelines.records import (
     PairVerdict,
     Review,
     candidate_key,
+    gc_paused,
 )
 from pipelines.secrets import mask_tokens, redact
 from pipelines.types import Conversation, GenerationResult
+
+R = TypeVar("R")  # a record type (``Store._records``)
+
+# one reviewer's latest review of a conversation (``put_review``, ``put_reviews``)
+_REVIEW_UPSERT = """
+    INSERT INTO reviews (conversation_id, reviewer, source, ratings, chosen, rejected,
+        discard, comment, updated_at, accepted_ai)
+    VALUES (?,?,?,?,?,?,?,?,?,?)
+    ON CONFLICT (conversation_id, reviewer, source) DO UPDATE SET
+        ratings=excluded.ratings, chosen=excluded.chosen, rejected=excluded.rejected,
+        discard=excluded.discard, comment=excluded.comment,
+        updated_at=excluded.updated_at, accepted_ai=excluded.accepted_ai
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -436,6 +450,10 @@ MIGRATIONS: list[str] = [
             SET n = n + excluded.n, total = total + excluded.total;
     END;
     """,
+    # 10 (issue 9): no query reads pairwise_reviews by reviewer alone (the next-pair lookup goes
+    # by the primary key), yet every Arena verdict wrote a page of this index: with 16 KiB pages,
+    # a sixth of a keystroke's commit.
+    "DROP INDEX IF EXISTS pairwise_reviews_reviewer;",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -651,6 +669,25 @@ class Store:
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, tuple(params)).fetchall()
+
+    def _tuples(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """A query's rows as plain tuples, streamed (bulk reads that go by position)."""
+        cur = self._connection().cursor()
+        cur.row_factory = None  # a sqlite3.Row per row is a cost for nothing here
+        return cur.execute(sql, tuple(params))
+
+    def _records(
+        self,
+        reader: Callable[[Sequence[str]], Callable[[Sequence[Any]], R]],
+        sql: str,
+        params: Iterable[Any] = (),
+    ) -> list[R]:
+        """A bulk read as records: ``reader`` (a record type's ``reader``) is given the
+        query's columns once, then builds each record from a plain row tuple by position."""
+        cur = self._tuples(sql, params)
+        make = reader([d[0] for d in cur.description])
+        with gc_paused():
+            return [make(r) for r in cur]
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -1176,7 +1213,7 @@ class Store:
         if judge_id is not None:
             sql += " WHERE judge_id = ?"
             params = (judge_id,)
-        return [self._judgment_row(r) for r in self.query(sql + " ORDER BY rowid", params)]
+        return self._records(Judgment.reader, sql + " ORDER BY rowid", params)
 
     # -- reviews ----------------------------------------------------------------------------
     def put_review(
@@ -1206,15 +1243,7 @@ class Store:
                 if now_version != expected_version:
                     raise StaleReviewError(conversation_id)
             db.execute(
-                """
-                INSERT INTO reviews (conversation_id, reviewer, source, ratings, chosen, rejected,
-                    discard, comment, updated_at, accepted_ai)
-                VALUES (?,?,?,?,?,?,?,?,?,?)
-                ON CONFLICT (conversation_id, reviewer, source) DO UPDATE SET
-                    ratings=excluded.ratings, chosen=excluded.chosen, rejected=excluded.rejected,
-                    discard=excluded.discard, comment=excluded.comment,
-                    updated_at=excluded.updated_at, accepted_ai=excluded.accepted_ai
-                """,
+                _REVIEW_UPSERT,
                 (
                     conversation_id,
                     reviewer,
@@ -1228,6 +1257,21 @@ class Store:
                     int(accepted_ai),
                 ),
             )
+
+    def put_reviews(self, reviews: Iterable[Review]) -> int:
+        """Upsert many reviews (each one reviewer's latest review of a conversation, as
+        ``put_review`` writes it; ``updated_at`` is the time of writing), a transaction per
+        thousand: the Argilla pull's bulk write (one commit per review wrote its pages once a
+        review). Returns how many were written."""
+        rows = [
+            (r.conversation_id, r.reviewer, r.source, json.dumps(r.ratings or {}), r.chosen,
+             r.rejected, int(r.discard), r.comment, time.time(), int(r.accepted_ai))
+            for r in reviews
+        ]  # fmt: skip
+        for i in range(0, len(rows), 1000):
+            with self._conn() as db:
+                db.executemany(_REVIEW_UPSERT, rows[i : i + 1000])
+        return len(rows)
 
     @staticmethod
     def _review_version(
@@ -1265,7 +1309,7 @@ class Store:
         if conversation_id is not None:
             sql += " WHERE conversation_id = ?"
             params = (conversation_id,)
-        return [Review.from_row(dict(r)) for r in self.query(sql + " ORDER BY updated_at", params)]
+        return self._records(Review.reader, sql + " ORDER BY updated_at", params)
 
     # -- review queue (issue 13: indexed SQL, paged) -------------------------------------------
     def _queue_where(
@@ -1834,8 +1878,8 @@ class Store:
             sql += f" AND generator_id IN ({','.join('?' * len(generator_ids))})"
             params = list(generator_ids)
         for chunk_sql, chunk_params in _by_ids(sql, params, conversation_ids):
-            for r in self._connection().execute(chunk_sql, chunk_params):
-                yield Candidate(r[0], r[1], r[2], r[3], r[4])
+            for r in self._tuples(chunk_sql, chunk_params):
+                yield Candidate(*r)
 
     def usable_judgments(
         self, judge_id: str | None = None, conversation_ids: Sequence[str] | None = None
@@ -1852,9 +1896,9 @@ class Store:
             sql += " AND judge_id = ?"
             params = [judge_id]
         for chunk_sql, chunk_params in _by_ids(sql, params, conversation_ids):
-            rows = self._connection().execute(chunk_sql + " ORDER BY updated_at", chunk_params)
+            rows = self._tuples(chunk_sql + " ORDER BY updated_at", chunk_params)
+            loads = json.loads
             for cid, jid, model, status, keys, ratings, rationales in rows:
-                loads = json.loads
                 yield Judgment(
                     cid, jid, model, status, loads(keys), loads(ratings), loads(rationales)
                 )
@@ -1992,15 +2036,27 @@ class Store:
 
     @staticmethod
     def _recount_pair(db: sqlite3.Connection, cid: str, key_1: str, key_2: str) -> None:
-        db.execute(
-            "UPDATE pairwise_pairs SET"
-            " n_seen = (SELECT COUNT(*) FROM pairwise_reviews r WHERE r.conversation_id = ?1"
-            "   AND r.key_1 = ?2 AND r.key_2 = ?3),"
-            " n_verdicts = (SELECT COUNT(*) FROM pairwise_reviews r WHERE r.conversation_id = ?1"
-            "   AND r.key_1 = ?2 AND r.key_2 = ?3 AND r.verdict != 'skip')"
-            " WHERE conversation_id = ?1 AND key_1 = ?2 AND key_2 = ?3",
+        """Recompute a pair's verdict counts in every queue (reason) that holds it. Each row is
+        updated by its primary key, and only when a count changed: a one-row UPDATE needs no
+        statement journal, which a multi-row one does (a copy of every page it changes, and
+        with 16 KiB pages it spilled to a temporary file: most of an Arena keystroke's write
+        cost, issue 9)."""
+        n_seen, n_verdicts = db.execute(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE verdict != 'skip') FROM pairwise_reviews"
+            " WHERE conversation_id = ? AND key_1 = ? AND key_2 = ?",
             (cid, key_1, key_2),
-        )
+        ).fetchone()
+        stale = db.execute(
+            "SELECT reason FROM pairwise_pairs WHERE conversation_id = ? AND key_1 = ?"
+            " AND key_2 = ? AND (n_seen != ? OR n_verdicts != ?)",
+            (cid, key_1, key_2, n_seen, n_verdicts),
+        ).fetchall()
+        for (reason,) in stale:
+            db.execute(
+                "UPDATE pairwise_pairs SET n_seen = ?, n_verdicts = ?"
+                " WHERE reason = ? AND conversation_id = ?",
+                (n_seen, n_verdicts, reason, cid),
+            )
 
     def next_pairwise_pair(
         self, reviewer: str, reason: str, max_verdicts: int, exclude: Iterable[str] = ()

@@ -216,6 +216,41 @@ def test_next_pair_is_one_indexed_lookup(store: Store) -> None:
     assert "TEMP B-TREE" not in text  # no sort: the index gives the order
 
 
+def test_verdict_counts_follow_every_queue_holding_the_pair(store: Store) -> None:
+    """A verdict recounts the pair in each queue (reason) that holds it, one row at a time by
+    primary key (a one-row UPDATE needs no statement journal: issue 9's keystroke cost)."""
+    cid = add_row(store, "q", {"gen-a": 4, "gen-b": 4})
+    other = add_row(store, "q2", {"gen-a": 5, "gen-b": 1})
+    refresh_pairs(store)
+
+    def counts(c: str) -> dict[str, tuple[int, int]]:
+        rows = store.query(
+            "SELECT reason, n_seen, n_verdicts FROM pairwise_pairs WHERE conversation_id = ?",
+            (c,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    reasons = set(counts(cid))
+    assert len(reasons) >= 2  # the same pair sits in several queues
+    verdict(store, cid, "r1", "gen-a/0", "gen-b/0", "a")
+    verdict(store, cid, "r2", "gen-b/0", "gen-a/0", "skip")
+    assert counts(cid) == dict.fromkeys(reasons, (2, 1))
+    verdict(store, cid, "r1", "gen-a/0", "gen-b/0", "skip")  # r1 changes their mind
+    assert counts(cid) == dict.fromkeys(reasons, (2, 0))
+    verdict(store, cid, "r2", "gen-a/0", "gen-b/0", "tie")
+    assert counts(cid) == dict.fromkeys(reasons, (2, 1))
+    assert set(counts(other).values()) == {(0, 0)}  # other conversations untouched
+    # a refresh keeps the counts (recomputed from the stored verdicts)
+    refresh_pairs(store)
+    assert counts(cid) == dict.fromkeys(reasons, (2, 1))
+    plan = store.query(
+        "EXPLAIN QUERY PLAN UPDATE pairwise_pairs SET n_seen = ?, n_verdicts = ?"
+        " WHERE reason = ? AND conversation_id = ?",
+        (1, 1, "ai_tie", cid),
+    )
+    assert "(reason=? AND conversation_id=?)" in " | ".join(r[-1] for r in plan)
+
+
 # -- outcomes and binarization --------------------------------------------------------------------
 def test_majority_outcome() -> None:
     def v(verdict: str, winner: str | None = None) -> PairVerdict:

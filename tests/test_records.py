@@ -5,6 +5,7 @@ the one error formatter and the Argilla queue's one retry policy (tenacity)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import sqlite3
@@ -23,6 +24,7 @@ from pipelines.records import (
     Judgment,
     NeedsHuman,
     Review,
+    gc_paused,
     review_display_order,
     seeded_order,
     shown_order,
@@ -143,6 +145,68 @@ def test_store_reads_are_typed_records(tmp_path: Path) -> None:
     by_key = {c.key: c for c in item.candidates}
     assert by_key["g1/0"].ai_rating == 2 and by_key["g1/0"].rationale == "why g1/0"
     assert isinstance(by_key["g1/0"], Candidate)
+
+
+def test_bulk_readers_build_the_records_by_name_would(tmp_path: Path) -> None:
+    """The bulk reads build records by column position (``Judgment.reader``,
+    ``Review.reader``): the same record as reading each row by name, extra columns kept, and
+    by name again where the query lacks a field."""
+    store = _store(tmp_path, [[5, 2, None], [3, 3, 1]])
+    for cid in store.conversation_ids():
+        store.put_review(cid, "ann", REVIEW_SOURCE_UI, ratings={"g0/0": 4}, discard=True)
+    for record_type, table in ((Judgment, "judgments"), (Review, "reviews")):
+        rows = store.query(f"SELECT * FROM {table} ORDER BY rowid")
+        columns = list(rows[0].keys())
+        make = record_type.reader(columns)  # type: ignore[attr-defined]
+        for row in rows:
+            by_name = record_type.from_row(dict(row))  # type: ignore[attr-defined]
+            assert make(tuple(row)) == by_name
+        # a column order of its own and a column the record does not name
+        shuffled = list(reversed(columns)) + ["later_column"]
+        make = record_type.reader(shuffled)  # type: ignore[attr-defined]
+        got = make(tuple(rows[0][c] for c in reversed(columns)) + ("x",))
+        assert got == record_type.from_row({**dict(rows[0]), "later_column": "x"})  # type: ignore[attr-defined]
+        assert got.extra["later_column"] == "x"
+        # a query without every field: read by name, defaults where absent
+        partial = record_type.reader(["conversation_id", columns[1]])  # type: ignore[attr-defined]
+        assert partial((rows[0][0], rows[0][1])).conversation_id == rows[0][0]
+    (review,) = store.reviews(store.conversation_ids()[0])
+    assert review.discard is True and review.accepted_ai is False and review.extra == {}
+    assert store.judgments() == [store.judgment(c, "judge") for c in store.conversation_ids()]
+
+
+def test_put_reviews_writes_what_put_review_writes(tmp_path: Path) -> None:
+    """The Argilla pull's bulk write: the same rows as one ``put_review`` each, upserted."""
+    store = _store(tmp_path, [[5, 2, None], [3, 3, 1]])
+    a, b = store.conversation_ids()
+    store.put_review(a, "ann", REVIEW_SOURCE_ARGILLA, ratings={"g0/0": 1}, comment="old")
+    written = store.put_reviews(
+        [
+            Review(a, "ann", REVIEW_SOURCE_ARGILLA, ratings={"g0/0": 5}, chosen="g0/0"),
+            Review(b, "bob", REVIEW_SOURCE_ARGILLA, discard=True, accepted_ai=True),
+        ]
+    )
+    assert written == 2
+    got = {(r.conversation_id, r.reviewer): r for r in store.reviews()}
+    assert len(got) == 2  # ann's review replaced, not duplicated
+    ann, bob = got[(a, "ann")], got[(b, "bob")]
+    assert (ann.ratings, ann.chosen, ann.comment, ann.discard) == ({"g0/0": 5}, "g0/0", None, False)
+    assert (bob.ratings, bob.discard, bob.accepted_ai) == ({}, True, True)
+    assert ann.updated_at > 0 and bob.updated_at > 0
+    assert store.put_reviews([]) == 0
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # nested: the outer one turns it back on
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), gc_paused():
+        raise ValueError
+    assert gc.isenabled()
 
 
 def test_review_sources_are_named_once() -> None:

@@ -46,7 +46,6 @@ from pipelines.binarize.rows import (
     BinarizeResult,
     JudgedConversation,
     arrow_schema,
-    gc_paused,
     pa_concat,
     pairs_to_table,
 )
@@ -75,7 +74,6 @@ __all__ = [
     "collect_chunks",
     "decide",
     "fits_columns",
-    "gc_paused",
     "load_prompts",
     "model_labels",
     "mtbench_prompts",

@@ -7,8 +7,8 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from pipelines.binarize.rows import JudgedConversation, gc_paused
-from pipelines.records import CandidateRow, Judgment, Review, candidate_key
+from pipelines.binarize.rows import JudgedConversation
+from pipelines.records import CandidateRow, Judgment, Review, candidate_key, gc_paused
 from pipelines.store import Store
 from pipelines.types import Conversation
 

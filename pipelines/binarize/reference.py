@@ -13,12 +13,11 @@ from pipelines.binarize.rows import (
     DROP_REASONS,
     BinarizeResult,
     JudgedConversation,
-    gc_paused,
     pairs_to_table,
 )
 from pipelines.binarize.rules import Rules, decide
 from pipelines.judge_quality import without_placeholders
-from pipelines.records import Pair
+from pipelines.records import Pair, gc_paused
 from pipelines.types import Message
 
 

@@ -5,16 +5,14 @@ and the exported rows' columns (``COLUMNS``, ``arrow_schema``)."""
 from __future__ import annotations
 
 import functools
-import gc
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from pipelines.records import CandidateRow, Review
+from pipelines.records import CandidateRow, Review, gc_paused
 from pipelines.types import Conversation
 
 DROP_REASONS = (
@@ -104,19 +102,6 @@ class BinarizeResult:
             "human_rows": self.human_rows,
             "dropped": {k: self.dropped.get(k, 0) for k in DROP_REASONS},
         }
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building many acyclic containers (100k rows of dicts/lists):
-    its generation-2 passes otherwise dominate the run time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def pa_concat(tables: list[Any]) -> Any:
