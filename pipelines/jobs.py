@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,9 @@ class JobManager:
         self._lock = threading.Lock()
         self.current: JobHandle | None = None
         self.history: list[JobHandle] = []
+        # called (in the job's thread) after every job ends, whatever its outcome: e.g. the
+        # service recounting the review queues and the Results preview the job's rows changed
+        self.on_finish: list[Callable[[], None]] = []
 
     def start(
         self, recipe: Recipe, stages: list[str], *, limit: int | None = None, name: str = "run"
@@ -144,6 +148,12 @@ class JobManager:
                     from pipelines.errors import error_line
 
                     handle.error = error_line(exc, limit=500, with_type=True)
+                finally:
+                    for listener in list(self.on_finish):
+                        try:
+                            listener()
+                        except Exception:  # noqa: BLE001 - a listener never fails the job
+                            pass
 
             handle.thread = threading.Thread(target=work, name=f"capyui-job-{name}", daemon=True)
             self.current = handle

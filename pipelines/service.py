@@ -205,6 +205,12 @@ class WorkspaceService:
         """Call ``listener`` (cheap; start a thread for real work) after every recipe change."""
         self._listeners.append(listener)
 
+    def on_job_finish(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (cheap; start a thread for real work) after every background job
+        ends: its generations and judgments changed what the review counts and the Results
+        preview read."""
+        self.jobs.on_finish.append(listener)
+
     def _changed(self) -> None:
         for listener in list(self._listeners):
             listener()

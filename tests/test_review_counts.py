@@ -127,3 +127,36 @@ def test_results_preview_is_warmed_only_up_to_its_size_limit(
             if t.name == "capyui-results-warm":
                 t.join(timeout=60)
         assert (service._preview_cache is not None) == warmed, limit
+
+
+def test_a_finished_job_recounts_the_ai_queues_in_the_background(tmp_path: Path) -> None:
+    """A job's generations and judgments make the kept counts stale; old code recounted only
+    at app start, after a recipe change or when a queue opened, so the first open after a
+    judge job counted synchronously (~4 s for "AI unsure" at 1M)."""
+    recipe = parse_recipe(
+        {
+            "name": "r",
+            "source": {"path": "a.jsonl"},
+            "generators": [{"id": g, "backend": "original"} for g in ("g1", "g2", "g3")],
+            "judge": {"id": "judge", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                      "model": "m"},
+        }
+    )  # fmt: skip
+    build_fixture_store(tmp_path / "ws", 6, n=40)
+    service = WorkspaceService(tmp_path / "ws", recipe=recipe)
+    service.on_job_finish(service.warm_review_counts)
+    gens, judge = service.model_ids()
+    kw: dict[str, Any] = {"generator_ids": gens, "judge_id": judge}
+    # a conversation the fixture never generated for: the job answers it with its own answer
+    service.store.add_conversations(
+        [Conversation(messages=[{"role": "user", "content": "new"}], original_response="a")]
+    )
+    assert all(service.store.cached_queue_count(f, **kw) is None for f in AI_FILTERS)
+    service.jobs.start(service.recipe, ["generate"], name="gen")
+    handle = service.jobs.wait(600)
+    assert handle is not None and handle.summary is not None and handle.error is None
+    for t in threading.enumerate():
+        if t.name == "capyui-review-counts":
+            t.join(timeout=600)
+    for f in AI_FILTERS:
+        assert service.store.cached_queue_count(f, **kw) is not None, f

@@ -448,11 +448,12 @@ def build(ws: WorkspaceService, tab: gr.Tab) -> None:
         return publish(ws, repo, priv, oauth, replace=repl)
 
     publish_btn.click(do_publish, [repo_id, private, replace], publish_status, api_name="publish")
-    # SQL statistics at once; the full preview when it is ready (warmed at start and whenever
-    # the recipe changes)
+    # SQL statistics at once; the full preview when it is ready (warmed at start, whenever the
+    # recipe changes and after each job)
     tab.select(lambda *a: first_look(ws, v, *a), options, outputs, show_progress="hidden")
     ws.warm_preview()
     ws.on_recipe_change(ws.warm_preview)
+    ws.on_job_finish(ws.warm_preview)
 
     from capyui.tabs import arena  # pairwise verdicts and rankings (issue 14)
 

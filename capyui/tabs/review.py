@@ -545,10 +545,11 @@ def build(
         return load_queue(filter_, who, blind_, ai_)
 
     tab.select(on_select, [v.queue, v.pos, *queue_inputs], queue_outputs, show_progress="hidden")
-    # the AI queues' counts in the background from the start (and after a recipe change), so
-    # opening one on a large workspace reads its count
+    # the AI queues' counts in the background from the start (and after a recipe change or a
+    # job: judging invalidates them), so opening one on a large workspace reads its count
     ws.warm_review_counts()
     ws.on_recipe_change(ws.warm_review_counts)
+    ws.on_job_finish(ws.warm_review_counts)
 
     from capyui.tabs import argilla  # the Argilla review queue panel, below the built-in one
 
