@@ -6,6 +6,7 @@ asked again (or recorded as failed), never dropped. Scripted OpenAI-compatible s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,21 @@ def test_recipe_validates_supports_n() -> None:
         )
 
 
-def test_models_tab_shows_and_edits_supports_n(tmp_path: Path) -> None:
+@pytest.fixture
+def as_owner() -> Iterator[None]:
+    """Calls outside any event act as an owner's event (an app built by an earlier test may
+    have installed a policy in which such a caller is anonymous)."""
+    from capyui import guard
+    from pipelines.workspace import Actor, Role
+
+    token = guard._actor.set(Actor("o", Role.OWNER))
+    try:
+        yield
+    finally:
+        guard._actor.reset(token)
+
+
+def test_models_tab_shows_and_edits_supports_n(tmp_path: Path, as_owner: None) -> None:
     from capyui.app import Workspace
     from capyui.tabs.models import load_form, models_html, save_model
 
