@@ -24,6 +24,22 @@ VARIANTS: list[dict[str, Any]] = [
 ]
 
 
+def _judged_service(tmp_path: Path) -> WorkspaceService:
+    """A service over the fixture store (40 conversations, three generators, judged by
+    "judge") with a recipe naming those models."""
+    recipe = parse_recipe(
+        {
+            "name": "r",
+            "source": {"path": "a.jsonl"},
+            "generators": [{"id": g, "backend": "original"} for g in ("g1", "g2", "g3")],
+            "judge": {"id": "judge", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                      "model": "m"},
+        }
+    )  # fmt: skip
+    build_fixture_store(tmp_path / "ws", 6, n=40)
+    return WorkspaceService(tmp_path / "ws", recipe=recipe)
+
+
 def test_ai_queue_counts_are_kept_until_a_candidate_or_judgment_is_written(
     tmp_path: Path,
 ) -> None:
@@ -77,17 +93,7 @@ def test_ai_queue_counts_are_kept_until_a_candidate_or_judgment_is_written(
 
 
 def test_the_service_warms_the_ai_queue_counts(tmp_path: Path) -> None:
-    recipe = parse_recipe(
-        {
-            "name": "r",
-            "source": {"path": "a.jsonl"},
-            "generators": [{"id": g, "backend": "original"} for g in ("g1", "g2", "g3")],
-            "judge": {"id": "judge", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
-                      "model": "m"},
-        }
-    )  # fmt: skip
-    build_fixture_store(tmp_path / "ws", 6, n=40)
-    service = WorkspaceService(tmp_path / "ws", recipe=recipe)
+    service = _judged_service(tmp_path)
     gens, judge = service.model_ids()
     kw: dict[str, Any] = {"generator_ids": gens, "judge_id": judge}
     assert all(service.store.cached_queue_count(f, **kw) is None for f in AI_FILTERS)
@@ -133,17 +139,7 @@ def test_a_finished_job_recounts_the_ai_queues_in_the_background(tmp_path: Path)
     """A job's generations and judgments make the kept counts stale; old code recounted only
     at app start, after a recipe change or when a queue opened, so the first open after a
     judge job counted synchronously (~4 s for "AI unsure" at 1M)."""
-    recipe = parse_recipe(
-        {
-            "name": "r",
-            "source": {"path": "a.jsonl"},
-            "generators": [{"id": g, "backend": "original"} for g in ("g1", "g2", "g3")],
-            "judge": {"id": "judge", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
-                      "model": "m"},
-        }
-    )  # fmt: skip
-    build_fixture_store(tmp_path / "ws", 6, n=40)
-    service = WorkspaceService(tmp_path / "ws", recipe=recipe)
+    service = _judged_service(tmp_path)
     service.on_job_finish(service.warm_review_counts)
     gens, judge = service.model_ids()
     kw: dict[str, Any] = {"generator_ids": gens, "judge_id": judge}
