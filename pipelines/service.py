@@ -813,11 +813,12 @@ class WorkspaceService:
             generated = [r for r in rows if r.candidates]
             not_generated += len(rows) - len(generated)
             result = binarize(generated, options)
-            part = result.summary()
-            for name in ("rows_in", "rows_kept", "pairs", "human_rows"):
-                summary[name] += part[name]
-            for reason, n in part["dropped"].items():
-                summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n
+            for name, value in result.summary().items():  # every count adds up over chunks
+                if isinstance(value, dict):
+                    for reason, n in value.items():
+                        summary[name][reason] = summary[name].get(reason, 0) + n
+                else:
+                    summary[name] += value
             if len(first) < PREVIEW_PAIRS:
                 first += result.table.slice(0, PREVIEW_PAIRS - len(first)).to_pylist()
             labels.add(result.table)
